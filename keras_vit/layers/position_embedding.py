@@ -1,0 +1,150 @@
+"""Learned position embeddings that resize themselves when loaded from another image size."""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import ops
+
+from keras_vit.resize import RESIZE_METHODS, resize_position_embedding, resize_table
+from keras_vit.utils import to_pair
+
+#: Position embeddings of the paper's ablation (appendix D.4, Table 8).
+POSITION_EMBEDDINGS = ("none", "learned_1d", "learned_2d", "relative")
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class AddPositionEmbedding(keras.layers.Layer):
+    """Adds learned position embeddings to a sequence of prefix + grid tokens.
+
+    `kind="learned_1d"` (the paper's default, the reference's `posembed_input`)
+    learns one [1, prefix + gh * gw, D] table. `kind="learned_2d"` learns a row
+    table [gh, D/2] and a column table [gw, D/2]; the embedding of patch (i, j)
+    is `concat(row[i], col[j])`, and prefix tokens get a [prefix, D] table of
+    their own.
+
+    Resize on load: when weights stored for another grid are loaded (from an
+    original .npz checkpoint, a `.keras` file or a `.weights.h5` file), the
+    prefix rows are kept and the grid part is resized to this layer's grid with
+    `resize_method` (default: the reference's aligned-corners linear zoom, in
+    float64).
+
+    Args:
+        grid_size: (gh, gw), the patch grid of the model.
+        num_prefix_tokens: tokens before the grid (1 with a class token, else 0).
+        kind: "learned_1d" or "learned_2d".
+        resize_method: see `keras_vit.resize.RESIZE_METHODS`.
+        initializer: initializer of the tables (the reference: normal, stddev 0.02).
+
+    Shapes:
+        input: [batch, prefix + gh * gw, D].
+        output: the same.
+    """
+
+    def __init__(
+        self,
+        grid_size: int | tuple[int, int],
+        num_prefix_tokens: int = 1,
+        kind: str = "learned_1d",
+        resize_method: str = "reference",
+        initializer: str | keras.initializers.Initializer | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if kind not in ("learned_1d", "learned_2d"):
+            raise ValueError(f"AddPositionEmbedding kind must be 'learned_1d' or 'learned_2d', got {kind!r}.")
+        if resize_method not in RESIZE_METHODS:
+            raise ValueError(f"Unknown resize_method {resize_method!r}; expected one of {RESIZE_METHODS}.")
+        self.grid_size = to_pair(grid_size, "grid_size")
+        self.num_prefix_tokens = num_prefix_tokens
+        self.kind = kind
+        self.resize_method = resize_method
+        self.initializer = keras.initializers.get(initializer or keras.initializers.RandomNormal(stddev=0.02))
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
+
+    def build(self, input_shape):
+        if len(input_shape) != 3 or input_shape[1] not in (None, self.num_tokens):
+            raise ValueError(
+                f"AddPositionEmbedding for grid {self.grid_size} with {self.num_prefix_tokens} prefix token(s) "
+                f"expects [batch, {self.num_tokens}, hidden] inputs, got shape {input_shape}."
+            )
+        hidden = input_shape[-1]
+        if self.kind == "learned_1d":
+            self.pos_embedding = self.add_weight(
+                name="pos_embedding", shape=(1, self.num_tokens, hidden), initializer=self.initializer
+            )
+            return
+        if hidden % 2:
+            raise ValueError(f"learned_2d position embeddings need an even hidden size, got {hidden}.")
+        self.row_embedding = self.add_weight(
+            name="row_embedding", shape=(self.grid_size[0], hidden // 2), initializer=self.initializer
+        )
+        self.column_embedding = self.add_weight(
+            name="column_embedding", shape=(self.grid_size[1], hidden // 2), initializer=self.initializer
+        )
+        if self.num_prefix_tokens:
+            self.prefix_embedding = self.add_weight(
+                name="prefix_embedding", shape=(self.num_prefix_tokens, hidden), initializer=self.initializer
+            )
+
+    def embedding(self) -> keras.KerasTensor:
+        """The full [1, prefix + gh * gw, D] table, in the variables' dtype."""
+        if self.kind == "learned_1d":
+            return self.pos_embedding
+        gh, gw = self.grid_size
+        half = self.row_embedding.shape[-1]
+        rows = ops.broadcast_to(self.row_embedding[:, None, :], (gh, gw, half))
+        cols = ops.broadcast_to(self.column_embedding[None, :, :], (gh, gw, half))
+        grid = ops.reshape(ops.concatenate([rows, cols], axis=-1), (gh * gw, 2 * half))
+        if self.num_prefix_tokens:
+            grid = ops.concatenate([self.prefix_embedding, grid], axis=0)
+        return grid[None]
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.embedding(), inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def load_own_variables(self, store):
+        """Loads stored tables, resizing those saved for another grid (`.keras`, `.weights.h5`)."""
+        if len(store.keys()) != len(self.weights):
+            raise ValueError(
+                f"Layer {self.name!r} expects {len(self.weights)} position embedding variable(s), "
+                f"the file holds {len(store.keys())}."
+            )
+        self.assign_embeddings([np.asarray(store[str(i)]) for i in range(len(self.weights))])
+
+    def assign_embeddings(self, values: list[np.ndarray]) -> None:
+        """Assigns tables in `self.weights` order, resizing each to this layer's grid."""
+        for variable, value in zip(self.weights, values):
+            variable.assign(self._fit(variable, np.asarray(value)))
+
+    def _fit(self, variable, value: np.ndarray) -> np.ndarray:
+        name = variable.path
+        expected = tuple(variable.shape)
+        if value.shape == expected:
+            return value
+        if value.ndim != len(expected) or value.shape[-1] != expected[-1]:
+            raise ValueError(f"Cannot load {name}: expected shape {expected}, found {value.shape}.")
+        if variable is getattr(self, "pos_embedding", None):
+            if value.shape[1] <= self.num_prefix_tokens:
+                raise ValueError(f"Cannot load {name}: expected shape {expected}, found {value.shape}.")
+            return resize_position_embedding(value, self.num_prefix_tokens, self.grid_size, method=self.resize_method)
+        if variable is getattr(self, "prefix_embedding", None):
+            raise ValueError(f"Cannot load {name}: expected shape {expected}, found {value.shape}.")
+        return resize_table(value, expected[0], self.resize_method)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            grid_size=self.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+            kind=self.kind,
+            resize_method=self.resize_method,
+            initializer=keras.initializers.serialize(self.initializer),
+        )
+        return config

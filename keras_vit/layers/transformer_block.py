@@ -1,0 +1,114 @@
+"""The pre-LayerNorm Transformer encoder block of ViT."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_vit.layers.attention import MultiHeadSelfAttention
+from keras_vit.layers.stochastic_depth import StochasticDepth
+
+#: LayerNorm epsilon of the reference (flax default); Keras' default is 1e-3.
+LAYER_NORM_EPSILON = 1e-6
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class TransformerBlock(keras.layers.Layer):
+    """One encoder block: `x + MHSA(LN(x))`, then `x + MLP(LN(x))`.
+
+    The MLP is Dense(mlp_dim) -> GELU (tanh approximation, as flax's
+    `nn.gelu`) -> dropout -> Dense(D) -> dropout. Dropout also follows the
+    attention; stochastic depth, when set, drops each residual branch.
+
+    Args:
+        num_heads: attention heads.
+        mlp_dim: hidden width of the MLP.
+        dropout_rate: dropout after attention and in the MLP.
+        attention_dropout_rate: dropout on the attention weights.
+        stochastic_depth_rate: probability of dropping a residual branch.
+        relative_positions: 1-D relative position logits in the attention.
+        resize_method: how a relative table of another length is resized on load.
+
+    Shapes:
+        input: [batch, N, D]; output: [batch, N, D]. With
+        `return_attention_scores=True` also [batch, heads, N, N].
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        mlp_dim: int,
+        dropout_rate: float = 0.0,
+        attention_dropout_rate: float = 0.0,
+        stochastic_depth_rate: float = 0.0,
+        relative_positions: bool = False,
+        resize_method: str = "reference",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout_rate = dropout_rate
+        self.attention_dropout_rate = attention_dropout_rate
+        self.stochastic_depth_rate = stochastic_depth_rate
+        self.relative_positions = relative_positions
+        self.resize_method = resize_method
+        policy = self.dtype_policy
+        self.attention_norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, dtype=policy, name="attention_norm"
+        )
+        self.attention = MultiHeadSelfAttention(
+            num_heads,
+            attention_dropout_rate=attention_dropout_rate,
+            relative_positions=relative_positions,
+            resize_method=resize_method,
+            dtype=policy,
+            name="attention",
+        )
+        self.mlp_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=policy, name="mlp_norm")
+        mlp_init = dict(
+            kernel_initializer="glorot_uniform",
+            bias_initializer=keras.initializers.RandomNormal(stddev=1e-6),
+            dtype=policy,
+        )
+        self.mlp_dense_1 = keras.layers.Dense(mlp_dim, name="mlp_dense_1", **mlp_init)
+        self.mlp_dense_2 = None  # built once D is known
+        self.mlp_init = mlp_init
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=policy)
+        self.drop_path = StochasticDepth(stochastic_depth_rate, dtype=policy)
+
+    def build(self, input_shape):
+        if len(input_shape) != 3 or input_shape[-1] is None:
+            raise ValueError(f"TransformerBlock expects [batch, tokens, hidden] inputs, got shape {input_shape}.")
+        hidden = input_shape[-1]
+        self.mlp_dense_2 = keras.layers.Dense(hidden, name="mlp_dense_2", **self.mlp_init)
+        self.attention_norm.build(input_shape)
+        self.attention.build(input_shape)
+        self.mlp_norm.build(input_shape)
+        self.mlp_dense_1.build(input_shape)
+        self.mlp_dense_2.build(tuple(input_shape[:2]) + (self.mlp_dim,))
+
+    def call(self, inputs, training=None, return_attention_scores: bool = False):
+        y = self.attention_norm(inputs)
+        y, scores = self.attention(y, training=training, return_attention_scores=True)
+        x = inputs + self.drop_path(self.dropout(y, training=training), training=training)
+        y = self.mlp_dense_1(self.mlp_norm(x))
+        y = keras.activations.gelu(y, approximate=True)
+        y = self.mlp_dense_2(self.dropout(y, training=training))
+        x = x + self.drop_path(self.dropout(y, training=training), training=training)
+        return (x, scores) if return_attention_scores else x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            stochastic_depth_rate=self.stochastic_depth_rate,
+            relative_positions=self.relative_positions,
+            resize_method=self.resize_method,
+        )
+        return config

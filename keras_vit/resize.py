@@ -1,0 +1,88 @@
+"""Resizing of position embeddings when weights come from another image size.
+
+The default method is the reference's (`vit_jax/checkpoint.py`,
+`interpolate_posembed`): `scipy.ndimage.zoom(order=1)` on the (gh, gw, D) grid,
+i.e. separable linear interpolation with aligned corners (output index i
+samples input index i * (g_old - 1) / (g_new - 1)), computed in float64.
+Half-pixel resampling (`"bilinear"`, `"bicubic"`, `"nearest"`, as in
+`tf.image.resize`) is available for checkpoints that were trained with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import scipy.ndimage
+
+logger = logging.getLogger(__name__)
+
+#: Resize methods: "reference" (scipy zoom, order 1) or a `keras.ops.image.resize` interpolation.
+RESIZE_METHODS = ("reference", "bilinear", "bicubic", "nearest")
+
+
+def infer_grid(num_tokens: int, like: tuple[int, int]) -> tuple[int, int]:
+    """Returns the (gh, gw) with gh * gw == num_tokens closest in aspect ratio to `like`.
+
+    A stored 1-D position embedding does not record its grid's shape; square
+    grids (the released checkpoints) are recovered exactly, and a non-square
+    grid is recovered when it has the aspect ratio of the model it loads into.
+    """
+    target = math.log(like[0] / like[1])
+    pairs = [(h, num_tokens // h) for h in range(1, num_tokens + 1) if num_tokens % h == 0]
+    return min(pairs, key=lambda hw: (abs(math.log(hw[0] / hw[1]) - target), abs(hw[0] - hw[1])))
+
+
+def resize_grid(grid: np.ndarray, new_grid: tuple[int, int], method: str = "reference") -> np.ndarray:
+    """Resizes a [gh, gw, D] grid of embeddings to [new_gh, new_gw, D]."""
+    _check_method(method)
+    if tuple(grid.shape[:2]) == tuple(new_grid):
+        return np.asarray(grid)
+    if method == "reference":
+        zoom = (new_grid[0] / grid.shape[0], new_grid[1] / grid.shape[1], 1)
+        out = scipy.ndimage.zoom(np.asarray(grid, np.float64), zoom, order=1)
+        if out.shape[:2] != tuple(new_grid):  # zoom rounds the output shape
+            raise AssertionError(f"zoom produced {out.shape[:2]}, expected {new_grid}")
+        return out.astype(grid.dtype)
+    from keras import ops  # deferred: keeps this module importable without a backend
+
+    out = ops.image.resize(np.asarray(grid, np.float32)[None], new_grid, interpolation=method, antialias=False)
+    return ops.convert_to_numpy(out)[0].astype(grid.dtype)
+
+
+def resize_table(table: np.ndarray, new_length: int, method: str = "reference") -> np.ndarray:
+    """Resizes a [length, ...] table of embeddings along its first axis."""
+    flat = np.asarray(table).reshape(table.shape[0], 1, -1)
+    resized = resize_grid(flat, (new_length, 1), method)
+    return resized.reshape((new_length,) + table.shape[1:])
+
+
+def resize_position_embedding(
+    posemb: np.ndarray,
+    num_prefix_tokens: int,
+    new_grid: tuple[int, int],
+    old_grid: tuple[int, int] | None = None,
+    method: str = "reference",
+) -> np.ndarray:
+    """Resizes a learned 1-D position embedding [1, prefix + gh * gw, D] to another grid.
+
+    The prefix rows (the class token's, when the model has one) are kept; the
+    grid rows are reshaped to (gh, gw, D), resized, and flattened again.
+    """
+    if posemb.ndim != 3 or posemb.shape[0] != 1:
+        raise ValueError(f"Expected a position embedding of shape [1, tokens, D], got {posemb.shape}.")
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
+    if old_grid is None:
+        old_grid = infer_grid(len(grid), new_grid)
+    if old_grid[0] * old_grid[1] != len(grid):
+        raise ValueError(f"A grid of {old_grid} does not hold the {len(grid)} position embeddings stored.")
+    if tuple(old_grid) != tuple(new_grid):
+        logger.info("Resizing position embeddings from grid %s to %s (%s).", old_grid, new_grid, method)
+    grid = resize_grid(grid.reshape(old_grid[0], old_grid[1], -1), new_grid, method)
+    return np.concatenate([prefix, grid.reshape(1, new_grid[0] * new_grid[1], -1)], axis=1)
+
+
+def _check_method(method: str) -> None:
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"Unknown position embedding resize method {method!r}; expected one of {RESIZE_METHODS}.")

@@ -1,0 +1,79 @@
+"""Known pre-trained weights: names, public URLs and the download into Keras' cache."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+#: Where the released checkpoints live; override (e.g. with a file:// mirror) via this variable.
+BASE_URL_ENV = "KERAS_VIT_WEIGHTS_URL"
+DEFAULT_BASE_URL = "https://storage.googleapis.com/vit_models"
+
+# The original paper's releases: <bucket>/<reference name>.npz.
+_IMAGENET21K = ("ViT_B16", "ViT_B32", "ViT_L16", "ViT_L32", "ViT_H14", "R50_ViT_B16")
+_IMAGENET21K_IMAGENET2012 = ("ViT_B16", "ViT_B32", "ViT_L16", "ViT_L32", "R50_ViT_B16")
+
+# AugReg ("How to train your ViT?"): the recommended i21k checkpoint of each model;
+# the fine-tuned ImageNet file adds `_AUGREG_IMAGENET_SUFFIX` with its learning rate.
+_AUGREG = {
+    "ViT_L16": ("L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0", "0.01"),
+    "ViT_B16": ("B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0", "0.03"),
+    "ViT_S16": ("S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "0.03"),
+    "R50_ViT_L32": ("R50_L_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1", "0.01"),
+    "R26_ViT_S32": ("R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0", "0.01"),
+    "ViT_Ti16": ("Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0", "0.03"),
+    "ViT_B32": ("B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0", "0.01"),
+    "ViT_S32": ("S_32-i21k-300ep-lr_0.001-aug_none-wd_0.1-do_0.0-sd_0.0", "0.01"),
+    "R_ViT_Ti16": ("R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0", "0.03"),
+}
+_AUGREG_IMAGENET_SUFFIX = "--imagenet2012-steps_20k-lr_{lr}-res_384"
+
+
+def known_weights(model_name: str) -> dict[str, str]:
+    """Weight name -> path below the base URL, for one variant ("ViT_B16")."""
+    from keras_vit.models.variants import VARIANTS
+
+    reference = VARIANTS[model_name].reference_name
+    files = {}
+    if model_name in _IMAGENET21K:
+        files["imagenet21k"] = f"imagenet21k/{reference}.npz"
+    if model_name in _IMAGENET21K_IMAGENET2012:
+        files["imagenet21k+imagenet2012"] = f"imagenet21k+imagenet2012/{reference}.npz"
+    if model_name in _AUGREG:
+        stem, lr = _AUGREG[model_name]
+        files["augreg-i21k"] = f"augreg/{stem}.npz"
+        files["augreg-i21k+imagenet2012"] = f"augreg/{stem}{_AUGREG_IMAGENET_SUFFIX.format(lr=lr)}.npz"
+    return files
+
+
+#: sha256 of released files, where known; get_file verifies these.
+FILE_HASHES: dict[str, str] = {}
+
+
+def weights_url(model_name: str | None, weights: str) -> str:
+    """The URL of a known weight name for a variant; ValueError listing the known names otherwise."""
+    files = known_weights(model_name) if model_name else {}
+    if weights not in files:
+        if model_name is None:
+            raise ValueError(
+                f"Unknown weights {weights!r}: not a file, and this architecture matches no released variant, "
+                f"so no weight names are known for it. Pass a path to a .npz, .keras or .weights.h5 file."
+            )
+        known = ", ".join(sorted(files)) or "none"
+        raise ValueError(
+            f"Unknown weights {weights!r} for {model_name}: not a file, and not a known name. "
+            f"Known names for {model_name}: {known}; or pass a path to a .npz, .keras or .weights.h5 file."
+        )
+    base = os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL).rstrip("/")
+    return f"{base}/{files[weights]}"
+
+
+def download_weights(model_name: str | None, weights: str) -> str:
+    """Downloads (or finds in ~/.keras/keras_vit) a known checkpoint and returns its local path."""
+    url = weights_url(model_name, weights)
+    relative = url.rsplit("/", 2)
+    fname = f"{relative[-2]}--{relative[-1]}".replace("+", "_")
+    return keras.utils.get_file(
+        fname=fname, origin=url, file_hash=FILE_HASHES.get(fname), hash_algorithm="sha256", cache_subdir="keras_vit"
+    )
