@@ -70,10 +70,18 @@ def weights_url(model_name: str | None, weights: str) -> str:
 
 
 def download_weights(model_name: str | None, weights: str) -> str:
-    """Downloads (or finds in ~/.keras/keras_vit) a known checkpoint and returns its local path."""
+    """Downloads (or finds in $KERAS_HOME/keras_vit, default ~/.keras) a known checkpoint; returns its path."""
     url = weights_url(model_name, weights)
     relative = url.rsplit("/", 2)
     fname = f"{relative[-2]}--{relative[-1]}".replace("+", "_")
+    cache_dir = os.environ.get("KERAS_HOME")
+    if cache_dir:  # get_file falls back to /tmp when the directory does not exist yet
+        os.makedirs(cache_dir, exist_ok=True)
     return keras.utils.get_file(
-        fname=fname, origin=url, file_hash=FILE_HASHES.get(fname), hash_algorithm="sha256", cache_subdir="keras_vit"
+        fname=fname,
+        origin=url,
+        file_hash=FILE_HASHES.get(fname),
+        hash_algorithm="sha256",
+        cache_dir=cache_dir,
+        cache_subdir="keras_vit",
     )

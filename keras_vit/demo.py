@@ -1,0 +1,54 @@
+"""A short demo of the model: build, load the shared reference checkpoint, predict, compare.
+
+    python -m keras_vit.demo [--fixtures ../shared/fixtures]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import numpy as np
+
+import keras_vit
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+    parser.add_argument("--fixtures", type=pathlib.Path, default=default, help="folder with fixtures.json")
+    args = parser.parse_args(argv)
+
+    specs = json.loads((args.fixtures / "fixtures.json").read_text())["fixtures"]
+    worst = 0.0
+    for name, spec in specs.items():
+        config = spec["config"]
+        start = time.perf_counter()
+        model = keras_vit.ViT(
+            image_size=config["image_size"],
+            patch_size=config["patches"],
+            hidden_size=config["hidden_size"],
+            mlp_dim=config["mlp_dim"],
+            num_heads=config["num_heads"],
+            num_layers=config["num_layers"],
+            classes=config["num_classes"],
+            resnet_layers=None if config["resnet"] is None else tuple(config["resnet"]["num_layers"]),
+            weights=str(args.fixtures / f"{name}.npz"),
+            name=name,
+        )
+        logits = model.predict(np.load(args.fixtures / f"{name}_inputs.npy"), verbose=0)
+        error = float(np.abs(logits - np.load(args.fixtures / f"{name}_logits.npy")).max())
+        tolerance = spec["tolerance"]["logits_atol"]
+        worst = max(worst, error / tolerance)
+        print(
+            f"{name:16s} {model.count_params():>9,d} params  predicted classes {logits.argmax(-1).tolist()}  "
+            f"max |logits - reference| {error:.2e} (tolerance {tolerance:.0e})  {time.perf_counter() - start:.1f}s"
+        )
+    print("OK: outputs match the reference implementation" if worst <= 1 else "MISMATCH with the reference")
+    return 0 if worst <= 1 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Shared test setup: quiet TensorFlow, the reference fixtures, two logical CPU devices."""
+
+import json
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPUs so that MirroredStrategy runs with two replicas in-process.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> pathlib.Path:
+    if not (FIXTURES / "fixtures.json").exists():
+        pytest.fail(f"Reference fixtures not found at {FIXTURES} (expected ../shared beside the repo).")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def fixture_specs(fixtures_dir) -> dict:
+    return json.loads((fixtures_dir / "fixtures.json").read_text())["fixtures"]

@@ -1,0 +1,62 @@
+"""Known weight names: URLs, the download through keras.utils.get_file (file:// URLs), and errors."""
+
+import pathlib
+
+import numpy as np
+import pytest
+import keras
+
+import keras_vit
+from keras_vit import weights as known
+from harness import predict, random_images, randomize
+
+
+def test_known_names_map_to_the_public_files():
+    assert known.weights_url("ViT_B16", "imagenet21k") == "https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz"
+    assert known.weights_url("R50_ViT_B16", "imagenet21k+imagenet2012").endswith("imagenet21k+imagenet2012/R50+ViT-B_16.npz")
+    assert known.weights_url("ViT_Ti16", "augreg-i21k+imagenet2012").endswith(
+        "augreg/Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz"
+    )
+    for name in keras_vit.VARIANTS:
+        assert known.known_weights(name) or name == "ViT_B8", name
+
+
+def test_unknown_weight_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"Known names for ViT_B16: augreg-i21k, .*imagenet21k\+imagenet2012"):
+        keras_vit.ViT_B16(image_size=32, weights="jft300m")
+
+
+def test_known_name_downloads_from_base_url_and_is_cached(tmp_path, monkeypatch):
+    # A tiny "release": a Ti/16-shaped checkpoint would be 23 MB; the download path is the same for any
+    # variant, so publish a real Ti/16 checkpoint at 32x32 (its position table differs only in length).
+    source = keras_vit.ViT_Ti16(image_size=32, classes=1000)
+    randomize(source)
+    bucket = tmp_path / "bucket" / "augreg"
+    bucket.mkdir(parents=True)
+    filename = pathlib.Path(known.known_weights("ViT_Ti16")["augreg-i21k+imagenet2012"]).name
+    keras_vit.save_npz(source, bucket / filename)
+    monkeypatch.setenv(known.BASE_URL_ENV, (tmp_path / "bucket").as_uri())
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+
+    model = keras_vit.ViT_Ti16(image_size=32, weights="augreg-i21k+imagenet2012")
+    images = random_images((1, 32, 32, 3))
+    np.testing.assert_allclose(predict(model, images), predict(source, images), atol=1e-5)
+    cached = list((tmp_path / "keras_home").rglob("*.npz"))
+    assert len(cached) == 1
+
+    (bucket / filename).unlink()  # the second build is served from the cache
+    again = keras_vit.ViT_Ti16(image_size=64, weights="augreg-i21k+imagenet2012", classes=10)
+    assert again.get_layer("posembed_input").pos_embedding.shape == (1, 17, 192)
+
+
+def test_hash_mismatch_is_refused(tmp_path, monkeypatch):
+    source = keras_vit.ViT(image_size=16, patch_size=16, hidden_size=768, mlp_dim=3072, num_heads=12, num_layers=12)
+    bucket = tmp_path / "bucket" / "imagenet21k"
+    bucket.mkdir(parents=True)
+    keras_vit.save_npz(source, bucket / "ViT-B_16.npz")
+    monkeypatch.setenv(known.BASE_URL_ENV, (tmp_path / "bucket").as_uri())
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setitem(known.FILE_HASHES, "imagenet21k--ViT-B_16.npz", "0" * 64)
+    with pytest.raises(ValueError, match="hash"):
+        keras_vit.ViT_B16(image_size=16, weights="imagenet21k")
+    keras.backend.clear_session()
