@@ -1,4 +1,4 @@
-"""Shared test setup: quiet TensorFlow, the reference fixtures, two logical CPU devices."""
+"""Shared test setup: quiet TensorFlow, the reference fixtures."""
 
 import json
 import os
@@ -8,11 +8,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-# Two logical CPUs so that MirroredStrategy runs with two replicas in-process.
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = REPO.parent / "shared" / "fixtures"

@@ -1,0 +1,81 @@
+"""The table of ViT variants (paper Table 1 plus Ti and S) and of the named models built from them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from keras_vit.utils import to_pair
+
+#: Encoder widths of the paper's and AugReg's variants: (hidden_size, mlp_dim, num_heads, num_layers).
+WIDTHS: dict[str, tuple[int, int, int, int]] = {
+    "Ti": (192, 768, 3, 12),
+    "S": (384, 1536, 6, 12),
+    "B": (768, 3072, 12, 12),
+    "L": (1024, 4096, 16, 24),
+    "H": (1280, 5120, 16, 32),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A named model: an encoder width, a patch size and, for hybrids, a ResNet.
+
+    `reference_name` is the model's name in google-research/vision_transformer
+    and in its released checkpoint files.
+    """
+
+    width: str
+    patch_size: int
+    reference_name: str
+    resnet_layers: tuple[int, ...] | None = None
+
+    @property
+    def config(self) -> dict:
+        """Keyword arguments of `keras_vit.ViT` for this variant."""
+        hidden_size, mlp_dim, num_heads, num_layers = WIDTHS[self.width]
+        return dict(
+            patch_size=self.patch_size,
+            hidden_size=hidden_size,
+            mlp_dim=mlp_dim,
+            num_heads=num_heads,
+            num_layers=num_layers,
+            resnet_layers=self.resnet_layers,
+        )
+
+
+#: Constructor name -> variant. Hybrids embed the ResNet's feature map with the given patch size.
+VARIANTS: dict[str, Variant] = {
+    "ViT_Ti16": Variant("Ti", 16, "ViT-Ti_16"),
+    "ViT_S16": Variant("S", 16, "ViT-S_16"),
+    "ViT_S32": Variant("S", 32, "ViT-S_32"),
+    "ViT_B8": Variant("B", 8, "ViT-B_8"),
+    "ViT_B16": Variant("B", 16, "ViT-B_16"),
+    "ViT_B32": Variant("B", 32, "ViT-B_32"),
+    "ViT_L16": Variant("L", 16, "ViT-L_16"),
+    "ViT_L32": Variant("L", 32, "ViT-L_32"),
+    "ViT_H14": Variant("H", 14, "ViT-H_14"),
+    # R50 uses 3 stages (3, 4, 9): 2 ** (2 + 2) = 16x downsampling, patch 1 -> /16.
+    "R50_ViT_B16": Variant("B", 1, "R50+ViT-B_16", resnet_layers=(3, 4, 9)),
+    # 4 stages: 2 ** (2 + 3) = 32x downsampling -> /32.
+    "R26_ViT_S32": Variant("S", 1, "R26+ViT-S_32", resnet_layers=(2, 2, 2, 2)),
+    "R50_ViT_L32": Variant("L", 1, "R50+ViT-L_32", resnet_layers=(3, 4, 6, 3)),
+    # Stem only (4x downsampling) and 8x8 patches.
+    "R_ViT_Ti16": Variant("Ti", 8, "R+ViT-Ti_16", resnet_layers=()),
+}
+
+
+def get_variant(name: str) -> Variant:
+    """Looks a variant up by constructor name ("ViT_B16") or reference name ("ViT-B_16")."""
+    for key, variant in VARIANTS.items():
+        if name in (key, variant.reference_name):
+            return variant
+    raise ValueError(f"Unknown ViT variant {name!r}; known variants: {', '.join(VARIANTS)}.")
+
+
+def find_variant(config: dict) -> str | None:
+    """The name of the variant whose architecture matches the given `ViT` keyword arguments, if any."""
+    for name, variant in VARIANTS.items():
+        expected = dict(variant.config, patch_size=to_pair(variant.patch_size))
+        if all(config.get(k) == v for k, v in expected.items()):
+            return name
+    return None

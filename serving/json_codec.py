@@ -1,0 +1,174 @@
+"""TF Serving's REST JSON formats (g3doc/api_rest.md): request bodies to arrays, outputs to JSON.
+
+Row format: `{"instances": [...]}` -> `{"predictions": [...]}`; columnar:
+`{"inputs": ...}` -> `{"outputs": ...}`. Binary values are `{"b64": "..."}`;
+DT_STRING outputs whose name ends in `_bytes` are written that way too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from serving.errors import invalid_argument
+
+ROW, COLUMNAR = "row", "columnar"
+
+
+def parse_body(body: bytes) -> dict:
+    """The request's JSON object; INVALID_ARGUMENT with the parser's message otherwise."""
+    if not body.strip():
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise invalid_argument(f"JSON Parse error: {error}") from error
+    if not isinstance(doc, dict):
+        raise invalid_argument(f"JSON Value: {_debug(doc)} Is not object")
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid_argument(f"JSON Value: {_debug(doc)} not formatted correctly. 'signature_name' key must be a string value.")
+    return doc
+
+
+def decode_predict_request(doc: dict, input_infos) -> tuple[dict[str, np.ndarray], str]:
+    """(named input arrays, format) of a parsed predict request, typed by the signature's TensorInfos."""
+    has_instances, has_inputs = "instances" in doc, "inputs" in doc
+    if has_instances == has_inputs:
+        if not has_instances:
+            raise invalid_argument("Missing 'inputs' or 'instances' key")
+        raise invalid_argument(
+            f"JSON Value: {_debug(doc)} Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "
+        )
+    names = sorted(input_infos)
+    dtypes = {n: tf.dtypes.as_dtype(input_infos[n].dtype) for n in names}
+    if has_instances:
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            raise invalid_argument(f"JSON Value: {_debug(doc)} Expecting 'instances' to be an list/array")
+        if not instances:
+            raise invalid_argument(f"JSON Value: {_debug(doc)} No values in 'instances' array")
+        columns: dict[str, list] = {n: [] for n in names}
+        for i, instance in enumerate(instances):
+            named = isinstance(instance, dict) and "b64" not in instance
+            if len(names) > 1 and not named:
+                raise invalid_argument(
+                    "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map"
+                )
+            if named:
+                for n in names:
+                    if n not in instance:
+                        raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON object: {_debug(instance)} does not have named input: {n}")
+                    columns[n].append(instance[n])
+            else:
+                columns[names[0]].append(instance)
+        arrays = {n: _to_array(columns[n], dtypes[n], f"'instances' list, input {n}") for n in names}
+        return arrays, ROW
+    inputs = doc["inputs"]
+    if isinstance(inputs, dict) and "b64" not in inputs:
+        for n in names:
+            if n not in inputs:
+                raise invalid_argument(f"Missing named input: {n} in 'inputs' object.")
+        return {n: _to_array(inputs[n], dtypes[n], f"input {n}") for n in names}, COLUMNAR
+    if len(names) > 1:
+        raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map")
+    return {names[0]: _to_array(inputs, dtypes[names[0]], f"input {names[0]}")}, COLUMNAR
+
+
+def _to_array(value, dtype: tf.dtypes.DType, where: str) -> np.ndarray:
+    leaves = _map_leaves(value, lambda leaf: _leaf(leaf, dtype))
+    try:
+        if dtype == tf.string:
+            array = np.empty(_shape(leaves, where), dtype=object)
+            array[...] = leaves if array.ndim else leaves
+            return array
+        return np.asarray(leaves, dtype=dtype.as_numpy_dtype)
+    except ValueError as error:
+        raise invalid_argument(f"Ragged or malformed {where}: all lists at a level must have the same length ({error}).") from error
+
+
+def _shape(value, where: str) -> tuple[int, ...]:
+    """The shape of nested lists, refusing ragged ones."""
+    if not isinstance(value, list):
+        return ()
+    shapes = {_shape(v, where) for v in value}
+    if len(shapes) > 1:
+        raise invalid_argument(f"Ragged {where}: lists at one level have different shapes {sorted(shapes)}.")
+    return (len(value),) + (shapes.pop() if shapes else ())
+
+
+def _map_leaves(value, fn):
+    if isinstance(value, list):
+        return [_map_leaves(v, fn) for v in value]
+    return fn(value)
+
+
+def _leaf(leaf, dtype: tf.dtypes.DType):
+    if isinstance(leaf, dict):
+        if set(leaf) != {"b64"} or not isinstance(leaf["b64"], str):
+            raise invalid_argument(f"JSON Value: {_debug(leaf)} not formatted correctly for base64 data")
+        if dtype != tf.string:
+            raise invalid_argument(f"JSON Value: {_debug(leaf)} Type: Object is not of expected type: {dtype.name}")
+        try:
+            return base64.b64decode(leaf["b64"], validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise invalid_argument("Unable to base64 decode") from error
+    if dtype == tf.string:
+        if not isinstance(leaf, str):
+            raise invalid_argument(f"JSON Value: {_debug(leaf)} Type: {_type(leaf)} is not of expected type: string")
+        return leaf.encode()
+    if dtype == tf.bool:
+        if not isinstance(leaf, bool):
+            raise invalid_argument(f"JSON Value: {_debug(leaf)} Type: {_type(leaf)} is not of expected type: bool")
+        return leaf
+    if isinstance(leaf, bool) or not isinstance(leaf, (int, float)):
+        raise invalid_argument(f"JSON Value: {_debug(leaf)} Type: {_type(leaf)} is not of expected type: {dtype.name}")
+    if dtype.is_integer and isinstance(leaf, float) and not leaf.is_integer():
+        raise invalid_argument(f"JSON Value: {_debug(leaf)} Type: Number is not of expected type: {dtype.name}")
+    return leaf
+
+
+def encode_predict_response(outputs: dict[str, np.ndarray], fmt: str) -> dict:
+    names = sorted(outputs)
+    values = {n: _jsonable(outputs[n], n) for n in names}
+    if fmt == COLUMNAR:
+        return {"outputs": values[names[0]] if len(names) == 1 else values}
+    batch = {len(v) for v in values.values()}
+    if len(batch) != 1:
+        raise invalid_argument(f"Output tensors have different batch sizes {sorted(batch)}: use the columnar ('inputs') format.")
+    if len(names) == 1:
+        return {"predictions": values[names[0]]}
+    return {"predictions": [{n: values[n][i] for n in names} for i in range(batch.pop())]}
+
+
+def _jsonable(array: np.ndarray, name: str):
+    if array.dtype == object or array.dtype.kind in "SU":
+        as_b64 = name.endswith("_bytes")
+        return _map_array(array, lambda b: {"b64": base64.b64encode(b).decode()} if as_b64 else _text(b))
+    if array.dtype.kind == "f":
+        return _map_array(array, lambda x: x if math.isfinite(x) else ("NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")))
+    return array.tolist()
+
+
+def _map_array(array, fn):
+    if isinstance(array, np.ndarray) and array.ndim > 0:
+        return [_map_array(a, fn) for a in array]
+    return fn(array.item() if isinstance(array, np.generic | np.ndarray) else array)
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _type(value) -> str:
+    return {str: "String", bool: "Bool", dict: "Object", list: "Array", type(None): "Null"}.get(type(value), "Number")
+
+
+def _debug(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 200 else text[:200] + "..."

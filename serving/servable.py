@@ -1,0 +1,121 @@
+"""One loaded model version: its signatures, input checking, and (batched) execution."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from serving.batching import Batcher, BatchingOptions, Tensors
+from serving.errors import ServingError, invalid_argument
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+
+class Servable:
+    """A SavedModel version loaded for serving.
+
+    Args:
+        name: the model's name.
+        version: its version number.
+        path: the version's folder (with saved_model.pb).
+        batching: dynamic batching options, or None to run each request alone.
+    """
+
+    def __init__(self, name: str, version: int, path: str, batching: BatchingOptions | None = None):
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        self.name, self.version, self.path = name, version, path
+        proto = saved_model_pb2.SavedModel()
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            proto.ParseFromString(f.read())
+        self.signature_defs = proto.meta_graphs[0].signature_def
+        self.loaded = tf.saved_model.load(path)
+        self.functions = {k: self.loaded.signatures[k] for k in self.loaded.signatures}
+        self.batchers = {}
+        if batching is not None:
+            self.batchers = {k: Batcher(self._runner(k), batching) for k in self.functions}
+
+    def signature(self, name: str):
+        """The SignatureDef of `name` ("" is serving_default); INVALID_ARGUMENT if absent."""
+        key = name or DEFAULT_SIGNATURE
+        if key not in self.functions:
+            raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+        return key, self.signature_defs[key]
+
+    def predict(self, signature_name: str, inputs: dict[str, np.ndarray]) -> Tensors:
+        """Checks inputs against the signature and runs it (through the batcher when batching)."""
+        key, signature = self.signature(signature_name)
+        if signature.method_name and signature.method_name != PREDICT_METHOD:
+            raise invalid_argument(f"Signature {key} has method {signature.method_name}, not {PREDICT_METHOD}.")
+        checked = check_inputs(signature, inputs)
+        batcher = self.batchers.get(key)
+        return batcher.submit(checked) if batcher is not None else self._runner(key)(checked)
+
+    def _runner(self, key: str):
+        function = self.functions[key]
+
+        def run(inputs: Tensors) -> Tensors:
+            try:
+                outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
+            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
+                raise invalid_argument(op_error_message(error)) from error
+            except tf.errors.OpError as error:
+                raise ServingError("INTERNAL", op_error_message(error)) from error
+            return {k: v.numpy() for k, v in outputs.items()}
+
+        return run
+
+    def close(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.close()
+
+
+def op_error_message(error: Exception) -> str:
+    """The line of a TensorFlow error that says what was wrong, without the graph's traceback."""
+    lines = [line.strip() for line in getattr(error, "message", str(error)).splitlines()]
+    skip = ("Graph execution error", "Detected at node", "File ", "[[", "[Op:")
+    useful = [line for line in lines if line and not line.startswith(skip)]
+    return useful[-1] if useful else (lines[0] if lines else repr(error))
+
+
+def check_inputs(signature, inputs: dict[str, np.ndarray]) -> Tensors:
+    """Names, dtypes and shapes of `inputs` against a SignatureDef; INVALID_ARGUMENT naming what is wrong."""
+    expected = set(signature.inputs)
+    missing, extra = expected - set(inputs), set(inputs) - expected
+    if missing or extra:
+        raise invalid_argument(
+            f"input size does not match signature: {len(inputs)}!={len(expected)} len({{{', '.join(sorted(inputs))}}}) "
+            f"!= len({{{', '.join(sorted(expected))}}})."
+            + (f" Missing inputs: {', '.join(sorted(missing))}." if missing else "")
+            + (f" Unexpected inputs: {', '.join(sorted(extra))}." if extra else "")
+        )
+    out = {}
+    sizes = set()
+    for name, info in signature.inputs.items():
+        dtype = tf.dtypes.as_dtype(info.dtype)
+        value = np.asarray(inputs[name])
+        if dtype == tf.string:
+            if value.dtype.kind not in "OSU":
+                raise invalid_argument(f"Input {name} expects DT_STRING values, got {value.dtype}.")
+            value = value.astype(object)
+        else:
+            if value.dtype.kind not in "biuf":
+                raise invalid_argument(f"Input {name} expects {dtype.name} values, got {value.dtype}.")
+            value = value.astype(dtype.as_numpy_dtype)
+        dims = [d.size for d in info.tensor_shape.dim]
+        if not info.tensor_shape.unknown_rank and (
+            value.ndim != len(dims) or any(d >= 0 and d != s for d, s in zip(dims, value.shape))
+        ):
+            shape = "[" + ",".join(str(d) for d in dims) + "]"
+            raise invalid_argument(f"Input {name}: expecting shape {shape} but got: [{','.join(map(str, value.shape))}].")
+        if value.ndim:
+            sizes.add(value.shape[0])
+        out[name] = value
+    if len(sizes) > 1:
+        raise invalid_argument(f"Inputs have different batch sizes: {sorted(sizes)}.")
+    if sizes == {0}:
+        raise invalid_argument("The request holds no examples.")
+    return out

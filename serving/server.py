@@ -1,0 +1,104 @@
+"""A model server that speaks TensorFlow Serving's REST and gRPC APIs, with its flag names.
+
+    python -m serving.server --port 8500 --rest_api_port 8501 --model_name vit --model_base_path models/vit
+
+For machines where `tensorflow_model_server` cannot be installed: the same
+clients, requests and responses work against both. It serves the latest
+version by default (or the policy of --model_config_file), polls
+model_base_path for new versions, batches concurrent requests with
+--enable_batching, binds 127.0.0.1 unless --host says otherwise, and shuts
+down gracefully on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from serving.batching import BatchingOptions  # noqa: E402
+from serving.model_manager import ModelConfig, ModelManager, read_model_config_file  # noqa: E402
+
+logger = logging.getLogger("serving.server")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__.split("\n\n")[0])
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (0: no gRPC server)")
+    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: no REST server)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (TF Serving binds all; we default to loopback)")
+    p.add_argument("--model_name", default="default", help="name of the model (without --model_config_file)")
+    p.add_argument("--model_base_path", default=None, help="folder of the model's numeric version folders")
+    p.add_argument("--model_config_file", default=None, help="a ModelServerConfig text proto (model_config_list)")
+    p.add_argument("--enable_batching", action="store_true", help="batch concurrent requests")
+    p.add_argument("--batching_parameters_file", default=None, help="BatchingParameters text proto")
+    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0, help="seconds between version polls (0: once)")
+    p.add_argument("--rest_api_num_threads", type=int, default=32, help="threads running REST requests")
+    p.add_argument("--grpc_max_threads", type=int, default=32, help="threads running gRPC requests")
+    p.add_argument("--max_request_bytes", type=int, default=64 << 20, help="largest accepted request body")
+    return p
+
+
+def build_manager(args: argparse.Namespace) -> ModelManager:
+    if args.model_config_file:
+        configs = read_model_config_file(args.model_config_file)
+    elif args.model_base_path:
+        configs = [ModelConfig(args.model_name, os.path.abspath(args.model_base_path))]
+    else:
+        raise ValueError("Give --model_base_path (with --model_name) or --model_config_file.")
+    batching = None
+    if args.enable_batching:
+        batching = BatchingOptions.from_file(args.batching_parameters_file) if args.batching_parameters_file else BatchingOptions()
+    return ModelManager(configs, args.file_system_poll_wait_seconds, batching)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        manager = build_manager(args)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    manager.start()
+    for name in manager.configs:
+        if not manager.served[name]:
+            logger.warning("No servable version of %s found yet under %s", name, manager.configs[name].base_path)
+
+    from serving.grpc_service import make_grpc_server
+
+    grpc_server = None
+    if args.port:
+        grpc_server = make_grpc_server(manager, f"{args.host}:{args.port}", args.grpc_max_threads, args.max_request_bytes)
+        grpc_server.start()
+        logger.info("gRPC server listening on %s:%d", args.host, args.port)
+    try:
+        if args.rest_api_port:
+            import uvicorn
+
+            from serving.rest import make_app
+
+            app = make_app(manager, args.rest_api_num_threads, args.max_request_bytes)
+            config = uvicorn.Config(app, host=args.host, port=args.rest_api_port, log_level="warning", timeout_graceful_shutdown=10)
+            logger.info("REST server listening on http://%s:%d", args.host, args.rest_api_port)
+            uvicorn.Server(config).run()  # returns after SIGTERM/SIGINT, once in-flight requests are answered
+        else:
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            stop.wait()
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=10).wait()
+        manager.stop()
+        logger.info("Server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

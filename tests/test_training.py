@@ -1,0 +1,238 @@
+"""Training: recipes, schedules, weight decay, strategies, fault tolerance, fine-tuning, few-shot, CLI errors."""
+
+import csv
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+import keras_vit
+from training import datasets, distribute, fewshot, pipeline
+from training.recipes import build_recipe, excluded_from_weight_decay
+from training.schedules import WarmupDecay
+from training.train import default_batch_size
+from training_helpers import TINY_MODEL, free_port, run_module, start_module
+
+
+def test_warmup_then_linear_and_cosine_decay():
+    linear = WarmupDecay(1.0, warmup_steps=10, total_steps=110, decay="linear")
+    cosine = WarmupDecay(1.0, warmup_steps=10, total_steps=110, decay="cosine")
+    values = lambda s, steps: [float(s(step)) for step in steps]  # noqa: E731
+    np.testing.assert_allclose(values(linear, [0, 5, 10, 60, 110, 200]), [0, 0.5, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(values(cosine, [5, 10, 60, 110]), [0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    assert WarmupDecay.from_config(linear.get_config()).get_config() == linear.get_config()
+
+
+def test_recipes_and_overrides():
+    pretrain = build_recipe("pretrain")
+    assert (pretrain.optimizer, pretrain.weight_decay, pretrain.warmup_steps, pretrain.dropout_rate) == ("adam", 0.1, 10_000, 0.1)
+    finetune = build_recipe("finetune", learning_rate=0.01)
+    assert (finetune.optimizer, finetune.momentum, finetune.schedule, finetune.global_clipnorm) == ("sgd", 0.9, "cosine", 1.0)
+    assert finetune.learning_rate == 0.01 and finetune.batch_size == 512 and finetune.new_head
+    with pytest.raises(ValueError, match="Unknown recipe"):
+        build_recipe("distill")
+
+
+def test_weight_decay_skips_biases_norms_tokens_and_position_embeddings():
+    model = keras_vit.ViT(image_size=8, patch_size=4, hidden_size=8, mlp_dim=16, num_heads=2, num_layers=1, classes=3)
+    for v in model.weights:
+        v.assign(np.full(v.shape, 0.5, "float32"))
+    excluded = {v.path for v in excluded_from_weight_decay(model)}
+    assert "cls/cls" in excluded and "posembed_input/pos_embedding" in excluded
+    assert all(not p.endswith("kernel") for p in excluded)
+
+    optimizer = build_recipe("pretrain", learning_rate=0.1, warmup_steps=0).build_optimizer(model, total_steps=10)
+    optimizer.build(model.trainable_variables)
+    zeros = [tf.zeros_like(v) for v in model.trainable_variables]
+    optimizer.apply_gradients(zip(zeros, model.trainable_variables))  # Adam moves nothing: only decay acts
+    for v in model.trainable_variables:
+        value = keras.ops.convert_to_numpy(v)
+        if v.path in excluded:
+            np.testing.assert_allclose(value, 0.5, err_msg=v.path)
+        else:
+            np.testing.assert_allclose(value, 0.5 * (1 - 0.1 * 0.1), rtol=1e-6, err_msg=v.path)
+
+
+def test_digits_source_and_pipelines():
+    info = datasets.describe("digits")
+    assert info.num_classes == 10 and info.num_examples == {"train": 1437, "test": 360}
+    images, labels = next(iter(datasets.load(info, "train").batch(1437)))
+    assert images.shape == (1437, 8, 8, 3) and images.dtype == tf.uint8
+    assert int(tf.reduce_max(images)) == 255 and set(np.unique(labels)) == set(range(10))
+
+    prep = pipeline.Preprocessing((16, 16), 10, train_crop="random", flip=False, randaugment=(2, 0.5), mixup_alpha=0.2)
+    x, y = next(iter(pipeline.train_dataset(datasets.load(info, "train"), prep, 32)))
+    assert x.shape == (32, 16, 16, 3) and y.shape == (32, 10)
+    assert float(tf.reduce_min(x)) >= -1.0 and float(tf.reduce_max(x)) <= 1.0
+    np.testing.assert_allclose(tf.reduce_sum(y, axis=-1), 1.0, atol=1e-5)  # MixUp mixes one-hot labels
+
+    first = [b[0].numpy() for b in pipeline.eval_dataset(datasets.load(info, "test"), prep, 100)]
+    second = [b[0].numpy() for b in pipeline.eval_dataset(datasets.load(info, "test"), prep, 100)]
+    assert sum(len(b) for b in first) == 360
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_image_folder_source(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(tmp_path / split / name / f"{i}.png")
+    info = datasets.describe(f"folder:{tmp_path}")
+    assert info.class_names == ("cat", "dog") and info.num_examples == {"test": 6, "train": 6}
+    images, labels = next(iter(datasets.load(info, "train").batch(6)))
+    assert images.shape == (6, 10, 12, 3) and list(labels.numpy()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_default_batch_size_fits_small_datasets():
+    assert default_batch_size(4096, 1437) == 128
+    assert default_batch_size(512, 50_000) == 512
+
+
+def test_fewshot_closed_form_separates_separable_features():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 16)) * 5
+    labels = rng.integers(0, 4, 400)
+    x = centers[labels] + rng.normal(size=(400, 16))
+    results = fewshot.fewshot_accuracies((x[:200], labels[:200]), (x[200:], labels[200:]), 4, shots=(1, 5), seeds=3)
+    assert results[5][0] > 0.95 and results[1][0] > 0.6
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "no_such_dataset_xyz"], "Unknown dataset 'no_such_dataset_xyz'"),
+        (["--model", "ViT_Q16"], "Unknown ViT variant 'ViT_Q16'"),
+        (["--strategy", "mirrored", "--batch_size", "33"], "not divisible by the 2 replicas"),
+        (["--weights", "/nonexistent/ckpt.npz"], "Weights file not found"),
+    ],
+)
+def test_bad_command_lines_fail_before_any_work(args, message, tmp_path):
+    result = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--output_dir", str(tmp_path), "--logical_cpus", "2",
+                        *args, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "history.csv").exists()
+
+
+def test_unknown_strategy_is_refused_by_the_parser(tmp_path):
+    result = run_module("training.train", "--strategy", "parameter_server", "--output_dir", str(tmp_path), timeout=60)
+    assert result.returncode == 2 and "invalid choice: 'parameter_server'" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny model trained on digits by the real command line (one device)."""
+    out = tmp_path_factory.mktemp("run")
+    result = run_module("training.train", *TINY_MODEL, "--dataset", "digits", "--epochs", "6", "--batch_size", "64",
+                        "--learning_rate", "3e-3", "--strategy", "one_device", "--output_dir", str(out), "--verbose", "2",
+                        "--fewshot_every", "3")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result
+
+
+def test_one_device_run_writes_models_logs_and_results(trained_run):
+    out, result = trained_run
+    for name in ("model.keras", "best.keras", "history.csv", "results.json"):
+        assert (out / name).exists(), name
+    assert list((out / "logs").rglob("*tfevents*"))
+    assert not (out / "backup").exists()  # removed after a finished run
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 6 and results["examples"] == 360 and results["accuracy"] > 0.5
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(6))
+    assert float(rows[-1]["fewshot_5shot"]) > 0.3  # the few-shot callback logs into the history
+    assert "Epoch 6/6" in result.stdout
+
+
+def test_evaluate_cli_reproduces_the_final_evaluation(trained_run, tmp_path):
+    out, _ = trained_run
+    result = run_module("training.evaluate", "--model", str(out / "model.keras"), "--dataset", "digits",
+                        "--output", str(tmp_path / "eval.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert abs(evaluated["accuracy"] - json.loads((out / "results.json").read_text())["accuracy"]) < 1e-6
+
+
+def test_fewshot_cli_is_well_above_chance(trained_run, tmp_path):
+    out, _ = trained_run
+    result = run_module("training.fewshot", "--model", str(out / "model.keras"), "--dataset", "digits",
+                        "--shots", "1", "5", "10", "--seeds", "3", "--output", str(tmp_path / "fewshot.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    accuracies = json.loads((tmp_path / "fewshot.json").read_text())
+    assert accuracies["10shot"]["mean"] > 0.5  # chance is 0.1
+    assert accuracies["10shot"]["mean"] >= accuracies["1shot"]["mean"]
+
+
+def test_finetune_at_higher_resolution(trained_run, tmp_path):
+    out, _ = trained_run
+    result = run_module("training.train", *TINY_MODEL[:2], "--image_size", "24", *TINY_MODEL[4:], "--init_from", str(out / "model.keras"),
+                        "--recipe", "finetune", "--batch_size", "64", "--steps", "20", "--learning_rate", "0.01",
+                        "--output_dir", str(tmp_path), "--verbose", "2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.input_shape == (None, 24, 24, 3)
+    assert model.get_layer("posembed_input").pos_embedding.shape == (1, 1 + 6 * 6, 32)
+    assert json.loads((tmp_path / "results.json").read_text())["accuracy"] > 0.3
+
+
+def test_mirrored_strategy_over_two_cpu_replicas(tmp_path):
+    result = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "5", "--batch_size", "32",
+                        "--strategy", "mirrored", "--grad_accum_steps", "2", "--output_dir", str(tmp_path), "--verbose", "2",
+                        "--logical_cpus", "2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "2 replica(s)" in result.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["epochs"] == 1
+
+
+def test_two_worker_processes_train_identical_weights(tmp_path):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workers = []
+    for index in range(2):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        workers.append(start_module(
+            "training.train", *TINY_MODEL, "--epochs", "2", "--steps_per_epoch", "4", "--batch_size", "32",
+            "--strategy", "multi_worker", "--output_dir", str(tmp_path / f"worker{index}"), "--verbose", "2",
+            TF_CONFIG=config,
+        ))
+    outputs = []
+    for worker in workers:
+        stdout, _ = worker.communicate(timeout=300)
+        outputs.append(stdout)
+        assert worker.returncode == 0, stdout[-3000:]
+    fingerprints = [line for out in outputs for line in out.splitlines() if line.startswith("Weights fingerprint")]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    assert (tmp_path / "worker0" / "model.keras").exists()  # the chief writes the model and logs
+    assert not (tmp_path / "worker1" / "model.keras").exists() and not (tmp_path / "worker1" / "history.csv").exists()
+
+
+def test_killed_run_resumes_without_losing_an_epoch(tmp_path):
+    command = [*TINY_MODEL, "--epochs", "4", "--steps_per_epoch", "60", "--batch_size", "16", "--output_dir", str(tmp_path), "--verbose", "2"]
+    first = start_module("training.train", *command)
+    metadata = tmp_path / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and first.poll() is None:
+        if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1:
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, "the run ended before it could be killed"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = len(list(csv.DictReader((tmp_path / "history.csv").open())))
+    assert 1 <= done_before < 4
+
+    second = run_module("training.train", *command)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert f"Epoch {done_before + 1}/4" in second.stdout and "Epoch 1/4" not in second.stdout
+    epochs = [int(r["epoch"]) for r in csv.DictReader((tmp_path / "history.csv").open())]
+    assert epochs == [0, 1, 2, 3]
+    assert json.loads((tmp_path / "results.json").read_text())["epochs"] == 4

@@ -1,0 +1,152 @@
+"""Dataset sources: any tensorflow-datasets name, a folder of class sub-folders, or scikit-learn's digits.
+
+Every source yields `(image uint8 [H, W, 3], label int64)` examples and
+describes itself with a `DatasetInfo`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+#: The offline default: scikit-learn's 1,797 handwritten 8x8 digits, split 80/20 (stratified, seed 0).
+DIGITS = "digits"
+FOLDER_PREFIX = "folder:"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    num_examples: dict[str, int]
+    flip: bool  # horizontal flips keep the label (not for digits)
+    train_crop: str = "inception"  # "random" for tiny images, where a 5%-area crop leaves nothing
+    train_split: str = "train"
+    eval_split: str = "test"
+
+
+def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
+    """Checks that a dataset exists (before any work) and describes it; ValueError otherwise."""
+    if name == DIGITS:
+        images, labels = _digits_arrays()
+        n_test = len(_digits_split(labels)[1])
+        return DatasetInfo(DIGITS, 10, tuple(str(i) for i in range(10)), {"train": len(labels) - n_test, "test": n_test}, flip=False, train_crop="random")
+    if name.startswith(FOLDER_PREFIX):
+        root = name[len(FOLDER_PREFIX):]
+        splits = _folder_splits(root)
+        classes = _folder_classes(os.path.join(root, next(iter(splits))) if splits else root)
+        if splits:
+            counts = {s: len(_folder_files(os.path.join(root, s), classes)[0]) for s in splits}
+            eval_split = "test" if "test" in splits else "validation" if "validation" in splits else next(iter(splits))
+            return DatasetInfo(name, len(classes), tuple(classes), counts, flip=True, eval_split=eval_split)
+        files, _ = _folder_files(root, classes)
+        n_eval = len(_holdout(len(files)))
+        return DatasetInfo(name, len(classes), tuple(classes), {"train": len(files) - n_eval, "test": n_eval}, flip=True)
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"Unknown dataset {name!r}: not '{DIGITS}', not 'folder:PATH', and not a tensorflow-datasets name "
+            f"({str(error).splitlines()[0]})."
+        ) from error
+    label = builder.info.features["label"]
+    splits = {s: info.num_examples for s, info in builder.info.splits.items()}
+    eval_split = "test" if "test" in splits else "validation"
+    return DatasetInfo(name, label.num_classes, tuple(label.names), splits, flip=True, eval_split=eval_split)
+
+
+def load(info: DatasetInfo, split: str, data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
+    """The examples of one split as `(uint8 [H, W, 3], int64)` pairs, in a fixed order."""
+    if info.name == DIGITS:
+        images, labels = _digits_arrays()
+        train, test = _digits_split(labels)
+        index = _split_index(split, {"train": train, "test": test})
+        return tf.data.Dataset.from_tensor_slices((images[index], labels[index]))
+    if info.name.startswith(FOLDER_PREFIX):
+        root = info.name[len(FOLDER_PREFIX):]
+        splits = _folder_splits(root)
+        if splits:
+            if split not in splits:
+                raise ValueError(f"Split {split!r} not found in {root}; it has {sorted(splits)}.")
+            files, labels = _folder_files(os.path.join(root, split), list(info.class_names))
+        else:
+            files, labels = _folder_files(root, list(info.class_names))
+            held_out = _holdout(len(files))
+            index = _split_index(split, {"train": np.setdiff1d(np.arange(len(files)), held_out), "test": held_out})
+            files, labels = [files[i] for i in index], labels[index]
+        return tf.data.Dataset.from_tensor_slices((files, labels)).map(_read_image, num_parallel_calls=tf.data.AUTOTUNE)
+    import tensorflow_datasets as tfds
+
+    ds = tfds.load(info.name, split=split, data_dir=data_dir, as_supervised=True, download=download, shuffle_files=False)
+    return ds.map(lambda image, label: (_to_rgb(image), tf.cast(label, tf.int64)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # values 0..16 -> 0..255
+    return np.repeat(images[..., None], 3, axis=-1), digits.target.astype(np.int64)
+
+
+def _digits_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=0)
+
+
+def _split_index(split: str, splits: dict[str, np.ndarray]) -> np.ndarray:
+    if split not in splits:
+        raise ValueError(f"Unknown split {split!r}; expected one of {sorted(splits)}.")
+    return np.sort(splits[split])
+
+
+def _holdout(n: int) -> np.ndarray:
+    """A fixed 10% of a folder without split sub-folders, for evaluation."""
+    return np.sort(np.random.default_rng(0).permutation(n)[: max(1, n // 10)])
+
+
+def _folder_splits(root: str) -> list[str]:
+    if not os.path.isdir(root):
+        raise ValueError(f"Dataset folder {root!r} does not exist.")
+    names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    return [d for d in names if d in ("train", "test", "validation")]
+
+
+def _folder_classes(root: str) -> list[str]:
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not classes:
+        raise ValueError(f"Dataset folder {root!r} has no class sub-folders.")
+    return classes
+
+
+def _folder_files(root: str, classes: list[str]) -> tuple[list[str], np.ndarray]:
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder):
+            continue
+        for file in sorted(os.listdir(folder)):
+            if file.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(os.path.join(folder, file))
+                labels.append(label)
+    if not files:
+        raise ValueError(f"Dataset folder {root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    return files, np.asarray(labels, np.int64)
+
+
+def _read_image(path, label):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return image, label
+
+
+def _to_rgb(image):
+    image = tf.cast(image, tf.uint8)
+    return tf.cond(tf.shape(image)[-1] == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image)

@@ -1,0 +1,156 @@
+"""Choosing a tf.distribute strategy, and model.fit under MultiWorkerMirroredStrategy.
+
+Keras 3's `model.fit` does not work under `MultiWorkerMirroredStrategy`
+(keras-team/keras#20585; seen here with TF 2.21 / Keras 3.15):
+
+1. `TensorFlowTrainer._maybe_symbolic_build` takes the first distributed batch
+   and `strategy.reduce("MEAN", batch)`s it to build the model symbolically;
+   across workers that fails with `ValueError: Attempt to convert a value
+   (PerReplica...)`. It needs only the batch's shapes and dtypes, which any
+   replica's local batch has.
+2. Each step's logs then go through `reduce_per_replica`, which in
+   multi-worker mode reduces scalars with `strategy.reduce("MEAN", v, axis=0)`
+   and fails on rank-0 losses and metrics ("Invalid reduction dimension 0").
+
+`enable_multi_worker_fit` fixes both on one model instance, leaving Keras'
+fit loop, callbacks, metrics and progress bar as they are: the symbolic build
+uses the local replica's batch, and the train and test functions run Keras'
+own `train_step` / `test_step` through `strategy.run` and reduce the logs
+with `axis=None`. Other strategies are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import types
+
+import keras
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """auto: TPU if a resolver finds one, else mirrored over the local GPUs, else the default strategy."""
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}.")
+    if name == "auto":
+        tpu = _find_tpu()
+        if tpu is not None:
+            return _tpu_strategy(tpu)
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
+        return tf.distribute.OneDeviceStrategy(device)
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable (cluster and task).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    tpu = _find_tpu()
+    if tpu is None:
+        raise ValueError("--strategy tpu: no TPU found by TPUClusterResolver.")
+    return _tpu_strategy(tpu)
+
+
+def split_cpu(count: int) -> None:
+    """Exposes the CPU as `count` logical devices, so that mirrored strategies have replicas without GPUs."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def _find_tpu():
+    try:
+        return tf.distribute.cluster_resolver.TPUClusterResolver()
+    except (ValueError, KeyError, RuntimeError):
+        return None
+
+
+def _tpu_strategy(resolver) -> tf.distribute.Strategy:
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
+def task() -> tuple[str, int]:
+    """(task type, index) from TF_CONFIG; ("chief", 0) without one."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    spec = config.get("task", {})
+    return spec.get("type", "chief"), int(spec.get("index", 0))
+
+
+def is_chief() -> bool:
+    """The task that writes final models and logs: the chief, or worker 0 of a cluster without one."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    kind, index = task()
+    if kind == "chief":
+        return True
+    return kind == "worker" and index == 0 and "chief" not in config.get("cluster", {})
+
+
+def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy, grad_accum_steps: int = 1) -> int:
+    """The per-step global batch; ValueError unless it splits evenly over replicas and micro-batches."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % grad_accum_steps:
+        raise ValueError(f"--batch_size {batch_size} is not divisible by --grad_accum_steps {grad_accum_steps}.")
+    step_batch = batch_size // grad_accum_steps
+    if step_batch % replicas:
+        raise ValueError(
+            f"The global batch per step ({step_batch}) is not divisible by the {replicas} replicas in sync."
+        )
+    return step_batch
+
+
+def enable_multi_worker_fit(model: keras.Model) -> None:
+    """Makes `model.fit` / `model.evaluate` work under MultiWorkerMirroredStrategy (see the module doc)."""
+    strategy = model.distribute_strategy
+    if not is_multi_worker(strategy):
+        return
+
+    def local_batch(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, distributed in iterator:
+                data_batch = tf.nest.map_structure(local_batch, next(distributed))
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def distributed_function(step):
+        @tf.function
+        def function(iterator):
+            outputs = strategy.run(step, args=(next(iterator),))
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), outputs)
+
+        return function
+
+    def make_train_function(self, force=False):
+        if self.train_function is None or force:
+            self.train_function = distributed_function(self.train_step)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is None or force:
+            self.test_function = distributed_function(self.test_step)
+        return self.test_function
+
+    model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)
+    model.make_train_function = types.MethodType(make_train_function, model)
+    model.make_test_function = types.MethodType(make_test_function, model)

@@ -1,0 +1,61 @@
+"""Evaluate a saved model on a dataset split.
+
+    python -m training.evaluate --model runs/demo/model.keras --dataset digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+import keras_vit  # noqa: E402,F401  (registers the layers for load_model)
+
+from training import datasets, pipeline  # noqa: E402
+
+
+def evaluate(model: keras.Model, info: datasets.DatasetInfo, split: str, batch_size: int = 256, data_dir: str | None = None) -> dict:
+    """{"accuracy", "loss", "examples"} of a logits model on one split (plain resize, as in training's evaluation)."""
+    prep = pipeline.Preprocessing(tuple(model.input_shape[1:3]), info.num_classes, flip=False)
+    batches = pipeline.eval_dataset(datasets.load(info, split, data_dir), prep, batch_size)
+    model.compile(
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    result = model.evaluate(batches, verbose=0, return_dict=True)
+    return {"accuracy": float(result["accuracy"]), "loss": float(result["loss"]), "examples": info.num_examples.get(split)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a .keras file saved by training.train")
+    parser.add_argument("--dataset", default="digits", help="digits, folder:PATH or a tensorflow-datasets name")
+    parser.add_argument("--split", default=None, help="default: the dataset's test (or validation) split")
+    parser.add_argument("--data_dir", default=None, help="tensorflow-datasets data directory")
+    parser.add_argument("--batch_size", type=int, default=256, help="evaluation batch size")
+    parser.add_argument("--output", default=None, help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        info = datasets.describe(args.dataset, args.data_dir)
+        if not os.path.exists(args.model):
+            raise ValueError(f"Model file {args.model!r} does not exist.")
+        model = keras.models.load_model(args.model, compile=False)
+        result = evaluate(model, info, args.split or info.eval_split, args.batch_size, args.data_dir)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.model} on {args.dataset}/{args.split or info.eval_split}: accuracy {result['accuracy']:.2%} "
+          f"({result['examples']} examples), loss {result['loss']:.4f}")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

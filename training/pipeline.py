@@ -1,0 +1,124 @@
+"""tf.data input pipelines with the paper's preprocessing, and keras-cv augmentation behind flags."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How images become model inputs.
+
+    Training: an Inception crop (random area 5%-100%, aspect 3/4-4/3), or a
+    resize to `image_size`, zero padding by 1/8 of it and a random crop back
+    ("random": a translation at the evaluation's scale, for small images such
+    as digits), then a horizontal flip where the dataset allows it. Evaluation: a resize to `image_size / crop_fraction` and a center crop
+    (`crop_fraction=1`: a plain resize, as the reference evaluates and as the
+    serving signature does). Pixels end in [-1, 1].
+    """
+
+    image_size: tuple[int, int]
+    num_classes: int
+    train_crop: str = "inception"  # or "random"
+    crop_fraction: float = 1.0
+    flip: bool = True
+    randaugment: tuple[int, float] | None = None  # (augmentations per image, magnitude in [0, 1])
+    mixup_alpha: float = 0.0
+
+    def train_example(self, image, label):
+        image = tf.convert_to_tensor(image)
+        if self.train_crop == "inception":
+            begin, size, _ = tf.image.sample_distorted_bounding_box(
+                tf.shape(image),
+                bounding_boxes=tf.zeros([1, 0, 4]),
+                area_range=(0.05, 1.0),
+                aspect_ratio_range=(3 / 4, 4 / 3),
+                min_object_covered=0.0,
+                use_image_if_no_bounding_boxes=True,
+            )
+            image = tf.image.resize(tf.slice(image, begin, size), self.image_size)
+        else:
+            height, width = self.image_size
+            image = tf.image.resize(image, self.image_size)
+            image = tf.image.pad_to_bounding_box(image, height // 8, width // 8, height * 5 // 4, width * 5 // 4)
+            image = tf.image.random_crop(image, (height, width, 3))
+        if self.flip:
+            image = tf.image.random_flip_left_right(image)
+        return tf.clip_by_value(image, 0.0, 255.0), tf.one_hot(label, self.num_classes)
+
+    def eval_example(self, image, label):
+        resized = tuple(round(s / self.crop_fraction) for s in self.image_size)
+        image = tf.image.resize(tf.convert_to_tensor(image), resized)
+        image = tf.image.resize_with_crop_or_pad(image, *self.image_size)
+        return scale(image), tf.one_hot(label, self.num_classes)
+
+
+def scale(image):
+    """[0, 255] -> [-1, 1], as `keras_vit.preprocess_input`."""
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def train_dataset(
+    examples: tf.data.Dataset,
+    preprocessing: Preprocessing,
+    batch_size: int,
+    seed: int = 0,
+    cache: bool = True,
+    shuffle_buffer: int = 10_000,
+) -> tf.data.Dataset:
+    """Shuffled, augmented, repeated batches of (images in [-1, 1], one-hot labels)."""
+    if cache:
+        examples = examples.cache()
+    ds = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(preprocessing.train_example, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(_batch_augmentation(preprocessing, seed), num_parallel_calls=AUTOTUNE)
+    return _with_sharding(ds).prefetch(AUTOTUNE)
+
+
+def eval_dataset(examples: tf.data.Dataset, preprocessing: Preprocessing, batch_size: int, cache: bool = True) -> tf.data.Dataset:
+    """Deterministic batches of (images in [-1, 1], one-hot labels), every example once."""
+    ds = examples.map(preprocessing.eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    return _with_sharding(ds.batch(batch_size)).prefetch(AUTOTUNE)
+
+
+def _batch_augmentation(preprocessing: Preprocessing, seed: int):
+    """RandAugment and MixUp (keras-cv) on a batch of [0, 255] images; then scaling to [-1, 1]."""
+    layers = []
+    if preprocessing.randaugment:
+        import keras_cv
+
+        count, magnitude = preprocessing.randaugment
+        layers.append(
+            keras_cv.layers.RandAugment(
+                value_range=(0, 255), augmentations_per_image=count, magnitude=magnitude, seed=seed
+            )
+        )
+    mixup = None
+    if preprocessing.mixup_alpha > 0:
+        import keras_cv
+
+        mixup = keras_cv.layers.MixUp(alpha=preprocessing.mixup_alpha, seed=seed)
+
+    def augment(images, labels):
+        for layer in layers:
+            images = layer(images, training=True)
+        if mixup is not None:
+            mixed = mixup({"images": images, "labels": labels}, training=True)
+            images, labels = mixed["images"], mixed["labels"]
+        return scale(images), labels
+
+    return augment
+
+
+def _with_sharding(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Shards by data under multi-worker strategies (in-memory sources have no files to shard)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)

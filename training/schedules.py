@@ -1,0 +1,48 @@
+"""Learning-rate schedules of the paper: linear warmup, then linear or cosine decay."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then decay to `end` at `total_steps`.
+
+    Args:
+        peak: the learning rate reached at the end of warmup.
+        warmup_steps: steps of linear warmup.
+        total_steps: the step at which the decay reaches `end` (and stays).
+        decay: "linear" (the paper's pre-training) or "cosine" (its fine-tuning).
+        end: the final learning rate.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, decay: str = "linear", end: float = 0.0):
+        if decay not in ("linear", "cosine"):
+            raise ValueError(f"Unknown decay {decay!r}; expected 'linear' or 'cosine'.")
+        if not 0 <= warmup_steps <= total_steps:
+            raise ValueError(f"Expected 0 <= warmup_steps ({warmup_steps}) <= total_steps ({total_steps}).")
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.decay = decay
+        self.end = end
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup = ops.cast(max(self.warmup_steps, 1), "float32")
+        progress = (step - self.warmup_steps) / float(max(self.total_steps - self.warmup_steps, 1))
+        progress = ops.clip(progress, 0.0, 1.0)
+        if self.decay == "linear":
+            decayed = self.end + (self.peak - self.end) * (1.0 - progress)
+        else:
+            decayed = self.end + (self.peak - self.end) * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        return ops.where(step < self.warmup_steps, self.peak * step / warmup, decayed)
+
+    def get_config(self):
+        return dict(
+            peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay, end=self.end
+        )

@@ -1,0 +1,240 @@
+"""Train or fine-tune a keras_vit model with `model.fit`, under any tf.distribute strategy.
+
+    python -m training.train --model ViT_Ti16 --image_size 32 --dataset digits --epochs 30 --output_dir runs/demo
+    python -m training.train --model ViT_B16 --weights imagenet21k --image_size 384 --dataset cifar10 \\
+        --recipe finetune --batch_size 512 --steps 10000 --strategy mirrored --output_dir runs/b16_c10
+
+Writes into --output_dir: model.keras (last), best.keras (best validation
+accuracy), history.csv, logs/ (TensorBoard), results.json (final
+evaluation). Started again with the same command after a crash, it resumes
+from its backup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_vit  # noqa: E402
+from training import callbacks as run_callbacks, datasets, distribute, fewshot, pipeline  # noqa: E402
+from training.recipes import RECIPES, build_recipe  # noqa: E402
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    add = p.add_argument
+    add("--model", default="ViT_Ti16", help=f"a variant ({', '.join(keras_vit.VARIANTS)}) or ViT for a custom one")
+    custom = p.add_argument_group("custom architecture (with --model ViT)")
+    custom.add_argument("--patch_size", type=int, default=4, help="patch size")
+    custom.add_argument("--hidden_size", type=int, default=64, help="D")
+    custom.add_argument("--mlp_dim", type=int, default=128, help="MLP width")
+    custom.add_argument("--num_heads", type=int, default=4, help="attention heads")
+    custom.add_argument("--num_layers", type=int, default=2, help="encoder blocks")
+    add("--weights", default=None, help="initial weights: a known name (imagenet21k, ...) or a .npz/.keras/.weights.h5 path")
+    add("--init_from", default=None, help="alias of --weights for a checkpoint of this project (e.g. another resolution)")
+    add("--image_size", type=int, default=224, help="training resolution; position embeddings are resized to it")
+    add("--dataset", default="digits", help="digits (offline), folder:PATH, or a tensorflow-datasets name")
+    add("--data_dir", default=None, help="tensorflow-datasets data directory")
+    add("--train_split", default=None, help="default: train")
+    add("--eval_split", default=None, help="default: test, or validation where there is no test split")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=None, help="passes over the training split")
+    length.add_argument("--steps", type=int, default=None, help="optimizer updates (the paper's steps)")
+    add("--steps_per_epoch", type=int, default=None, help="batches per epoch (default: one pass over the data)")
+    add("--batch_size", type=int, default=None, help="global batch size (all replicas and accumulation steps)")
+    add("--strategy", default="auto", choices=distribute.STRATEGIES, help="tf.distribute strategy")
+    add("--logical_cpus", type=int, default=0, help="split the CPU into N logical devices (try strategies without GPUs)")
+    add("--output_dir", required=True, help="where models, logs and backups go")
+    add("--recipe", default="pretrain", choices=sorted(RECIPES), help="the paper's pre-training or fine-tuning recipe")
+    recipe = p.add_argument_group("recipe overrides (default: the recipe's value)")
+    recipe.add_argument("--optimizer", choices=("adam", "sgd"), default=None, help="adam (AdamW with weight decay) or sgd")
+    recipe.add_argument("--learning_rate", type=float, default=None, help="peak learning rate")
+    recipe.add_argument("--schedule", choices=("linear", "cosine"), default=None, help="decay after warmup")
+    recipe.add_argument("--warmup_steps", type=int, default=None, help="linear warmup steps")
+    recipe.add_argument("--weight_decay", type=float, default=None, help="decoupled weight decay (kernels only)")
+    recipe.add_argument("--momentum", type=float, default=None, help="SGD momentum")
+    recipe.add_argument("--global_clipnorm", type=float, default=None, help="gradient clipping by global norm (0: off)")
+    recipe.add_argument("--label_smoothing", type=float, default=None, help="label smoothing of the cross-entropy")
+    recipe.add_argument("--dropout_rate", type=float, default=None, help="dropout in the encoder")
+    recipe.add_argument("--grad_accum_steps", type=int, default=None, help="micro-batches averaged per update")
+    add("--attention_dropout_rate", type=float, default=0.0, help="dropout on attention weights")
+    add("--stochastic_depth_rate", type=float, default=0.0, help="stochastic depth of the last block")
+    add("--train_crop", choices=("auto", "inception", "random"), default="auto", help="training crop (auto: random for digits)")
+    add("--crop_fraction", type=float, default=1.0, help="resize to image_size / crop_fraction before cropping")
+    add("--flip", choices=("auto", "yes", "no"), default="auto", help="horizontal flips (auto: not for digits)")
+    add("--randaugment", type=float, nargs=2, metavar=("N", "M"), default=None, help="keras-cv RandAugment: N ops, magnitude M in [0, 1]")
+    add("--mixup", type=float, default=0.0, help="keras-cv MixUp alpha (0: off)")
+    add("--precision", choices=PRECISIONS, default="float32", help="dtype policy (mixed_float16 uses loss scaling)")
+    add("--jit_compile", action="store_true", help="compile the train step with XLA")
+    add("--backup_freq", default="epoch", help="'epoch' or a number of steps between backups")
+    add("--fewshot_every", type=int, default=0, help="log few-shot accuracy every N epochs (0: off)")
+    add("--seed", type=int, default=0, help="random seed")
+    add("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 1 bar, 2 a line per epoch")
+    return p
+
+
+def default_batch_size(recipe_batch: int, num_examples: int) -> int:
+    """The recipe's batch, or for a small dataset the largest power of two giving >= 8 steps an epoch."""
+    if recipe_batch * 8 <= num_examples:
+        return recipe_batch
+    return max(1, 2 ** int(math.log2(max(1, num_examples // 8))))
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """sha256 of every weight's bytes: equal on all workers of a synchronous run."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        train(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def train(args: argparse.Namespace) -> dict:
+    # Everything that can be wrong with the command is checked before any work starts.
+    if args.model != "ViT":
+        keras_vit.get_variant(args.model)
+    info = datasets.describe(args.dataset, args.data_dir)
+    n_train = info.num_examples.get(args.train_split or info.train_split)
+    if not n_train:
+        raise ValueError(f"Split {args.train_split or info.train_split!r} of {args.dataset} is empty or unknown ({info.num_examples}).")
+    recipe = build_recipe(
+        args.recipe,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        schedule=args.schedule,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
+        global_clipnorm=None if args.global_clipnorm == 0 else args.global_clipnorm,
+        label_smoothing=args.label_smoothing,
+        dropout_rate=args.dropout_rate,
+        batch_size=args.batch_size or default_batch_size(RECIPES[args.recipe].batch_size, n_train),
+        grad_accum_steps=args.grad_accum_steps,
+    )
+    if args.weights and args.init_from:
+        raise ValueError("Give --weights or --init_from, not both.")
+    backup_freq = args.backup_freq if args.backup_freq == "epoch" else int(args.backup_freq)
+    train_split = args.train_split or info.train_split
+    eval_split = args.eval_split or info.eval_split
+
+    if args.logical_cpus:
+        distribute.split_cpu(args.logical_cpus)
+    keras.config.set_dtype_policy(args.precision)
+    keras.utils.set_random_seed(args.seed)
+    strategy = distribute.make_strategy(args.strategy)
+    step_batch = distribute.check_batch_size(recipe.batch_size, strategy, recipe.grad_accum_steps)
+    chief = distribute.is_chief()
+    steps_per_epoch = args.steps_per_epoch or max(1, n_train // step_batch)
+    if args.steps is not None:
+        data_steps = args.steps * recipe.grad_accum_steps
+        steps_per_epoch = min(steps_per_epoch, data_steps)
+        epochs = math.ceil(data_steps / steps_per_epoch)
+    else:
+        epochs = args.epochs or 10
+    total_updates = max(1, epochs * steps_per_epoch // recipe.grad_accum_steps)
+
+    weights = args.weights or args.init_from
+    architecture = {}
+    if args.model == "ViT":
+        architecture = dict(
+            patch_size=args.patch_size,
+            hidden_size=args.hidden_size,
+            mlp_dim=args.mlp_dim,
+            num_heads=args.num_heads,
+            num_layers=args.num_layers,
+            name="vit",
+        )
+    with strategy.scope():
+        model = getattr(keras_vit, args.model)(
+            image_size=args.image_size,
+            classes=info.num_classes,
+            weights=weights,
+            dropout_rate=recipe.dropout_rate,
+            attention_dropout_rate=args.attention_dropout_rate,
+            stochastic_depth_rate=args.stochastic_depth_rate,
+            **architecture,
+        )
+        if recipe.new_head and weights:
+            for variable in model.get_layer("head").weights:
+                variable.assign(np.zeros(variable.shape, "float32"))
+        recipe.compile(model, total_updates, jit_compile=args.jit_compile)
+    distribute.enable_multi_worker_fit(model)
+
+    prep = pipeline.Preprocessing(
+        (args.image_size, args.image_size),
+        info.num_classes,
+        train_crop=info.train_crop if args.train_crop == "auto" else args.train_crop,
+        crop_fraction=args.crop_fraction,
+        flip=info.flip if args.flip == "auto" else args.flip == "yes",
+        randaugment=(int(args.randaugment[0]), args.randaugment[1]) if args.randaugment else None,
+        mixup_alpha=args.mixup,
+    )
+    train_ds = pipeline.train_dataset(datasets.load(info, train_split, args.data_dir), prep, step_batch, seed=args.seed)
+    eval_ds = pipeline.eval_dataset(datasets.load(info, eval_split, args.data_dir), prep, step_batch)
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    callbacks = run_callbacks.run_callbacks(args.output_dir, chief, distribute.task()[1], backup_freq)
+    if args.fewshot_every:
+        fewshot_train = pipeline.eval_dataset(datasets.load(info, train_split, args.data_dir), prep, step_batch)
+        callbacks.insert(0, fewshot.FewShotEvaluation(fewshot_train, eval_ds, info.num_classes, every=args.fewshot_every))
+
+    print(
+        f"Training {args.model} ({model.count_params():,} parameters) at {args.image_size}px on {args.dataset} "
+        f"({n_train} examples, {info.num_classes} classes): {epochs} epochs x {steps_per_epoch} steps, "
+        f"global batch {recipe.batch_size}, {strategy.num_replicas_in_sync} replica(s), recipe {args.recipe}."
+    )
+    start = time.perf_counter()
+    model.fit(
+        train_ds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=eval_ds,
+        callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles
+        verbose=args.verbose,
+    )
+    train_seconds = time.perf_counter() - start
+    final = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    results = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "split": eval_split,
+        "examples": info.num_examples.get(eval_split),
+        "accuracy": float(final["accuracy"]),
+        "loss": float(final["loss"]),
+        "epochs": epochs,
+        "train_seconds": round(train_seconds, 1),
+        "weights_sha256": weights_fingerprint(model),
+    }
+    if chief:
+        model.save(os.path.join(args.output_dir, "model.keras"))
+        with open(os.path.join(args.output_dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    print(f"Final evaluation on {args.dataset}/{eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
+    print(f"Weights fingerprint: {results['weights_sha256']}")
+    return results
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
