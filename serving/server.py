@@ -72,12 +72,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.grpc_service import make_grpc_server
 
+    # Our handlers stand behind uvicorn's: it installs its own while it runs, restores ours and
+    # re-raises the signal after its graceful shutdown, which then lands here instead of killing
+    # the process before gRPC and the model manager are stopped.
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     grpc_server = None
-    if args.port:
-        grpc_server = make_grpc_server(manager, f"{args.host}:{args.port}", args.grpc_max_threads, args.max_request_bytes)
-        grpc_server.start()
-        logger.info("gRPC server listening on %s:%d", args.host, args.port)
     try:
+        if args.port:
+            grpc_server = make_grpc_server(manager, f"{args.host}:{args.port}", args.grpc_max_threads, args.max_request_bytes)
+            grpc_server.start()
+            logger.info("gRPC server listening on %s:%d", args.host, args.port)
         if args.rest_api_port:
             import uvicorn
 
@@ -88,9 +94,6 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("REST server listening on http://%s:%d", args.host, args.rest_api_port)
             uvicorn.Server(config).run()  # returns after SIGTERM/SIGINT, once in-flight requests are answered
         else:
-            stop = threading.Event()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: stop.set())
             stop.wait()
     finally:
         if grpc_server is not None:

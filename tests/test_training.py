@@ -132,9 +132,9 @@ def test_unknown_strategy_is_refused_by_the_parser(tmp_path):
 def trained_run(tmp_path_factory):
     """A tiny model trained on digits by the real command line (one device)."""
     out = tmp_path_factory.mktemp("run")
-    result = run_module("training.train", *TINY_MODEL, "--dataset", "digits", "--epochs", "6", "--batch_size", "64",
-                        "--learning_rate", "3e-3", "--strategy", "one_device", "--output_dir", str(out), "--verbose", "2",
-                        "--fewshot_every", "3")
+    result = run_module("training.train", *TINY_MODEL, "--dataset", "digits", "--epochs", "10", "--batch_size", "32",
+                        "--learning_rate", "3e-3", "--label_smoothing", "0", "--dropout_rate", "0", "--warmup_steps", "50",
+                        "--strategy", "one_device", "--output_dir", str(out), "--verbose", "2", "--fewshot_every", "5")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result
 
@@ -146,11 +146,11 @@ def test_one_device_run_writes_models_logs_and_results(trained_run):
     assert list((out / "logs").rglob("*tfevents*"))
     assert not (out / "backup").exists()  # removed after a finished run
     results = json.loads((out / "results.json").read_text())
-    assert results["epochs"] == 6 and results["examples"] == 360 and results["accuracy"] > 0.5
+    assert results["epochs"] == 10 and results["examples"] == 360 and results["accuracy"] > 0.6
     rows = list(csv.DictReader((out / "history.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == list(range(6))
+    assert [int(r["epoch"]) for r in rows] == list(range(10))
     assert float(rows[-1]["fewshot_5shot"]) > 0.3  # the few-shot callback logs into the history
-    assert "Epoch 6/6" in result.stdout
+    assert "Epoch 10/10" in result.stdout
 
 
 def test_evaluate_cli_reproduces_the_final_evaluation(trained_run, tmp_path):
@@ -186,11 +186,20 @@ def test_finetune_at_higher_resolution(trained_run, tmp_path):
 
 def test_mirrored_strategy_over_two_cpu_replicas(tmp_path):
     result = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "5", "--batch_size", "32",
-                        "--strategy", "mirrored", "--grad_accum_steps", "2", "--output_dir", str(tmp_path), "--verbose", "2",
-                        "--logical_cpus", "2")
+                        "--strategy", "mirrored", "--output_dir", str(tmp_path), "--verbose", "2", "--logical_cpus", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "2 replica(s)" in result.stdout
     assert json.loads((tmp_path / "results.json").read_text())["epochs"] == 1
+
+
+def test_gradient_accumulation_on_one_device_and_refused_across_replicas(tmp_path):
+    result = run_module("training.train", *TINY_MODEL, "--steps", "3", "--batch_size", "32",
+                        "--grad_accum_steps", "4", "--strategy", "one_device", "--output_dir", str(tmp_path), "--verbose", "2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "12 steps" in result.stdout  # 3 updates of 4 micro-batches of 8
+    refused = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--batch_size", "32", "--grad_accum_steps", "2",
+                         "--strategy", "mirrored", "--logical_cpus", "2", "--output_dir", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "fails under tf.distribute" in refused.stderr
 
 
 def test_two_worker_processes_train_identical_weights(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import keras
@@ -14,16 +15,18 @@ HISTORY = "history.csv"
 def run_callbacks(output_dir: str, chief: bool, worker_index: int = 0, backup_freq: str | int = "epoch") -> list:
     """Callbacks for `model.fit`; only the chief writes models and logs into `output_dir`.
 
-    `BackupAndRestore` saves weights, optimizer state and the epoch; the same
+    `BackupAndRestore` (last, after the epoch is logged) saves weights,
+    optimizer state and the epoch; the same
     command started again after a crash or SIGKILL resumes at the epoch it
     was in (mid-epoch with an integer `backup_freq`: from the last backup's
     weights, at the start of that epoch's data). Each worker keeps its own
     backup. The best model's threshold survives restarts via the CSV history.
     """
     backup_dir = os.path.join(output_dir, "backup" if chief else f".backup-worker-{worker_index}")
-    callbacks: list = [keras.callbacks.BackupAndRestore(backup_dir, save_freq=backup_freq)]
+    callbacks: list = []
     if chief:
         history = os.path.join(output_dir, HISTORY)
+        trim_history(history, backup_dir)
         callbacks += [
             keras.callbacks.ModelCheckpoint(
                 os.path.join(output_dir, BEST_MODEL),
@@ -35,7 +38,25 @@ def run_callbacks(output_dir: str, chief: bool, worker_index: int = 0, backup_fr
             keras.callbacks.CSVLogger(history, append=True),
             keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
         ]
+    # Last: an epoch counts as done (and is not redone) only once it has been logged.
+    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, save_freq=backup_freq))
     return callbacks
+
+
+def trim_history(history_csv: str, backup_dir: str) -> None:
+    """Drops history rows of epochs after the backup's, which a resumed run trains (and logs) again."""
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    if not (os.path.exists(history_csv) and os.path.exists(metadata)):
+        return
+    with open(metadata) as f:
+        resume_epoch = json.load(f)["epoch"]
+    with open(history_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, [row for row in reader if int(row["epoch"]) < resume_epoch]
+    with open(history_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def best_so_far(history_csv: str, metric: str) -> float | None:

@@ -104,6 +104,11 @@ def is_chief() -> bool:
 def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy, grad_accum_steps: int = 1) -> int:
     """The per-step global batch; ValueError unless it splits evenly over replicas and micro-batches."""
     replicas = strategy.num_replicas_in_sync
+    if grad_accum_steps > 1 and replicas > 1:
+        raise ValueError(
+            f"--grad_accum_steps {grad_accum_steps} with {replicas} replicas: Keras 3's optimizer gradient accumulation "
+            "fails under tf.distribute (merge_call inside a cond); accumulate on one device, or add replicas instead."
+        )
     if batch_size % grad_accum_steps:
         raise ValueError(f"--batch_size {batch_size} is not divisible by --grad_accum_steps {grad_accum_steps}.")
     step_batch = batch_size // grad_accum_steps

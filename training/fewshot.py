@@ -92,7 +92,11 @@ class FewShotEvaluation(keras.callbacks.Callback):
         self.num_classes, self.shots, self.seeds, self.l2_reg, self.every = num_classes, tuple(shots), seeds, l2_reg, every
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every or logs is None:
+        if logs is None:
+            return
+        if (epoch + 1) % self.every:
+            # CSVLogger fixes its columns at the first epoch: keep them present, NaN when not evaluated.
+            logs.update({f"fewshot_{k}shot": float("nan") for k in self.shots})
             return
         frozen = representation_model(self.model)
         results = fewshot_accuracies(

@@ -1,0 +1,161 @@
+"""The end-to-end demo, offline: train on digits, export, serve, query over REST, compare.
+
+    python -m serving.demo
+
+1. `python -m training.train` trains a small ViT on scikit-learn's digits;
+2. `python -m serving.export` writes a TF Serving SavedModel;
+3. `python -m serving.server` serves it on 127.0.0.1;
+4. the 360 test digits go to `:predict` as PNG bytes over REST (and one batch
+   over gRPC), and the REST accuracy is compared with the in-process one;
+5. the server is stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+# A ViT small enough to train in a couple of minutes on 2 CPU cores: 16x16 inputs, 4x4 patches (16 tokens).
+TRAIN_ARGS = [
+    "--model", "ViT", "--image_size", "16", "--patch_size", "4", "--hidden_size", "64", "--mlp_dim", "128",
+    "--num_heads", "4", "--num_layers", "4", "--dataset", "digits", "--batch_size", "32",
+    "--learning_rate", "3e-3", "--warmup_steps", "100", "--label_smoothing", "0", "--dropout_rate", "0", "--jit_compile",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--output_dir", default="runs/demo", help="training run folder")
+    parser.add_argument("--model_base_path", default="models/vit", help="export folder (a version is added)")
+    parser.add_argument("--epochs", type=int, default=60, help="training epochs")
+    parser.add_argument("--reuse", action="store_true", help="reuse output_dir/model.keras if it exists")
+    parser.add_argument("--batch", type=int, default=40, help="images per REST request")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+
+    model_path = os.path.join(args.output_dir, "model.keras")
+    if not (args.reuse and os.path.exists(model_path)):
+        _step(f"1/5 training on digits ({args.epochs} epochs)")
+        _run("training.train", *TRAIN_ARGS, "--epochs", str(args.epochs), "--output_dir", args.output_dir, "--verbose", "2")
+    train_seconds = time.perf_counter() - started
+
+    _step("2/5 exporting for TensorFlow Serving")
+    labels = os.path.join(args.output_dir, "labels.txt")
+    with open(labels, "w") as f:
+        f.write("\n".join(str(i) for i in range(10)) + "\n")
+    _run("serving.export", "--model", model_path, "--model_base_path", args.model_base_path, "--labels", labels)
+
+    rest_port, grpc_port = _free_port(), _free_port()
+    _step(f"3/5 starting serving.server (REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port})")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+         "--model_name", "vit", "--model_base_path", args.model_base_path, "--enable_batching"],
+        env=_env(),
+    )
+    try:
+        _wait_ready(f"http://127.0.0.1:{rest_port}/v1/models/vit", server)
+        _step("4/5 querying: the test digits as PNG bytes over REST")
+        report = _query(model_path, rest_port, grpc_port, args.batch)
+    finally:
+        _step("5/5 stopping the server (SIGTERM)")
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+    report["server_exit_code"] = server.returncode
+    report["train_seconds"] = round(train_seconds, 1)
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(report, indent=2))
+    same = report["rest_correct"] == round(report["in_process_accuracy"] * report["examples"])
+    ok = same and report["grpc_matches_rest"]
+    print(
+        f"\nREST accuracy {report['rest_accuracy']:.2%} on {report['examples']} test digits "
+        f"(in-process {report['in_process_accuracy']:.2%}): {'equal' if ok else 'MISMATCH'}"
+    )
+    return 0 if ok and server.returncode == 0 else 1
+
+
+def _query(model_path: str, rest_port: int, grpc_port: int, batch: int) -> dict:
+    import keras
+
+    import keras_vit  # noqa: F401  (registers the layers)
+    from serving.client import GrpcClient, RestClient
+    from serving.export import encode_png
+    from training import datasets
+    from training.evaluate import evaluate
+
+    info = datasets.describe("digits")
+    images, labels = [], []
+    for image, label in datasets.load(info, "test").as_numpy_iterator():
+        images.append(encode_png(image))
+        labels.append(int(label))
+    rest = RestClient(f"http://127.0.0.1:{rest_port}", "vit")
+    start = time.perf_counter()
+    predicted = []
+    for i in range(0, len(images), batch):
+        predicted += [int(p["classes"][0]) for p in rest.predict_images(images[i:i + batch])]
+    rest_seconds = time.perf_counter() - start
+    grpc = GrpcClient(f"127.0.0.1:{grpc_port}", "vit")
+    grpc_classes = grpc.predict_images(images[:batch])["classes"][:, 0].tolist()
+    grpc.close()
+    model = keras.models.load_model(model_path, compile=False)
+    in_process = evaluate(model, info, "test")
+    correct = int(np.sum(np.asarray(predicted) == np.asarray(labels)))
+    return {
+        "examples": len(labels),
+        "rest_correct": correct,
+        "rest_accuracy": correct / len(labels),
+        "in_process_accuracy": in_process["accuracy"],
+        "grpc_matches_rest": grpc_classes == predicted[:batch],
+        "rest_requests": -(-len(images) // batch),
+        "rest_seconds": round(rest_seconds, 2),
+    }
+
+
+def _run(module: str, *args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", module, *args], env=_env())
+    if result.returncode:
+        raise SystemExit(f"python -m {module} failed with exit code {result.returncode}")
+
+
+def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"serving.server exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"serving.server did not answer {url} within {timeout:.0f}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+
+
+def _step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
