@@ -30,7 +30,7 @@ def attention_maps(model: keras.Model, images) -> list[np.ndarray]:
         elif layer.name == "encoder_norm":
             break
         else:
-            x = layer(x, training=False) if "training" in layer._call_signature.parameters else layer(x)
+            x = layer(x, training=False)  # Keras passes `training` only to layers that take it
     if not maps:
         raise ValueError(f"Model {model.name!r} has no TransformerBlock layers.")
     return maps

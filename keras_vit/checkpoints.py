@@ -102,27 +102,24 @@ def load_npz(model: keras.Model, path: str | os.PathLike) -> None:
     extra = [k for k in params if k not in variables and not k.startswith(_DROPPABLE_PREFIXES)]
     problems += [f"unexpected key {k!r} (shape {params[k].shape}) that the model has no place for" for k in extra]
 
+    head_keys = [k for k in variables if k.startswith("head/")]
+    keep_head = all(k in params and params[k].shape == tuple(variables[k].shape) for k in head_keys)
+    if head_keys and not keep_head:
+        logger.info("The checkpoint's head does not fit %d classes: keeping a new zero-initialised head.", variables[head_keys[0]].shape[-1])
     assignments = []
     for key, variable in variables.items():
-        if key not in params:
+        if key not in params or (key in head_keys and not keep_head):
             continue
         value, expected = params[key], tuple(variable.shape)
-        if key.startswith(_POSITION_EMBEDDING):
-            assignments.append((key, variable, value))  # resized by its layer below
-        elif value.shape == expected:
-            assignments.append((key, variable, value))
+        if key.startswith(_POSITION_EMBEDDING) or value.shape == expected:
+            assignments.append((key, variable, value))  # position embeddings are resized by their layer below
         elif value.size == np.prod(expected) and value.squeeze().shape == tuple(d for d in expected if d != 1):
             assignments.append((key, variable, value.reshape(expected)))  # GroupNorm (1, 1, 1, C) -> (C,)
-        elif key.startswith("head/"):
-            logger.info("Checkpoint head %s has shape %s, the model %s: keeping a new zero head.", key, value.shape, expected)
         else:
             problems.append(f"key {key!r}: expected shape {expected}, found {value.shape}")
     if problems:
         raise ValueError(f"Checkpoint {os.fspath(path)!r} does not fit model {model.name!r}: " + "; ".join(problems))
 
-    head = [key for key, _, _ in assignments if key.startswith("head/")]
-    if 0 < len(head) < len([k for k in variables if k.startswith("head/")]):
-        assignments = [a for a in assignments if not a[0].startswith("head/")]
     position = [a for a in assignments if a[0].startswith(_POSITION_EMBEDDING)]
     if position:
         layer = next(layer for layer in model.layers if isinstance(layer, vit_layers.AddPositionEmbedding))
