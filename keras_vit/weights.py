@@ -77,11 +77,16 @@ def download_weights(model_name: str | None, weights: str) -> str:
     cache_dir = os.environ.get("KERAS_HOME")
     if cache_dir:  # get_file falls back to /tmp when the directory does not exist yet
         os.makedirs(cache_dir, exist_ok=True)
-    return keras.utils.get_file(
-        fname=fname,
-        origin=url,
-        file_hash=FILE_HASHES.get(fname),
-        hash_algorithm="sha256",
-        cache_dir=cache_dir,
-        cache_subdir="keras_vit",
-    )
+    try:
+        return keras.utils.get_file(
+            fname=fname,
+            origin=url,
+            file_hash=FILE_HASHES.get(fname),
+            hash_algorithm="sha256",
+            cache_dir=cache_dir,
+            cache_subdir="keras_vit",
+        )
+    except ValueError:  # a hash mismatch: keep Keras' message
+        raise
+    except Exception as error:  # get_file raises a bare Exception for network failures
+        raise OSError(f"Could not download weights {weights!r} for {model_name} from {url}: {error}") from error

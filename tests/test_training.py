@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 import keras_vit
-from training import datasets, distribute, fewshot, pipeline
+from training import datasets, fewshot, pipeline
 from training.recipes import build_recipe, excluded_from_weight_decay
 from training.schedules import WarmupDecay
 from training.train import default_batch_size
@@ -35,6 +35,9 @@ def test_recipes_and_overrides():
     assert finetune.learning_rate == 0.01 and finetune.batch_size == 512 and finetune.new_head
     with pytest.raises(ValueError, match="Unknown recipe"):
         build_recipe("distill")
+    model = keras_vit.ViT(image_size=8, patch_size=4, hidden_size=8, mlp_dim=16, num_heads=2, num_layers=1, classes=3)
+    assert finetune.build_optimizer(model, 100).global_clipnorm == 1.0
+    assert build_recipe("finetune", global_clipnorm=0).build_optimizer(model, 100).global_clipnorm is None
 
 
 def test_weight_decay_skips_biases_norms_tokens_and_position_embeddings():

@@ -49,6 +49,13 @@ def test_known_name_downloads_from_base_url_and_is_cached(tmp_path, monkeypatch)
     assert again.get_layer("posembed_input").pos_embedding.shape == (1, 17, 192)
 
 
+def test_unreachable_weights_raise_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(known.BASE_URL_ENV, (tmp_path / "empty-bucket").as_uri())
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    with pytest.raises(OSError, match=r"Could not download weights 'imagenet21k' for ViT_B32 from file://"):
+        keras_vit.ViT_B32(image_size=32, weights="imagenet21k")
+
+
 def test_hash_mismatch_is_refused(tmp_path, monkeypatch):
     source = keras_vit.ViT(image_size=16, patch_size=16, hidden_size=768, mlp_dim=3072, num_heads=12, num_layers=12)
     bucket = tmp_path / "bucket" / "imagenet21k"

@@ -47,7 +47,7 @@ class Recipe:
         schedule = WarmupDecay(self.learning_rate, warmup, total_steps, decay=self.schedule)
         common = dict(
             learning_rate=schedule,
-            global_clipnorm=self.global_clipnorm,
+            global_clipnorm=self.global_clipnorm or None,  # 0 turns clipping off
             gradient_accumulation_steps=self.grad_accum_steps if self.grad_accum_steps > 1 else None,
         )
         if self.optimizer == "adam":

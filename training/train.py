@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     add("--train_split", default=None, help="default: train")
     add("--eval_split", default=None, help="default: test, or validation where there is no test split")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, default=None, help="passes over the training split")
+    length.add_argument("--epochs", type=int, default=None, help="passes over the training split (default 10)")
     length.add_argument("--steps", type=int, default=None, help="optimizer updates (the paper's steps)")
     add("--steps_per_epoch", type=int, default=None, help="batches per epoch (default: one pass over the data)")
     add("--batch_size", type=int, default=None, help="global batch size (all replicas and accumulation steps)")
@@ -78,11 +78,20 @@ def parser() -> argparse.ArgumentParser:
     add("--mixup", type=float, default=0.0, help="keras-cv MixUp alpha (0: off)")
     add("--precision", choices=PRECISIONS, default="float32", help="dtype policy (mixed_float16 uses loss scaling)")
     add("--jit_compile", action="store_true", help="compile the train step with XLA")
-    add("--backup_freq", default="epoch", help="'epoch' or a number of steps between backups")
+    add("--backup_freq", type=backup_frequency, default="epoch", help="'epoch' or a number of steps between backups")
     add("--fewshot_every", type=int, default=0, help="log few-shot accuracy every N epochs (0: off)")
     add("--seed", type=int, default=0, help="random seed")
     add("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 1 bar, 2 a line per epoch")
     return p
+
+
+def backup_frequency(text: str) -> str | int:
+    if text == "epoch":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'epoch' or a number of steps, got {text!r}") from None
 
 
 def default_batch_size(recipe_batch: int, num_examples: int) -> int:
@@ -104,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         train(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad flags, missing or unreachable files
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -115,9 +124,11 @@ def train(args: argparse.Namespace) -> dict:
     if args.model != "ViT":
         keras_vit.get_variant(args.model)
     info = datasets.describe(args.dataset, args.data_dir)
-    n_train = info.num_examples.get(args.train_split or info.train_split)
+    train_split = args.train_split or info.train_split
+    eval_split = args.eval_split or info.eval_split
+    n_train = info.num_examples.get(train_split)
     if not n_train:
-        raise ValueError(f"Split {args.train_split or info.train_split!r} of {args.dataset} is empty or unknown ({info.num_examples}).")
+        raise ValueError(f"Split {train_split!r} of {args.dataset} is empty or unknown ({info.num_examples}).")
     recipe = build_recipe(
         args.recipe,
         optimizer=args.optimizer,
@@ -126,7 +137,7 @@ def train(args: argparse.Namespace) -> dict:
         warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay,
         momentum=args.momentum,
-        global_clipnorm=None if args.global_clipnorm == 0 else args.global_clipnorm,
+        global_clipnorm=args.global_clipnorm,
         label_smoothing=args.label_smoothing,
         dropout_rate=args.dropout_rate,
         batch_size=args.batch_size or default_batch_size(RECIPES[args.recipe].batch_size, n_train),
@@ -134,9 +145,6 @@ def train(args: argparse.Namespace) -> dict:
     )
     if args.weights and args.init_from:
         raise ValueError("Give --weights or --init_from, not both.")
-    backup_freq = args.backup_freq if args.backup_freq == "epoch" else int(args.backup_freq)
-    train_split = args.train_split or info.train_split
-    eval_split = args.eval_split or info.eval_split
 
     if args.logical_cpus:
         distribute.split_cpu(args.logical_cpus)
@@ -194,7 +202,7 @@ def train(args: argparse.Namespace) -> dict:
     eval_ds = pipeline.eval_dataset(datasets.load(info, eval_split, args.data_dir), prep, step_batch)
 
     os.makedirs(args.output_dir, exist_ok=True)
-    callbacks = run_callbacks.run_callbacks(args.output_dir, chief, distribute.task()[1], backup_freq)
+    callbacks = run_callbacks.run_callbacks(args.output_dir, chief, distribute.task()[1], args.backup_freq)
     if args.fewshot_every:
         fewshot_train = pipeline.eval_dataset(datasets.load(info, train_split, args.data_dir), prep, step_batch)
         callbacks.insert(0, fewshot.FewShotEvaluation(fewshot_train, eval_ds, info.num_classes, every=args.fewshot_every))
