@@ -6,7 +6,7 @@ from keras_vit.checkpoints import load_npz, save_npz
 from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, TransformerBlock
 from keras_vit.models.applications import make_constructor
 from keras_vit.models.variants import VARIANTS, get_variant
-from keras_vit.models.vit import ViT, load_weights
+from keras_vit.models.vit import ViT, load_model, load_weights
 from keras_vit.preprocessing import preprocess_input
 
 __version__ = "0.1.0"
@@ -34,6 +34,7 @@ __all__ = [
     "ViT",
     "get_variant",
     "layers",
+    "load_model",
     "load_npz",
     "load_weights",
     "preprocess_input",

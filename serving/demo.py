@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _query(model_path: str, rest_port: int, grpc_port: int, batch: int) -> dict:
-    import keras
-
-    import keras_vit  # noqa: F401  (registers the layers)
+    import keras_vit
     from serving.client import GrpcClient, RestClient
     from serving.export import encode_png
     from training import datasets
@@ -108,7 +106,7 @@ def _query(model_path: str, rest_port: int, grpc_port: int, batch: int) -> dict:
     grpc = GrpcClient(f"127.0.0.1:{grpc_port}", "vit")
     grpc_classes = grpc.predict_images(images[:batch])["classes"][:, 0].tolist()
     grpc.close()
-    model = keras.models.load_model(model_path, compile=False)
+    model = keras_vit.load_model(model_path)
     in_process = evaluate(model, info, "test")
     correct = int(np.sum(np.asarray(predicted) == np.asarray(labels)))
     return {

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
-import keras_vit  # noqa: E402,F401  (registers the layers for load_model)
+import keras_vit  # noqa: E402
 
 DEFAULT_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "predict_pixels"
@@ -103,7 +103,7 @@ def export(
     so a server polling `model_base_path` never sees half of it.
     """
     if isinstance(model, str):
-        model = keras.models.load_model(model, compile=False)
+        model = keras_vit.load_model(model)
     model_base_path = os.path.abspath(model_base_path)
     version = next_version(model_base_path) if version is None else int(version)
     target = os.path.join(model_base_path, str(version))
@@ -204,8 +204,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.labels:
             with open(args.labels) as f:
                 labels = [line.rstrip("\n") for line in f if line.strip()]
-        if not os.path.exists(args.model):
-            raise ValueError(f"Model file {args.model!r} does not exist.")
         path = export(args.model, args.model_base_path, args.version, labels, args.model_name, args.top_k)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -63,18 +63,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             _abort(context, error)
 
     def Classify(self, request, context):
-        self._not_supported(request, context, "classification", "classify")
+        self._refuse(request, context, "classify")
 
     def Regress(self, request, context):
-        self._not_supported(request, context, "regression", "regress")
+        self._refuse(request, context, "regress")
 
-    def _not_supported(self, request, context, kind: str, method: str):
+    def _refuse(self, request, context, method: str):
         try:
-            servable = self.manager.get(*_spec(request.model_spec))
-            _, signature = servable.signature(request.model_spec.signature_name)
-            raise invalid_argument(
-                f"Expected {kind} signature method_name to be tensorflow/serving/{method}. Was: {signature.method_name}"
-            )
+            self.manager.get(*_spec(request.model_spec)).refuse(request.model_spec.signature_name, method)
         except ServingError as error:
             _abort(context, error)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -62,17 +63,12 @@ def make_app(manager: ModelManager, num_threads: int = 32, max_request_bytes: in
 def _post(manager: ModelManager, name: str, version: int | None, label: str | None, method: str, body: bytes) -> str | dict:
     doc = json_codec.parse_body(body)
     servable = manager.get(name, version, label)
-    if method in ("classify", "regress"):
-        # Our exports hold predict signatures only; TF Serving answers a classify/regress
-        # request on such a signature with INVALID_ARGUMENT and this message.
-        key, signature = servable.signature(doc.get("signature_name", ""))
-        expected = f"tensorflow/serving/{'classify' if method == 'classify' else 'regress'}"
-        kind = "classification" if method == "classify" else "regression"
-        raise invalid_argument(f"Expected {kind} signature method_name to be {expected}. Was: {signature.method_name}")
-    _, signature = servable.signature(doc.get("signature_name", ""))
+    signature_name = doc.get("signature_name", "")
+    if method != "predict":  # our exports hold predict signatures only
+        servable.refuse(signature_name, method)
+    _, signature = servable.signature(signature_name)
     inputs, fmt = json_codec.decode_predict_request(doc, signature.inputs)
-    outputs = servable.predict(doc.get("signature_name", ""), inputs)
-    return json_codec.encode_predict_response(outputs, fmt)
+    return json_codec.encode_predict_response(servable.predict(signature_name, inputs), fmt)
 
 
 def _version(text: str | None) -> int | None:
@@ -80,8 +76,6 @@ def _version(text: str | None) -> int | None:
 
 
 def _json(status: int, document) -> Response:
-    import json
-
     if isinstance(document, str):
         return Response(document, status_code=status, media_type="application/json")
     return Response(json.dumps(document, indent=2), status_code=status, media_type="application/json")

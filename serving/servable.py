@@ -45,6 +45,14 @@ class Servable:
             raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
         return key, self.signature_defs[key]
 
+    def refuse(self, signature_name: str, method: str) -> None:
+        """Raises what TF Serving answers to classify/regress on a predict-only signature."""
+        _, signature = self.signature(signature_name)
+        kind = "classification" if method == "classify" else "regression"
+        raise invalid_argument(
+            f"Expected {kind} signature method_name to be tensorflow/serving/{method}. Was: {signature.method_name}"
+        )
+
     def predict(self, signature_name: str, inputs: dict[str, np.ndarray]) -> Tensors:
         """Checks inputs against the signature and runs it (through the batcher when batching)."""
         key, signature = self.signature(signature_name)

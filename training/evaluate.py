@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-import keras_vit  # noqa: E402,F401  (registers the layers for load_model)
+import keras_vit  # noqa: E402
 
 from training import datasets, pipeline  # noqa: E402
 
@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         info = datasets.describe(args.dataset, args.data_dir)
-        if not os.path.exists(args.model):
-            raise ValueError(f"Model file {args.model!r} does not exist.")
-        model = keras.models.load_model(args.model, compile=False)
+        model = keras_vit.load_model(args.model)
         result = evaluate(model, info, args.split or info.eval_split, args.batch_size, args.data_dir)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

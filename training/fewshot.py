@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-import keras_vit  # noqa: E402,F401  (registers the layers for load_model)
+import keras_vit  # noqa: E402
 
 
 def representation_model(model: keras.Model) -> keras.Model:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     info = datasets.describe(args.dataset, args.data_dir)
-    model = keras.models.load_model(args.model, compile=False)
+    model = keras_vit.load_model(args.model)
     prep = pipeline.Preprocessing(tuple(model.input_shape[1:3]), info.num_classes, flip=False)
     frozen = representation_model(model)
     splits = [

@@ -65,14 +65,7 @@ class TransformerBlock(keras.layers.Layer):
             name="attention",
         )
         self.mlp_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=policy, name="mlp_norm")
-        mlp_init = dict(
-            kernel_initializer="glorot_uniform",
-            bias_initializer=keras.initializers.RandomNormal(stddev=1e-6),
-            dtype=policy,
-        )
-        self.mlp_dense_1 = keras.layers.Dense(mlp_dim, name="mlp_dense_1", **mlp_init)
-        self.mlp_dense_2 = None  # built once D is known
-        self.mlp_init = mlp_init
+        self.mlp_dense_1 = self._mlp_dense(mlp_dim, "mlp_dense_1")
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=policy)
         self.drop_path = StochasticDepth(stochastic_depth_rate, dtype=policy)
 
@@ -80,12 +73,22 @@ class TransformerBlock(keras.layers.Layer):
         if len(input_shape) != 3 or input_shape[-1] is None:
             raise ValueError(f"TransformerBlock expects [batch, tokens, hidden] inputs, got shape {input_shape}.")
         hidden = input_shape[-1]
-        self.mlp_dense_2 = keras.layers.Dense(hidden, name="mlp_dense_2", **self.mlp_init)
+        self.mlp_dense_2 = self._mlp_dense(hidden, "mlp_dense_2")  # back to D, known only now
         self.attention_norm.build(input_shape)
         self.attention.build(input_shape)
         self.mlp_norm.build(input_shape)
         self.mlp_dense_1.build(input_shape)
         self.mlp_dense_2.build(tuple(input_shape[:2]) + (self.mlp_dim,))
+
+    def _mlp_dense(self, units: int, name: str) -> keras.layers.Dense:
+        """An MLP layer initialised as the reference's MlpBlock (Xavier kernel, tiny normal bias)."""
+        return keras.layers.Dense(
+            units,
+            kernel_initializer="glorot_uniform",
+            bias_initializer=keras.initializers.RandomNormal(stddev=1e-6),
+            dtype=self.dtype_policy,
+            name=name,
+        )
 
     def call(self, inputs, training=None, return_attention_scores: bool = False):
         y = self.attention_norm(inputs)

@@ -156,6 +156,18 @@ def ViT(
     return model
 
 
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Loads a `.keras` file of a keras_vit model for inference, evaluation or export.
+
+    The training configuration is not restored (`compile=False`): a file
+    saved by `training.train` refers to its learning-rate schedule, which
+    inference does not need. Loads with `safe_mode=True`.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"Model file {os.fspath(path)!r} does not exist.")
+    return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
 def load_weights(model: keras.Model, weights: str | os.PathLike, variant_name: str | None = None) -> None:
     """Loads `.npz`, `.keras` or `.weights.h5` weights, or a known name of `variant_name`, into a model."""
     path = os.fspath(weights)
