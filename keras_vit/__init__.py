@@ -1,29 +1,31 @@
 """keras_vit: the Vision Transformer (Dosovitskiy et al., ICLR 2021) for Keras 3 and TensorFlow."""
 
 from keras_vit import layers
-from keras_vit.attention import attention_maps, attention_rollout, mean_attention_distance, patch_grid
+from keras_vit.analysis import attention_maps, attention_rollout, mean_attention_distance, patch_grid
 from keras_vit.checkpoints import load_npz, save_npz
 from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, TransformerBlock
-from keras_vit.models.applications import make_constructor
+from keras_vit.loading import load_model, load_weights
+from keras_vit.models.constructors import CONSTRUCTORS, ViT, create_model
 from keras_vit.models.variants import VARIANTS, get_variant
-from keras_vit.models.vit import ViT, load_model, load_weights
+from keras_vit.models.vision_transformer import VisionTransformer
 from keras_vit.preprocessing import preprocess_input
+from keras_vit.schedules import WarmupDecay
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-ViT_Ti16 = make_constructor("ViT_Ti16")
-ViT_S16 = make_constructor("ViT_S16")
-ViT_S32 = make_constructor("ViT_S32")
-ViT_B8 = make_constructor("ViT_B8")
-ViT_B16 = make_constructor("ViT_B16")
-ViT_B32 = make_constructor("ViT_B32")
-ViT_L16 = make_constructor("ViT_L16")
-ViT_L32 = make_constructor("ViT_L32")
-ViT_H14 = make_constructor("ViT_H14")
-R50_ViT_B16 = make_constructor("R50_ViT_B16")
-R26_ViT_S32 = make_constructor("R26_ViT_S32")
-R50_ViT_L32 = make_constructor("R50_ViT_L32")
-R_ViT_Ti16 = make_constructor("R_ViT_Ti16")
+ViT_Ti16 = CONSTRUCTORS["ViT_Ti16"]
+ViT_S16 = CONSTRUCTORS["ViT_S16"]
+ViT_S32 = CONSTRUCTORS["ViT_S32"]
+ViT_B8 = CONSTRUCTORS["ViT_B8"]
+ViT_B16 = CONSTRUCTORS["ViT_B16"]
+ViT_B32 = CONSTRUCTORS["ViT_B32"]
+ViT_L16 = CONSTRUCTORS["ViT_L16"]
+ViT_L32 = CONSTRUCTORS["ViT_L32"]
+ViT_H14 = CONSTRUCTORS["ViT_H14"]
+R50_ViT_B16 = CONSTRUCTORS["R50_ViT_B16"]
+R26_ViT_S32 = CONSTRUCTORS["R26_ViT_S32"]
+R50_ViT_L32 = CONSTRUCTORS["R50_ViT_L32"]
+R_ViT_Ti16 = CONSTRUCTORS["R_ViT_Ti16"]
 
 __all__ = [
     "AddPositionEmbedding",
@@ -32,16 +34,19 @@ __all__ = [
     "TransformerBlock",
     "VARIANTS",
     "ViT",
+    "VisionTransformer",
+    "WarmupDecay",
+    "attention_maps",
+    "attention_rollout",
+    "create_model",
     "get_variant",
     "layers",
     "load_model",
     "load_npz",
     "load_weights",
-    "preprocess_input",
-    "save_npz",
-    "attention_maps",
-    "attention_rollout",
     "mean_attention_distance",
     "patch_grid",
+    "preprocess_input",
+    "save_npz",
     *VARIANTS,
 ]

@@ -14,7 +14,7 @@ the model's grid. Every other variable must be present with its exact shape.
 
 from __future__ import annotations
 
-import logging
+import math
 import os
 import zipfile
 
@@ -22,8 +22,6 @@ import numpy as np
 import keras
 
 from keras_vit import layers as vit_layers
-
-logger = logging.getLogger(__name__)
 
 _BLOCK = {
     "attention_norm": "LayerNorm_0",
@@ -38,29 +36,30 @@ _DROPPABLE_PREFIXES = ("pre_logits/", "head/")
 _POSITION_EMBEDDING = "Transformer/posembed_input/"
 
 
-def checkpoint_variables(model: keras.Model) -> dict[str, keras.Variable]:
-    """Maps each reference checkpoint key to the model variable that holds it."""
+def checkpoint_variables(model) -> dict[str, keras.Variable]:
+    """Maps each reference checkpoint key to the variable of a `VisionTransformer` that holds it."""
     out: dict[str, keras.Variable] = {}
-    for layer in model.layers:
-        if isinstance(layer, vit_layers.TransformerBlock):
-            prefix = f"Transformer/{layer.name}/"
-            for name, ref in _BLOCK.items():
-                out.update(_leaf_variables(getattr(layer, name), prefix + ref))
-        elif isinstance(layer, vit_layers.AddPositionEmbedding):
-            out.update({_POSITION_EMBEDDING + v.name: v for v in layer.weights})
-        elif isinstance(layer, vit_layers.ResidualUnit):
-            block, unit = layer.name.split("_")
+    if model.conv_root is not None:
+        out.update(_leaf_variables(model.conv_root, "conv_root"))
+        out.update(_leaf_variables(model.gn_root, "gn_root"))
+    for stage, units in enumerate(model.resnet_stages):
+        for index, unit in enumerate(units):
             for sub in ("conv1", "gn1", "conv2", "gn2", "conv3", "gn3", "conv_proj", "gn_proj"):
-                if getattr(layer, sub) is not None:
-                    out.update(_leaf_variables(getattr(layer, sub), f"{block}/{unit}/{sub}"))
-        elif isinstance(layer, vit_layers.PatchEmbedding):
-            out.update(_leaf_variables(layer.projection, layer.name))
-        elif isinstance(layer, vit_layers.ClassToken):
-            out[layer.name] = layer.cls
-        elif layer.name == "encoder_norm":
-            out.update(_leaf_variables(layer, "Transformer/encoder_norm"))
-        elif layer.weights:
-            out.update(_leaf_variables(layer, layer.name))
+                if getattr(unit, sub) is not None:
+                    out.update(_leaf_variables(getattr(unit, sub), f"block{stage + 1}/unit{index + 1}/{sub}"))
+    out.update(_leaf_variables(model.embedding.projection, "embedding"))
+    if model.class_token is not None:
+        out["cls"] = model.class_token.cls
+    if model.posembed_input is not None:
+        out.update({_POSITION_EMBEDDING + v.name: v for v in model.posembed_input.weights})
+    for depth, block in enumerate(model.encoder_blocks):
+        for name, reference in _BLOCK.items():
+            out.update(_leaf_variables(getattr(block, name), f"Transformer/encoderblock_{depth}/{reference}"))
+    out.update(_leaf_variables(model.encoder_norm, "Transformer/encoder_norm"))
+    if model.pre_logits is not None:
+        out.update(_leaf_variables(model.pre_logits, "pre_logits"))
+    if model.head is not None:
+        out.update(_leaf_variables(model.head, "head"))
     return out
 
 
@@ -86,8 +85,49 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"Could not read checkpoint {os.fspath(path)!r} as an .npz archive: {error}") from error
 
 
-def load_npz(model: keras.Model, path: str | os.PathLike) -> None:
-    """Loads an original .npz checkpoint into a keras_vit model, in place.
+def npz_architecture(path: str | os.PathLike) -> dict:
+    """The `VisionTransformer` arguments of an original checkpoint, read from its keys and shapes.
+
+    Returns image_size (the square grid of its position embedding times the
+    input pixels per token), patch_size, hidden_size, mlp_dim, num_heads,
+    num_layers, resnet_layers, resnet_width, classifier, representation_size
+    and, when it has a head, classes.
+    """
+    params = read_npz(path)
+    try:
+        patch_h, patch_w, _, hidden = params["embedding/kernel"].shape
+        attention = "Transformer/encoderblock_0/" + _BLOCK["attention"]
+        architecture = dict(
+            patch_size=(patch_h, patch_w),
+            hidden_size=hidden,
+            mlp_dim=params["Transformer/encoderblock_0/" + _BLOCK["mlp_dense_1"] + "/kernel"].shape[1],
+            num_heads=params[attention + "/query/kernel"].shape[1],
+            num_layers=len({k.split("/")[1] for k in params if k.startswith("Transformer/encoderblock_")}),
+            classifier="token" if "cls" in params else "gap",
+            representation_size=params["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in params else None,
+        )
+        stride = 1
+        if "conv_root/kernel" in params:
+            stages = sorted({k.split("/")[0] for k in params if k.startswith("block")}, key=lambda b: int(b[5:]))
+            units = [len({k.split("/")[1] for k in params if k.startswith(stage + "/")}) for stage in stages]
+            architecture.update(resnet_layers=tuple(units), resnet_width=params["conv_root/kernel"].shape[-1] // 64)
+            stride = 4 * 2 ** max(len(units) - 1, 0)
+        tokens = params[_POSITION_EMBEDDING + "pos_embedding"].shape[1] - int(architecture["classifier"] == "token")
+    except KeyError as error:
+        raise ValueError(f"Checkpoint {os.fspath(path)!r} lacks {error}, which every ViT checkpoint has.") from None
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"Checkpoint {os.fspath(path)!r} has {tokens} position embeddings: not a square grid.")
+    architecture["image_size"] = (side * patch_h * stride, side * patch_w * stride)
+    if "head/kernel" in params:
+        architecture["classes"] = params["head/kernel"].shape[1]
+    return architecture
+
+
+def load_npz(model, path: str | os.PathLike) -> None:
+    """Loads an original .npz checkpoint into a `VisionTransformer`, in place.
+
+    The head follows `keras_vit.loading`'s policy: kept when it fits, else new.
 
     Raises:
         ValueError: the file is unreadable, or a key is missing, unexpected or
@@ -102,10 +142,11 @@ def load_npz(model: keras.Model, path: str | os.PathLike) -> None:
     extra = [k for k in params if k not in variables and not k.startswith(_DROPPABLE_PREFIXES)]
     problems += [f"unexpected key {k!r} (shape {params[k].shape}) that the model has no place for" for k in extra]
 
+    from keras_vit.loading import keep_head as head_policy
+
     head_keys = [k for k in variables if k.startswith("head/")]
-    keep_head = all(k in params and params[k].shape == tuple(variables[k].shape) for k in head_keys)
-    if head_keys and not keep_head:
-        logger.info("The checkpoint's head does not fit %d classes: keeping a new zero-initialised head.", variables[head_keys[0]].shape[-1])
+    stored_head = [params[k].shape for k in head_keys if k in params]
+    keep_head = bool(head_keys) and len(stored_head) == len(head_keys) and head_policy(model, stored_head)
     assignments = []
     for key, variable in variables.items():
         if key not in params or (key in head_keys and not keep_head):
@@ -122,9 +163,8 @@ def load_npz(model: keras.Model, path: str | os.PathLike) -> None:
 
     position = [a for a in assignments if a[0].startswith(_POSITION_EMBEDDING)]
     if position:
-        layer = next(layer for layer in model.layers if isinstance(layer, vit_layers.AddPositionEmbedding))
         try:
-            layer.assign_embeddings([value for _, _, value in position])
+            model.posembed_input.assign_embeddings([value for _, _, value in position])
         except ValueError as error:
             raise ValueError(f"Checkpoint {os.fspath(path)!r} does not fit model {model.name!r}: {error}") from error
     for key, variable, value in assignments:
@@ -132,7 +172,7 @@ def load_npz(model: keras.Model, path: str | os.PathLike) -> None:
             variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
-def save_npz(model: keras.Model, path: str | os.PathLike) -> None:
+def save_npz(model, path: str | os.PathLike) -> None:
     """Writes the model's weights as an .npz checkpoint in the reference's layout."""
     params = {key: keras.ops.convert_to_numpy(v) for key, v in checkpoint_variables(model).items()}
     with open(path, "wb") as f:

@@ -1,4 +1,4 @@
-"""A short demo of the model: build, load the shared reference checkpoint, predict, compare.
+"""A short demo of the model: read a reference checkpoint's architecture, build, load, predict, compare.
 
     python -m keras_vit.demo [--fixtures ../shared/fixtures]
 """
@@ -10,29 +10,9 @@ import json
 import pathlib
 import time
 
-import keras
 import numpy as np
 
 import keras_vit
-
-
-def fixture_model(spec: dict, **overrides) -> keras.Model:
-    """The keras_vit model of a `fixtures.json` entry (the reference's config), with optional overrides."""
-    config = spec["config"]
-    kwargs = dict(
-        image_size=config["image_size"],
-        patch_size=config["patches"],
-        hidden_size=config["hidden_size"],
-        mlp_dim=config["mlp_dim"],
-        num_heads=config["num_heads"],
-        num_layers=config["num_layers"],
-        classes=config["num_classes"],
-        classifier=config["classifier"],
-        representation_size=config["representation_size"],
-        resnet_layers=None if config["resnet"] is None else tuple(config["resnet"]["num_layers"]),
-    )
-    kwargs.update(overrides)
-    return keras_vit.ViT(**kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     worst = 0.0
     for name, spec in specs.items():
         start = time.perf_counter()
-        model = fixture_model(spec, weights=str(args.fixtures / f"{name}.npz"), name=name)
+        checkpoint = args.fixtures / f"{name}.npz"
+        model = keras_vit.ViT(weights=str(checkpoint), name=name, **keras_vit.checkpoints.npz_architecture(checkpoint))
         logits = model.predict(np.load(args.fixtures / f"{name}_inputs.npy"), verbose=0)
         error = float(np.abs(logits - np.load(args.fixtures / f"{name}_logits.npy")).max())
         tolerance = spec["tolerance"]["logits_atol"]

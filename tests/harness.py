@@ -1,4 +1,4 @@
-"""A shared model test harness: build, predict, config round trip, saving, mixed precision.
+"""A shared model test harness: build, predict, JSON config, saving, a fit step, mixed precision.
 
 In the spirit of keras-hub's `run_backbone_test`: every model variant goes
 through the same checks, so a new variant gets them all by being listed.
@@ -6,6 +6,7 @@ through the same checks, so a new variant gets them all by being listed.
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import numpy as np
@@ -45,15 +46,19 @@ def run_model_test(build, image_shape: tuple[int, int, int], tmp_path: pathlib.P
     assert np.all(np.isfinite(out))
     assert out.dtype == np.float32
 
-    # Config round trip: same architecture, same outputs with the same weights.
-    clone = keras.Model.from_config(model.get_config())
+    # JSON config round trip of the whole model: the same class, config and outputs.
+    document = json.loads(json.dumps(keras.saving.serialize_keras_object(model)))
+    clone = keras.saving.deserialize_keras_object(document)
+    assert type(clone) is type(model)
+    assert clone.get_config() == model.get_config()
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(predict(clone, images), out, atol=1e-5)
 
-    # .keras round trip with safe_mode (no Lambda layers, everything registered).
+    # .keras round trip with Keras' own loader and safe_mode (no Lambda layers, everything registered).
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
+    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
     np.testing.assert_array_equal(predict(loaded, images), out)
 
     # .weights.h5 round trip into a freshly built model.
@@ -63,7 +68,9 @@ def run_model_test(build, image_shape: tuple[int, int, int], tmp_path: pathlib.P
     fresh.load_weights(weights)
     np.testing.assert_array_equal(predict(fresh, images), out)
 
-    # Mixed precision: the same model runs in bfloat16 and float16 without dtype errors.
+    fit_one_step(build, images, expected_output)
+
+    # Mixed precision: every sublayer computes in the policy's dtype, the output in float32.
     for policy in ("mixed_bfloat16", "mixed_float16"):
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(policy)
@@ -71,9 +78,28 @@ def run_model_test(build, image_shape: tuple[int, int, int], tmp_path: pathlib.P
             mixed = build()
         finally:
             keras.config.set_dtype_policy(previous)
+        other = {
+            layer.name
+            for layer in mixed._flatten_layers(include_self=False)
+            if layer.dtype_policy.compute_dtype != policy.split("_")[1] and not isinstance(layer, keras.layers.InputLayer)
+        }
+        assert other == {"predictions"} if mixed.include_top else not other, (policy, other)
         mixed.set_weights(model.get_weights())
         mixed_out = predict(mixed, images)
         assert mixed_out.dtype == np.float32, policy
         assert np.all(np.isfinite(mixed_out)), policy
         scale = np.abs(out).max() + 1.0
         assert np.abs(mixed_out - out).max() < 0.1 * scale, policy
+
+
+def fit_one_step(build, images: np.ndarray, expected_output: tuple) -> None:
+    """One `model.fit` step on random targets changes every trainable weight that gets a gradient, finitely."""
+    model = build()
+    randomize(model, seed=1)
+    targets = np.random.default_rng(2).normal(size=(len(images), *expected_output)).astype("float32")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    before = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_weights]
+    history = model.fit(images, targets, batch_size=len(images), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    changed = [not np.array_equal(b, keras.ops.convert_to_numpy(v)) for b, v in zip(before, model.trainable_weights)]
+    assert sum(changed) >= len(changed) // 2, f"only {sum(changed)} of {len(changed)} weights changed"

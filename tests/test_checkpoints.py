@@ -5,21 +5,20 @@ import pytest
 import keras
 
 import keras_vit
-from keras_vit.demo import fixture_model
 from harness import predict, random_images, randomize
+from support import fixture_model
 
 
 @pytest.mark.parametrize("name", ["vit_tiny_token", "hybrid_tiny"])
 def test_reference_fixture_logits_and_prelogits(name, fixtures_dir, fixture_specs):
     spec = fixture_specs[name]
-    model = fixture_model(spec, weights=str(fixtures_dir / f"{name}.npz"))
+    model = fixture_model(fixtures_dir, name)
     images = np.load(fixtures_dir / f"{name}_inputs.npy")
     np.testing.assert_allclose(
         predict(model, images), np.load(fixtures_dir / f"{name}_logits.npy"), atol=spec["tolerance"]["logits_atol"], rtol=0
     )
-    features = keras.Model(model.input, model.get_layer("pool").output)
     np.testing.assert_allclose(
-        predict(features, images),
+        keras.ops.convert_to_numpy(model.representation(images)),
         np.load(fixtures_dir / f"{name}_prelogits.npy"),
         atol=spec["tolerance"]["prelogits_atol"],
         rtol=0,
@@ -27,16 +26,17 @@ def test_reference_fixture_logits_and_prelogits(name, fixtures_dir, fixture_spec
 
 
 def test_hybrid_stem_matches_reference_intermediate(fixtures_dir, fixture_specs):
-    model = fixture_model(fixture_specs["hybrid_tiny"], weights=str(fixtures_dir / "hybrid_tiny.npz"))
+    model = fixture_model(fixtures_dir, "hybrid_tiny")
     intermediates = np.load(fixtures_dir / "hybrid_tiny_intermediates.npz")
     images = np.load(fixtures_dir / "hybrid_tiny_inputs.npy")
-    for layer, key in (("pool_root", "stem_output"), ("block1_unit1", "block1"), ("block2_unit2", "block2")):
-        out = predict(keras.Model(model.input, model.get_layer(layer).output), images)
+    stages = model.resnet_stages
+    for tensor, key in ((stages[0][0].input, "stem_output"), (stages[0][-1].output, "block1"), (stages[1][-1].output, "block2")):
+        out = predict(keras.Model(model.input, tensor), images)
         np.testing.assert_allclose(out, intermediates[key], atol=1e-4, rtol=0, err_msg=key)
 
 
 def test_fixture_round_trips_through_save_npz(fixtures_dir, fixture_specs, tmp_path):
-    model = fixture_model(fixture_specs["vit_tiny_token"], weights=str(fixtures_dir / "vit_tiny_token.npz"))
+    model = fixture_model(fixtures_dir, "vit_tiny_token")
     keras_vit.save_npz(model, tmp_path / "copy.npz")
     original = np.load(fixtures_dir / "vit_tiny_token.npz")
     written = np.load(tmp_path / "copy.npz")
@@ -47,33 +47,33 @@ def test_fixture_round_trips_through_save_npz(fixtures_dir, fixture_specs, tmp_p
 
 def test_head_of_another_task_is_replaced_and_pre_logits_dropped(fixtures_dir, fixture_specs, tmp_path):
     # A checkpoint with a representation layer, as the released imagenet21k files have.
-    source = fixture_model(fixture_specs["vit_tiny_token"], representation_size=64)
+    source = fixture_model(fixtures_dir, "vit_tiny_token", weights=None, representation_size=64)
     randomize(source)
     keras_vit.save_npz(source, tmp_path / "with_pre_logits.npz")
 
-    same_task = fixture_model(fixture_specs["vit_tiny_token"], representation_size=64, weights=str(tmp_path / "with_pre_logits.npz"))
+    same_task = fixture_model(fixtures_dir, "vit_tiny_token", representation_size=64, weights=str(tmp_path / "with_pre_logits.npz"))
     images = random_images((2, 32, 32, 3))
     np.testing.assert_allclose(predict(same_task, images), predict(source, images), atol=1e-5)
 
-    new_task = fixture_model(fixture_specs["vit_tiny_token"], classes=3, weights=str(tmp_path / "with_pre_logits.npz"))
-    assert "pre_logits" not in [layer.name for layer in new_task.layers]
-    for v in new_task.get_layer("head").weights:
+    new_task = fixture_model(fixtures_dir, "vit_tiny_token", classes=3, weights=str(tmp_path / "with_pre_logits.npz"))
+    assert new_task.pre_logits is None
+    for v in new_task.head.weights:
         assert not np.any(keras.ops.convert_to_numpy(v))
     np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(new_task.get_layer("encoder_norm").gamma),
-        keras.ops.convert_to_numpy(source.get_layer("encoder_norm").gamma),
+        keras.ops.convert_to_numpy(new_task.encoder_norm.gamma),
+        keras.ops.convert_to_numpy(source.encoder_norm.gamma),
     )
 
-    headless = fixture_model(fixture_specs["vit_tiny_token"], include_top=False, weights=str(tmp_path / "with_pre_logits.npz"))
+    headless = fixture_model(fixtures_dir, "vit_tiny_token", include_top=False, weights=str(tmp_path / "with_pre_logits.npz"))
     assert headless.output_shape == (None, 64)
 
 
 def test_loading_at_higher_resolution_resizes_position_embeddings(fixtures_dir, fixture_specs):
     from keras_vit.resize import resize_position_embedding
 
-    model = fixture_model(fixture_specs["vit_tiny_token"], image_size=48, weights=str(fixtures_dir / "vit_tiny_token.npz"))
+    model = fixture_model(fixtures_dir, "vit_tiny_token", image_size=48, weights=str(fixtures_dir / "vit_tiny_token.npz"))
     stored = np.load(fixtures_dir / "vit_tiny_token.npz")["Transformer/posembed_input/pos_embedding"]
-    loaded = keras.ops.convert_to_numpy(model.get_layer("posembed_input").pos_embedding)
+    loaded = keras.ops.convert_to_numpy(model.posembed_input.pos_embedding)
     assert loaded.shape == (1, 1 + 12 * 12, 64)
     np.testing.assert_allclose(loaded, resize_position_embedding(stored, 1, (12, 12)), atol=1e-7)
     np.testing.assert_array_equal(loaded[:, 0], stored[:, 0])  # the class token's row is kept
@@ -93,7 +93,7 @@ def test_loading_at_higher_resolution_resizes_position_embeddings(fixtures_dir, 
 )
 def test_checkpoint_that_does_not_fit_names_the_key(overrides, message, fixtures_dir, fixture_specs):
     with pytest.raises(ValueError, match=message):
-        fixture_model(fixture_specs["vit_tiny_token"], weights=str(fixtures_dir / "vit_tiny_token.npz"), **overrides)
+        fixture_model(fixtures_dir, "vit_tiny_token", **overrides)
 
 
 def test_missing_key_and_corrupt_file(fixtures_dir, fixture_specs, tmp_path):
@@ -101,18 +101,18 @@ def test_missing_key_and_corrupt_file(fixtures_dir, fixture_specs, tmp_path):
     del params["Transformer/encoder_norm/scale"]
     np.savez(tmp_path / "partial.npz", **params)
     with pytest.raises(ValueError, match=r"missing key 'Transformer/encoder_norm/scale' \(expected shape \(64,\)\)"):
-        fixture_model(fixture_specs["vit_tiny_token"], weights=str(tmp_path / "partial.npz"))
+        fixture_model(fixtures_dir, "vit_tiny_token", weights=str(tmp_path / "partial.npz"))
 
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
     with pytest.raises(ValueError, match="Could not read checkpoint"):
-        fixture_model(fixture_specs["vit_tiny_token"], weights=str(tmp_path / "corrupt.npz"))
+        fixture_model(fixtures_dir, "vit_tiny_token", weights=str(tmp_path / "corrupt.npz"))
 
     with pytest.raises(FileNotFoundError, match="nowhere.npz"):
-        fixture_model(fixture_specs["vit_tiny_token"], weights=str(tmp_path / "nowhere.npz"))
+        fixture_model(fixtures_dir, "vit_tiny_token", weights=str(tmp_path / "nowhere.npz"))
 
 
 def test_failed_load_leaves_the_model_untouched(fixtures_dir, fixture_specs, tmp_path):
-    model = fixture_model(fixture_specs["vit_tiny_token"])
+    model = fixture_model(fixtures_dir, "vit_tiny_token", weights=None)
     before = [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
     params = dict(np.load(fixtures_dir / "vit_tiny_token.npz"))
     params["Transformer/encoder_norm/bias"] = np.zeros(65, "float32")
@@ -126,9 +126,29 @@ def test_failed_load_leaves_the_model_untouched(fixtures_dir, fixture_specs, tmp
 def test_groupnorm_accepts_squeezed_scales(fixtures_dir, fixture_specs, tmp_path):
     params = {k: (v.reshape(-1) if "/gn" in k else v) for k, v in np.load(fixtures_dir / "hybrid_tiny.npz").items()}
     np.savez(tmp_path / "squeezed.npz", **params)
-    model = fixture_model(fixture_specs["hybrid_tiny"], weights=str(tmp_path / "squeezed.npz"))
+    model = fixture_model(fixtures_dir, "hybrid_tiny", weights=str(tmp_path / "squeezed.npz"))
     np.testing.assert_allclose(
         predict(model, np.load(fixtures_dir / "hybrid_tiny_inputs.npy")),
         np.load(fixtures_dir / "hybrid_tiny_logits.npy"),
         atol=1e-4,
     )
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_token", "hybrid_tiny"])
+def test_architecture_is_read_from_the_checkpoint(name, fixtures_dir, fixture_specs):
+    config = fixture_specs[name]["config"]
+    architecture = keras_vit.checkpoints.npz_architecture(fixtures_dir / f"{name}.npz")
+    expected = dict(
+        image_size=tuple(config["image_size"]) if isinstance(config["image_size"], list) else (config["image_size"],) * 2,
+        patch_size=tuple(config["patches"]) if isinstance(config["patches"], list) else (config["patches"],) * 2,
+        hidden_size=config["hidden_size"],
+        mlp_dim=config["mlp_dim"],
+        num_heads=config["num_heads"],
+        num_layers=config["num_layers"],
+        classes=config["num_classes"],
+        classifier=config["classifier"],
+        representation_size=config["representation_size"],
+    )
+    if config["resnet"] is not None:
+        expected.update(resnet_layers=tuple(config["resnet"]["num_layers"]), resnet_width=config["resnet"]["width_factor"])
+    assert architecture == expected

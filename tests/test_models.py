@@ -5,7 +5,7 @@ import pytest
 import keras
 
 import keras_vit
-from harness import random_images, run_model_test
+from harness import predict, random_images, randomize, run_model_test
 
 # vit_jax/models_test.py: classes=1000 at 224x224.
 REFERENCE_PARAMETER_COUNTS = {
@@ -93,7 +93,7 @@ def test_tiny_configurations(options, tmp_path):
 def test_include_top_false_outputs_the_representation():
     model = keras_vit.ViT(**TINY, image_size=16, include_top=False, representation_size=24)
     assert model.output_shape == (None, 24)
-    assert "head" not in [layer.name for layer in model.layers]
+    assert model.head is None
 
 
 def test_softmax_activation_gives_probabilities():
@@ -106,9 +106,9 @@ def test_preprocessing_inside_the_model_matches_preprocess_input():
     with_pre = keras_vit.ViT(**TINY, image_size=16, classes=3, include_preprocessing=True)
     without = keras_vit.ViT(**TINY, image_size=16, classes=3)
     without.set_weights(with_pre.get_weights())
-    for v in with_pre.get_layer("head").weights:
+    for v in with_pre.head.weights:
         v.assign(np.ones(v.shape, "float32"))
-    without.get_layer("head").set_weights(with_pre.get_layer("head").get_weights())
+    without.head.set_weights(with_pre.head.get_weights())
     pixels = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 3)).astype("uint8")
     scaled = keras.ops.convert_to_numpy(keras_vit.preprocess_input(pixels))
     np.testing.assert_allclose(scaled, (pixels.astype("float32") - 127.5) / 127.5, atol=1e-6)
@@ -120,13 +120,13 @@ def test_preprocessing_inside_the_model_matches_preprocess_input():
 
 def test_new_head_is_zero_initialised():
     model = keras_vit.ViT(**TINY, image_size=16, classes=3)
-    for v in model.get_layer("head").weights:
+    for v in model.head.weights:
         assert not np.any(keras.ops.convert_to_numpy(v))
 
 
 def test_non_square_image_and_patch():
     model = keras_vit.ViT(image_size=(48, 32), patch_size=8, hidden_size=64, mlp_dim=128, num_heads=4, num_layers=2, classes=10)
-    assert model.get_layer("posembed_input").grid_size == (6, 4)
+    assert model.grid_size == (6, 4) and model.posembed_input.grid_size == (6, 4)
     assert model.predict(random_images((1, 48, 32, 3)), verbose=0).shape == (1, 10)
 
 
@@ -150,3 +150,79 @@ def test_bad_configurations_raise_clear_errors(kwargs, message):
 def test_unknown_variant_lists_the_known_ones():
     with pytest.raises(ValueError, match="ViT_B16"):
         keras_vit.get_variant("ViT_X99")
+
+
+@pytest.mark.parametrize(
+    "build, grid, stride, prefix, blocks",
+    [
+        (lambda: keras_vit.ViT_B16(image_size=384), (24, 24), (16, 16), 1, 12),
+        (lambda: keras_vit.ViT(**TINY, image_size=(48, 32), classifier="gap"), (12, 8), (4, 4), 0, 2),
+        # R50: stem /4, then stages 2 and 3 halve twice: /16 per token with patch 1.
+        (lambda: keras_vit.R50_ViT_B16(image_size=(64, 96)), (4, 6), (16, 16), 1, 12),
+        # R26 has four stages: /32.
+        (lambda: keras_vit.R26_ViT_S32(image_size=64), (2, 2), (32, 32), 1, 12),
+        # Stem only (/4) and 8x8 patches: 32 input pixels per token.
+        (lambda: keras_vit.R_ViT_Ti16(image_size=64), (2, 2), (32, 32), 1, 12),
+    ],
+    ids=["B16@384", "tiny-gap-nonsquare", "R50", "R26", "R+Ti"],
+)
+def test_the_model_knows_its_grid_stride_and_blocks(build, grid, stride, prefix, blocks):
+    model = build()
+    assert isinstance(model, keras_vit.VisionTransformer)
+    assert model.grid_size == grid
+    assert model.patch_stride == stride
+    assert model.num_prefix_tokens == prefix
+    assert len(model.encoder_blocks) == blocks
+    assert all(isinstance(b, keras_vit.TransformerBlock) for b in model.encoder_blocks)
+    assert model.head.units == model.classes
+    keras.backend.clear_session()
+
+
+def test_variant_identity_and_create_model():
+    model = keras_vit.create_model("ViT-Ti_16", image_size=32, classes=4)
+    assert model.variant == "ViT_Ti16" and model.name == "vit_ti16" and model.grid_size == (2, 2)
+    for spelling in ("ViT-Ti/16", "ViT-Ti_16", "ViT_Ti16", "vit_ti16"):
+        assert keras_vit.get_variant(spelling) is keras_vit.VARIANTS["ViT_Ti16"]
+    assert keras_vit.create_model("R50+ViT-B/16", image_size=32, classes=2).variant == "R50_ViT_B16"
+    assert keras_vit.ViT(**TINY, image_size=16).variant is None
+    custom = keras_vit.create_model("ViT", **TINY, image_size=16, classes=3)
+    assert custom.variant is None and custom.classes == 3
+
+
+def test_a_variant_constructor_refuses_architecture_arguments():
+    with pytest.raises(TypeError, match=r"ViT_Ti16\(\) builds ViT-Ti_16 and takes no patch_size"):
+        keras_vit.ViT_Ti16(patch_size=8)
+
+
+def test_a_widened_hybrid_is_not_r50_and_gets_no_r50_weights():
+    r50 = keras_vit.get_variant("R50_ViT_B16").config
+    with pytest.raises(ValueError, match=r"resnet_width=2 \(the variant has 1\)"):
+        keras_vit.ViT(image_size=32, **dict(r50, resnet_width=2), variant="R50_ViT_B16")
+    with pytest.raises(ValueError, match="matches no released variant"):
+        keras_vit.ViT(image_size=32, **dict(r50, resnet_width=2), weights="imagenet21k")
+
+
+def test_features_intermediates_and_attention_maps():
+    model = keras_vit.ViT(**dict(TINY, num_layers=3), image_size=(16, 24), classes=5)
+    randomize(model)
+    images = random_images((2, 16, 24, 3))
+    tokens = keras.ops.convert_to_numpy(model.features(images))
+    assert tokens.shape == (2, 1 + 4 * 6, 32)
+    blocks = model.intermediates(images)
+    assert len(blocks) == 3 and all(tuple(b.shape) == (2, 25, 32) for b in blocks)
+    last_normed = model.intermediates(images, blocks=[-1], norm=True)[0]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(last_normed), tokens, atol=1e-6)
+    # The pooled representation is the class token of the features; the head maps it to the outputs.
+    representation = keras.ops.convert_to_numpy(model.representation(images))
+    np.testing.assert_allclose(representation, tokens[:, 0], atol=1e-6)
+    head = keras.ops.convert_to_numpy(model.head(representation))
+    np.testing.assert_allclose(head, predict(model, images), atol=1e-5)
+    maps = model.attention_maps(images, blocks=[0, 2])
+    assert [m.shape for m in maps] == [(2, 4, 25, 25)] * 2
+    np.testing.assert_allclose(maps[1].sum(-1), 1.0, atol=1e-5)
+    # Symbolic use: a new functional model on top of the dense tokens.
+    inputs = keras.Input((16, 24, 3))
+    dense = keras.Model(inputs, keras.layers.Dense(2)(model.features(inputs)))
+    assert dense.output_shape == (None, 25, 2)
+    with pytest.raises(ValueError, match="Block index 3 is out of range for a model of 3 blocks"):
+        model.intermediates(images, blocks=[3])

@@ -4,7 +4,7 @@ from training.distribute import enable_multi_worker_fit, make_strategy
 from training.fewshot import FewShotEvaluation, fewshot_accuracies
 from training.pipeline import Preprocessing, eval_dataset, train_dataset
 from training.recipes import RECIPES, Recipe, build_recipe, excluded_from_weight_decay
-from training.schedules import WarmupDecay
+from keras_vit.schedules import WarmupDecay
 
 __all__ = [
     "FewShotEvaluation",

@@ -7,7 +7,7 @@ import logging
 
 import keras
 
-from training.schedules import WarmupDecay
+from keras_vit.schedules import WarmupDecay
 
 logger = logging.getLogger(__name__)
 

@@ -1,23 +1,21 @@
-"""The classification head: a zero-initialised Dense that is replaced, not loaded, for a new task."""
+"""The classification head: a zero-initialised Dense, the layer a new task replaces."""
 
 from __future__ import annotations
 
-import logging
+import contextlib
 
 import numpy as np
 import keras
-
-logger = logging.getLogger(__name__)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ClassifierHead(keras.layers.Dense):
     """`keras.layers.Dense` to the class logits, zero-initialised as in the paper's fine-tuning.
 
-    When weights saved for another number of classes are loaded (a `.keras`
-    or `.weights.h5` file of another task), the head keeps its fresh
-    initialisation instead of failing, as the reference does when it reuses a
-    checkpoint for a new task; every other layer still loads strictly.
+    Loading is strict: stored weights of other shapes raise a ValueError
+    naming both. Whether a stored head is used at all is decided by
+    `keras_vit.load_weights` (kept when it fits the task, else a new head),
+    which loads around this layer with `skipping_load()` when it is not.
     Takes the arguments of `keras.layers.Dense`; initializers default to zeros.
 
     Shapes:
@@ -26,17 +24,24 @@ class ClassifierHead(keras.layers.Dense):
 
     def __init__(self, units: int, kernel_initializer="zeros", bias_initializer="zeros", **kwargs):
         super().__init__(units, kernel_initializer=kernel_initializer, bias_initializer=bias_initializer, **kwargs)
+        self._skip_load = False
+
+    @contextlib.contextmanager
+    def skipping_load(self):
+        """Within this context, loading a model's weights leaves this head as it is."""
+        self._skip_load = True
+        try:
+            yield self
+        finally:
+            self._skip_load = False
 
     def load_own_variables(self, store):
+        if self._skip_load:
+            return
         stored = [np.shape(store[str(i)]) for i in range(len(store.keys()))]
         expected = [tuple(v.shape) for v in self.weights]
         if stored != expected:
-            logger.warning(
-                "Not loading the classifier head %r: stored shapes %s differ from %s (another number of classes); "
-                "keeping a new zero-initialised head.",
-                self.name,
-                stored,
-                expected,
+            raise ValueError(
+                f"Cannot load the classifier head {self.name!r}: stored shapes {stored}, the model's {expected}."
             )
-            return
         super().load_own_variables(store)

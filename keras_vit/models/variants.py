@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from keras_vit.utils import to_pair
 
@@ -28,6 +29,7 @@ class Variant:
     patch_size: int
     reference_name: str
     resnet_layers: tuple[int, ...] | None = None
+    resnet_width: int = 1
 
     @property
     def config(self) -> dict:
@@ -40,6 +42,7 @@ class Variant:
             num_heads=num_heads,
             num_layers=num_layers,
             resnet_layers=self.resnet_layers,
+            resnet_width=self.resnet_width,
         )
 
 
@@ -64,18 +67,34 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def get_variant(name: str) -> Variant:
-    """Looks a variant up by constructor name ("ViT_B16") or reference name ("ViT-B_16")."""
+def _normalize(name: str) -> str:
+    """"ViT-Ti/16", "ViT-Ti_16", "ViT_Ti16" and "vit_ti16" all read "vit_ti16"; "R50+ViT-B/16" reads "r50_vit_b16"."""
+    return re.sub(r"[-_/+]", "", name).lower()
+
+
+def variant_name(name: str) -> str:
+    """The constructor name ("ViT_B16") of a variant named in any spelling of the README's table.
+
+    Accepts constructor names ("ViT_B16"), reference names ("ViT-B_16",
+    "R50+ViT-B_16") and the paper's ("ViT-B/16"), in any case.
+    """
+    wanted = _normalize(name)
     for key, variant in VARIANTS.items():
-        if name in (key, variant.reference_name):
-            return variant
+        if wanted in (_normalize(key), _normalize(variant.reference_name)):
+            return key
     raise ValueError(f"Unknown ViT variant {name!r}; known variants: {', '.join(VARIANTS)}.")
 
 
-def find_variant(config: dict) -> str | None:
-    """The name of the variant whose architecture matches the given `ViT` keyword arguments, if any."""
-    for name, variant in VARIANTS.items():
-        expected = dict(variant.config, patch_size=to_pair(variant.patch_size))
-        if all(config.get(k) == v for k, v in expected.items()):
-            return name
-    return None
+def get_variant(name: str) -> Variant:
+    """Looks a variant up by any of its names ("ViT_B16", "ViT-B_16", "ViT-B/16")."""
+    return VARIANTS[variant_name(name)]
+
+
+def check_variant(name: str, **architecture) -> None:
+    """ValueError unless `architecture` (keyword arguments of VisionTransformer) is that of variant `name`."""
+    expected = dict(get_variant(name).config)
+    expected["patch_size"] = to_pair(expected["patch_size"])
+    different = {k: (architecture[k], v) for k, v in expected.items() if k in architecture and architecture[k] != v}
+    if different:
+        details = ", ".join(f"{k}={got!r} (the variant has {want!r})" for k, (got, want) in different.items())
+        raise ValueError(f"variant={name!r} does not describe this architecture: {details}.")

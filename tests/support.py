@@ -1,4 +1,4 @@
-"""Running the training command lines as real processes, as a user would."""
+"""What the tests share: the reference fixtures' models, free ports on 127.0.0.1, real CLI processes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,23 @@ import socket
 import subprocess
 import sys
 
+import keras_vit
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # A tiny custom ViT that trains on digits in seconds.
 TINY_MODEL = ["--model", "ViT", "--image_size", "16", "--patch_size", "4", "--hidden_size", "32", "--mlp_dim", "64",
               "--num_heads", "4", "--num_layers", "2"]
+
+
+def fixture_model(fixtures_dir: pathlib.Path, name: str, weights="fixture", **overrides) -> keras_vit.VisionTransformer:
+    """The model of a reference fixture, its architecture read from its checkpoint, with optional overrides.
+
+    `weights`: "fixture" loads the fixture's checkpoint, None leaves the model random, a path loads that.
+    """
+    path = fixtures_dir / f"{name}.npz"
+    config = dict(keras_vit.checkpoints.npz_architecture(path), **overrides)
+    return keras_vit.ViT(weights=str(path) if weights == "fixture" else weights, **config)
 
 
 def env(**extra: str) -> dict[str, str]:

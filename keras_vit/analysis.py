@@ -1,39 +1,13 @@
-"""Attention maps: every layer's attention weights, attention rollout and mean attention distance."""
+"""The paper's looks inside a trained ViT: attention maps, attention rollout and mean attention distance."""
 
 from __future__ import annotations
 
 import numpy as np
-import keras
-
-from keras_vit.layers import PatchEmbedding, TransformerBlock
 
 
-def attention_maps(model: keras.Model, images) -> list[np.ndarray]:
-    """Runs `images` through a keras_vit model and returns each block's attention weights.
-
-    The model's ordinary forward pass is untouched (it never materialises these);
-    this walks its layers once more, asking each `TransformerBlock` for its scores.
-
-    Args:
-        model: a model built by `keras_vit.ViT` (or a constructor).
-        images: [batch, H, W, C], as the model takes them.
-
-    Returns:
-        One [batch, heads, N, N] float32 array per block, in depth order.
-    """
-    x = keras.ops.convert_to_tensor(images)
-    maps = []
-    for layer in model.layers[1:]:
-        if isinstance(layer, TransformerBlock):
-            x, scores = layer(x, training=False, return_attention_scores=True)
-            maps.append(keras.ops.convert_to_numpy(keras.ops.cast(scores, "float32")))
-        elif layer.name == "encoder_norm":
-            break
-        else:
-            x = layer(x, training=False)  # Keras passes `training` only to layers that take it
-    if not maps:
-        raise ValueError(f"Model {model.name!r} has no TransformerBlock layers.")
-    return maps
+def attention_maps(model, images, blocks=None) -> list[np.ndarray]:
+    """Each chosen block's attention weights, [batch, heads, N, N]: `model.attention_maps(images, blocks)`."""
+    return model.attention_maps(images, blocks)
 
 
 def attention_rollout(maps: list[np.ndarray]) -> np.ndarray:
@@ -57,6 +31,8 @@ def mean_attention_distance(
 ) -> np.ndarray:
     """Mean attention distance in pixels (the paper's Figure 7), per layer and head.
 
+    `patch_size` is the input pixels per token: `model.patch_stride`.
+
     For each patch query, the distance to every patch key weighted by the
     attention; averaged over queries and the batch. Prefix tokens (the class
     token) are left out. Returns [layers, heads].
@@ -75,7 +51,6 @@ def mean_attention_distance(
     return np.stack(out)
 
 
-def patch_grid(model: keras.Model) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((gh, gw), (ph, pw)) of a keras_vit model, for `mean_attention_distance`."""
-    embedding = next(layer for layer in model.layers if isinstance(layer, PatchEmbedding))
-    return embedding.grid_size(embedding.input.shape), embedding.patch_size
+def patch_grid(model) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((gh, gw), (sh, sw)): the token grid and the input pixels per token, for `mean_attention_distance`."""
+    return model.grid_size, model.patch_stride

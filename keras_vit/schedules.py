@@ -1,4 +1,8 @@
-"""Learning-rate schedules of the paper: linear warmup, then linear or cosine decay."""
+"""Learning-rate schedules of the paper: linear warmup, then linear or cosine decay.
+
+Part of keras_vit (not of training/) so that a `.keras` file saved with its
+optimizer loads wherever `keras_vit` is imported.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,117 @@
+"""Constructors: `ViT(...)` for any architecture, keras.applications-style `ViT_B16(...)` per variant, `create_model`."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from keras_vit.loading import load_weights
+from keras_vit.models.variants import VARIANTS, variant_name
+from keras_vit.models.vision_transformer import VisionTransformer
+
+#: Arguments a variant fixes: a variant constructor refuses them.
+ARCHITECTURE_ARGUMENTS = (
+    "patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width", "variant",
+)
+
+_DOC = """Builds {reference} ({summary}) as a `keras_vit.VisionTransformer`.
+
+    Args:
+        image_size: int or (h, w); default 224.
+        include_top: with the classification head; else the model outputs the
+            pooled representation.
+        weights: None, a path to an original `.npz`, a `.keras` or a
+            `.weights.h5` file, or a known name: {known}.
+        classes: number of classes of the head.
+        name: the model's name (default {default_name!r}).
+        **kwargs: further arguments of `keras_vit.VisionTransformer` that do
+            not change the variant: classifier, representation_size,
+            dropout_rate, attention_dropout_rate, stochastic_depth_rate,
+            position_embedding, classifier_activation, include_preprocessing,
+            crop_fraction, dtype, ...
+
+    Returns:
+        A `keras_vit.VisionTransformer` with `variant={variant!r}`.
+    """
+
+
+def ViT(weights: str | os.PathLike | None = None, **kwargs) -> VisionTransformer:
+    """Builds a `keras_vit.VisionTransformer` of any architecture and loads `weights` into it.
+
+    Args:
+        weights: None (random), a path to an original `.npz` checkpoint, a
+            `.keras` or `.weights.h5` file, or a known name ("imagenet21k", ...)
+            when `variant` names a released variant. Position embeddings are
+            resized to this model's grid; a head of another number of classes
+            is replaced by a new zero-initialised one.
+        **kwargs: the arguments of `keras_vit.VisionTransformer`.
+    """
+    model = VisionTransformer(**kwargs)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def make_constructor(name: str) -> Callable[..., VisionTransformer]:
+    """The constructor function of a row of `VARIANTS`."""
+    from keras_vit.weights import known_weights
+
+    variant = VARIANTS[name]
+
+    def constructor(
+        image_size: int | tuple[int, int] = 224,
+        include_top: bool = True,
+        weights: str | os.PathLike | None = None,
+        classes: int = 1000,
+        name: str | None = None,
+        **kwargs,
+    ) -> VisionTransformer:
+        fixed = sorted(set(kwargs) & set(ARCHITECTURE_ARGUMENTS))
+        if fixed:
+            raise TypeError(
+                f"{constructor.__name__}() builds {variant.reference_name} and takes no {', '.join(fixed)}; "
+                f"use keras_vit.ViT(...) for another architecture."
+            )
+        return ViT(
+            weights=weights,
+            image_size=image_size,
+            include_top=include_top,
+            classes=classes,
+            name=name or constructor.__name__.lower(),
+            variant=constructor.__name__,
+            **variant.config,
+            **kwargs,
+        )
+
+    config = variant.config
+    summary = (
+        f"hidden {config['hidden_size']}, MLP {config['mlp_dim']}, {config['num_heads']} heads, "
+        f"{config['num_layers']} layers, patch {config['patch_size']}"
+    )
+    if variant.resnet_layers is not None:
+        summary += f", ResNet stages {variant.resnet_layers or '(stem only)'}"
+    constructor.__name__ = constructor.__qualname__ = name
+    constructor.__doc__ = _DOC.format(
+        reference=variant.reference_name,
+        summary=summary,
+        known=", ".join(f'"{k}"' for k in known_weights(name)) or "none released",
+        default_name=name.lower(),
+        variant=name,
+    )
+    return constructor
+
+
+#: One constructor per row of the variant table.
+CONSTRUCTORS: dict[str, Callable[..., VisionTransformer]] = {name: make_constructor(name) for name in VARIANTS}
+
+
+def create_model(name: str, **kwargs) -> VisionTransformer:
+    """Builds a model by name: a variant in any spelling ("ViT-B_16", "ViT_B16", "ViT-B/16") or "ViT".
+
+    `create_model("ViT-B_16", image_size=384, weights="imagenet21k", classes=10)`
+    is `ViT_B16(image_size=384, weights="imagenet21k", classes=10)`;
+    `create_model("ViT", ...)` is `ViT(...)`.
+    """
+    if name.lower() == "vit":
+        return ViT(**kwargs)
+    return CONSTRUCTORS[variant_name(name)](**kwargs)

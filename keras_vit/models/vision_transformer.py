@@ -1,0 +1,430 @@
+"""`keras_vit.VisionTransformer`: the Vision Transformer and its ResNet hybrids as one `keras.Model` class."""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+
+from keras_vit.layers import (
+    AddPositionEmbedding,
+    ClassifierHead,
+    ClassToken,
+    PatchEmbedding,
+    ResidualUnit,
+    SequencePooling,
+    StdConv2D,
+    TransformerBlock,
+)
+from keras_vit.layers.pooling import CLASSIFIERS
+from keras_vit.layers.position_embedding import POSITION_EMBEDDINGS
+from keras_vit.layers.residual_unit import group_norm
+from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
+from keras_vit.models.variants import check_variant, variant_name
+from keras_vit.preprocessing import preprocessing_layer
+from keras_vit.utils import to_pair
+
+#: The hybrids' stem downsamples 4x; each ResNet stage after the first halves the map again.
+STEM_STRIDE = 4
+
+
+class _GraphViews:
+    """Functional models over parts of a VisionTransformer's graph, built once on first use.
+
+    A plain holder, neither a Keras layer nor a container, so neither Keras'
+    saving nor TF's object tracking walks into these views: they share every
+    layer with the model that owns them.
+    """
+
+    def __init__(self):
+        self.models: dict[tuple, keras.Model] = {}
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class VisionTransformer(keras.Model):
+    """The Vision Transformer of Dosovitskiy et al. (ICLR 2021), and its ResNet hybrids.
+
+    The image (for hybrids: the ResNet's feature map) is cut into
+    `patch_size` patches, each projected to `hidden_size`; a class token is
+    prepended (`classifier="token"`), position embeddings are added,
+    `num_layers` pre-LN Transformer blocks and a final LayerNorm
+    (`encoder_norm`) run, and the class token's output (or the mean of all
+    tokens, `classifier="gap"`) goes through the optional tanh
+    `representation_size` layer and the classification head.
+
+    The model is built functionally in `__init__`; `get_config()` returns
+    exactly these arguments, so a `.keras` file rebuilds it with
+    `keras.models.load_model` (after `import keras_vit`) and `from_config`.
+    Weights are loaded by the constructors (`keras_vit.ViT`, `ViT_B16`, ...)
+    or `keras_vit.load_weights`.
+
+    Args:
+        image_size: input height and width (int or (h, w)); each must divide by
+            the patch size (hybrids: the ResNet's feature map must).
+        patch_size, hidden_size, mlp_dim, num_heads, num_layers: the encoder.
+        resnet_layers: hybrids only: units per ResNet stage, e.g. (3, 4, 9);
+            `()` is the stem alone; None (default) is a plain ViT.
+        resnet_width: hybrids only: ResNet width factor (the stem has 64 * width).
+        include_top: with the head; else the model outputs the pooled
+            representation [batch, representation_size or hidden_size].
+        classes: number of classes of the head.
+        classifier: "token" or "gap".
+        representation_size: width of the tanh "pre-logits" layer, or None.
+        dropout_rate, attention_dropout_rate, stochastic_depth_rate:
+            regularisation; stochastic depth grows linearly from 0 in the first
+            block to this rate in the last.
+        position_embedding: "learned_1d" (default), "learned_2d", "relative" or
+            "none" (the paper's appendix D.4 ablation).
+        position_embedding_resize: how position embeddings stored for another
+            grid are resized on load: "reference" (scipy zoom, order 1) or
+            "bilinear", "bicubic", "nearest".
+        classifier_activation: activation of the head's output; None gives
+            logits, like the reference.
+        include_preprocessing: take [0, 255] images and scale them to [-1, 1]
+            inside the model (`keras_vit.preprocess_input`).
+        channels: input channels.
+        crop_fraction: the evaluation crop this model expects (timm's
+            `crop_pct`): images are resized to `image_size / crop_fraction` and
+            center-cropped. It does not change the forward pass; evaluation and
+            `serving.export` read it through `keras_vit.preprocessing`.
+        variant: the row of `keras_vit.VARIANTS` this model is ("ViT_B16"), or
+            None for a custom architecture; checked against the architecture,
+            and used to resolve named weights.
+        name: the model's name.
+        dtype: dtype policy of every layer (None: the global policy).
+
+    Shapes:
+        input: [batch, h, w, channels].
+        output: [batch, classes] (float32, also under mixed precision), or the
+        representation [batch, D'] with `include_top=False`.
+    """
+
+    def __init__(
+        self,
+        image_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 16,
+        hidden_size: int = 768,
+        mlp_dim: int = 3072,
+        num_heads: int = 12,
+        num_layers: int = 12,
+        resnet_layers: tuple[int, ...] | None = None,
+        resnet_width: int = 1,
+        include_top: bool = True,
+        classes: int = 1000,
+        classifier: str = "token",
+        representation_size: int | None = None,
+        dropout_rate: float = 0.0,
+        attention_dropout_rate: float = 0.0,
+        stochastic_depth_rate: float = 0.0,
+        position_embedding: str = "learned_1d",
+        position_embedding_resize: str = "reference",
+        classifier_activation: str | None = None,
+        include_preprocessing: bool = False,
+        channels: int = 3,
+        crop_fraction: float = 1.0,
+        variant: str | None = None,
+        name: str = "vit",
+        dtype=None,
+        **kwargs,
+    ):
+        image_size = to_pair(image_size, "image_size")
+        patch_size = to_pair(patch_size, "patch_size")
+        resnet_layers = None if resnet_layers is None else tuple(int(n) for n in resnet_layers)
+        _validate(locals())
+        if variant is not None:
+            variant = variant_name(variant)
+            check_variant(
+                variant,
+                patch_size=patch_size,
+                hidden_size=hidden_size,
+                mlp_dim=mlp_dim,
+                num_heads=num_heads,
+                num_layers=num_layers,
+                resnet_layers=resnet_layers,
+                resnet_width=resnet_width,
+            )
+
+        # === Layers ===
+        self.preprocessing = preprocessing_layer(dtype=dtype) if include_preprocessing else None
+        self.conv_root = self.gn_root = None
+        self.resnet_stages: tuple[tuple[ResidualUnit, ...], ...] = ()
+        if resnet_layers is not None:
+            width = 64 * resnet_width
+            self.conv_root = StdConv2D(
+                width, 7, strides=2, padding="same", use_bias=False, dtype=dtype, name="conv_root"
+            )
+            self.gn_root = group_norm("gn_root", dtype)
+            self.resnet_stages = tuple(
+                tuple(
+                    ResidualUnit(
+                        width * 2**stage,
+                        strides=2 if stage > 0 and unit == 0 else 1,
+                        dtype=dtype,
+                        name=f"block{stage + 1}_unit{unit + 1}",
+                    )
+                    for unit in range(units)
+                )
+                for stage, units in enumerate(resnet_layers)
+            )
+        self.embedding = PatchEmbedding(patch_size, hidden_size, dtype=dtype, name="embedding")
+        self.class_token = ClassToken(dtype=dtype, name="cls") if classifier == "token" else None
+        self.posembed_input = None  # built below, once the grid is known
+        self._encoder_blocks = tuple(
+            TransformerBlock(
+                num_heads,
+                mlp_dim,
+                dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate,
+                stochastic_depth_rate=float(rate),
+                relative_positions=position_embedding == "relative",
+                resize_method=position_embedding_resize,
+                dtype=dtype,
+                name=f"encoderblock_{i}",
+            )
+            for i, rate in enumerate(np.linspace(0.0, stochastic_depth_rate, num_layers))
+        )
+        self.encoder_norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, dtype=dtype, name="encoder_norm"
+        )
+        self.pool = SequencePooling(classifier, dtype=dtype, name="pool")
+        self.pre_logits = None
+        if representation_size is not None:
+            self.pre_logits = keras.layers.Dense(representation_size, activation="tanh", dtype=dtype, name="pre_logits")
+        self._head = ClassifierHead(classes, dtype=dtype, name="head") if include_top else None
+
+        # === Functional model ===
+        inputs = keras.Input((*image_size, channels), name="images")
+        x = self.preprocessing(inputs) if self.preprocessing is not None else inputs
+        if self.conv_root is not None:
+            x = keras.layers.ReLU(dtype=dtype, name="relu_root")(self.gn_root(self.conv_root(x)))
+            x = keras.layers.MaxPooling2D(3, strides=2, padding="same", dtype=dtype, name="pool_root")(x)
+            for unit in (u for stage in self.resnet_stages for u in stage):
+                x = unit(x)
+        feature_size = tuple(x.shape[1:3])
+        if feature_size[0] % patch_size[0] or feature_size[1] % patch_size[1]:
+            source = "image size" if resnet_layers is None else f"ResNet feature map {feature_size} of the image size"
+            raise ValueError(f"The {source} {image_size} is not divisible by the patch size {patch_size}.")
+        grid = (feature_size[0] // patch_size[0], feature_size[1] // patch_size[1])
+        x = self.embedding(x)
+        if self.class_token is not None:
+            x = self.class_token(x)
+        if position_embedding in ("learned_1d", "learned_2d"):
+            self.posembed_input = AddPositionEmbedding(
+                grid,
+                num_prefix_tokens=int(classifier == "token"),
+                kind=position_embedding,
+                resize_method=position_embedding_resize,
+                dtype=dtype,
+                name="posembed_input",
+            )
+            x = self.posembed_input(x)
+        x = keras.layers.Dropout(dropout_rate, dtype=dtype, name="posembed_dropout")(x)
+        for block in self._encoder_blocks:
+            x = block(x)
+        x = self.pool(self.encoder_norm(x))
+        if self.pre_logits is not None:
+            x = self.pre_logits(x)
+        if self._head is not None:
+            x = self._head(x)
+            x = keras.layers.Activation(classifier_activation, dtype="float32", name="predictions")(x)
+        super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
+
+        # === Config ===
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.hidden_size = hidden_size
+        self.mlp_dim = mlp_dim
+        self.num_heads = num_heads
+        self.num_layers = num_layers
+        self.resnet_layers = resnet_layers
+        self.resnet_width = resnet_width
+        self.include_top = include_top
+        self.classes = classes
+        self.classifier = classifier
+        self.representation_size = representation_size
+        self.dropout_rate = dropout_rate
+        self.attention_dropout_rate = attention_dropout_rate
+        self.stochastic_depth_rate = stochastic_depth_rate
+        self.position_embedding = position_embedding
+        self.position_embedding_resize = position_embedding_resize
+        self.classifier_activation = classifier_activation
+        self.include_preprocessing = include_preprocessing
+        self.channels = channels
+        self.crop_fraction = crop_fraction
+        self._variant = variant
+        self._grid_size = grid
+        self._views = _GraphViews()
+        if dtype is not None:
+            self.dtype_policy = keras.dtype_policies.get(dtype)
+
+    # --- What the model knows about itself -------------------------------------------------------
+
+    @property
+    def variant(self) -> str | None:
+        """The name of this model's row of `keras_vit.VARIANTS` ("ViT_B16"), or None for a custom one."""
+        return self._variant
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(gh, gw): patch tokens along height and width."""
+        return self._grid_size
+
+    @property
+    def num_patches(self) -> int:
+        """gh * gw: the number of patch tokens."""
+        return self._grid_size[0] * self._grid_size[1]
+
+    @property
+    def patch_stride(self) -> tuple[int, int]:
+        """Input pixels per token along height and width: the patch size, times the ResNet's stride for hybrids."""
+        return self.resnet_stride * self.patch_size[0], self.resnet_stride * self.patch_size[1]
+
+    @property
+    def resnet_stride(self) -> int:
+        """How much the hybrid's ResNet downsamples (1 for a plain ViT)."""
+        if self.resnet_layers is None:
+            return 1
+        return STEM_STRIDE * 2 ** max(len(self.resnet_layers) - 1, 0)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: 1 (the class token) for `classifier="token"`, else 0."""
+        return int(self.class_token is not None)
+
+    @property
+    def encoder_blocks(self) -> tuple[TransformerBlock, ...]:
+        """The `num_layers` Transformer blocks, in depth order."""
+        return self._encoder_blocks
+
+    @property
+    def head(self) -> ClassifierHead | None:
+        """The classification head (a Dense to `classes` logits), or None with `include_top=False`."""
+        return self._head
+
+    # --- Looking inside -------------------------------------------------------------------------
+
+    def features(self, images, training: bool = False):
+        """The dense tokens after `encoder_norm`: [batch, num_prefix_tokens + gh * gw, D].
+
+        Works on arrays (eager) and on symbolic tensors, so a detection or
+        segmentation model can be built on top of it.
+        """
+        return self._view("features")(images, training=training)
+
+    def representation(self, images, training: bool = False):
+        """What the head sees: the pooled tokens after `pre_logits`, [batch, representation_size or D]."""
+        return self._view("representation")(images, training=training)
+
+    def intermediates(self, images, blocks=None, norm: bool = False, training: bool = False) -> list:
+        """Each chosen block's output tokens, [batch, N, D] each (timm's `forward_intermediates`).
+
+        Args:
+            images: [batch, h, w, channels].
+            blocks: indices of blocks (negative counts from the last), or None for all.
+            norm: apply `encoder_norm` to each, as to the final tokens.
+            training: run dropout and stochastic depth.
+        """
+        indices = self._block_indices(blocks)
+        outputs = self._view("intermediates", tuple(indices), norm)(images, training=training)
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+    def attention_maps(self, images, blocks=None) -> list[np.ndarray]:
+        """The attention weights of the chosen blocks (default all), each [batch, heads, N, N] float32.
+
+        The ordinary forward pass never materialises these; this runs the
+        encoder again, asking each block for its weights, and stops after the
+        last block asked for.
+        """
+        indices = self._block_indices(blocks)
+        x = self._view("encoder_input")(images, training=False)
+        maps = {}
+        for i, block in enumerate(self._encoder_blocks[: max(indices) + 1]):
+            x, weights = block(x, training=False, return_attention_scores=True)
+            if i in indices:
+                maps[i] = keras.ops.convert_to_numpy(keras.ops.cast(weights, "float32"))
+        return [maps[i] for i in indices]
+
+    def _block_indices(self, blocks) -> list[int]:
+        count = len(self._encoder_blocks)
+        if blocks is None:
+            return list(range(count))
+        if isinstance(blocks, int):
+            blocks = [blocks]
+        indices = []
+        for index in blocks:
+            if not -count <= index < count:
+                raise ValueError(f"Block index {index} is out of range for a model of {count} blocks.")
+            indices.append(index % count)
+        return indices
+
+    def _view(self, kind: str, *options) -> keras.Model:
+        key = (kind, *options)
+        if key not in self._views.models:
+            if kind == "features":
+                outputs = self.encoder_norm.output
+            elif kind == "representation":
+                outputs = (self.pre_logits or self.pool).output
+            elif kind == "encoder_input":
+                outputs = self._encoder_blocks[0].input
+            else:
+                indices, norm = options
+                outputs = [self._encoder_blocks[i].output for i in indices]
+                if norm:
+                    outputs = [self.encoder_norm(x) for x in outputs]
+            self._views.models[key] = keras.Model(self.input, outputs, name=f"{self.name}_{kind}")
+        return self._views.models[key]
+
+    # --- Serialization --------------------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "hidden_size": self.hidden_size,
+            "mlp_dim": self.mlp_dim,
+            "num_heads": self.num_heads,
+            "num_layers": self.num_layers,
+            "resnet_layers": self.resnet_layers,
+            "resnet_width": self.resnet_width,
+            "include_top": self.include_top,
+            "classes": self.classes,
+            "classifier": self.classifier,
+            "representation_size": self.representation_size,
+            "dropout_rate": self.dropout_rate,
+            "attention_dropout_rate": self.attention_dropout_rate,
+            "stochastic_depth_rate": self.stochastic_depth_rate,
+            "position_embedding": self.position_embedding,
+            "position_embedding_resize": self.position_embedding_resize,
+            "classifier_activation": self.classifier_activation,
+            "include_preprocessing": self.include_preprocessing,
+            "channels": self.channels,
+            "crop_fraction": self.crop_fraction,
+            "variant": self.variant,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "VisionTransformer":
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+
+def _validate(args: dict) -> None:
+    if args["classifier"] not in CLASSIFIERS:
+        raise ValueError(f"Unknown classifier {args['classifier']!r}; expected one of {CLASSIFIERS}.")
+    if args["position_embedding"] not in POSITION_EMBEDDINGS:
+        raise ValueError(
+            f"Unknown position_embedding {args['position_embedding']!r}; expected one of {POSITION_EMBEDDINGS}."
+        )
+    if args["hidden_size"] % args["num_heads"]:
+        raise ValueError(f"hidden_size {args['hidden_size']} is not divisible by num_heads {args['num_heads']}.")
+    if args["include_top"] and args["classes"] < 1:
+        raise ValueError(f"classes must be positive with include_top=True, got {args['classes']}.")
+    for key in ("patch_size", "image_size"):
+        if min(args[key]) < 1:
+            raise ValueError(f"{key} must be positive, got {args[key]}.")
+    if not 0.0 < args["crop_fraction"] <= 1.0:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {args['crop_fraction']}.")
