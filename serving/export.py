@@ -27,13 +27,11 @@ import shutil
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+import keras
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
-
-import keras_vit  # noqa: E402
+import keras_vit
 
 DEFAULT_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "predict_pixels"

@@ -19,10 +19,8 @@ import signal
 import sys
 import threading
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from serving.batching import BatchingOptions  # noqa: E402
-from serving.model_manager import ModelConfig, ModelManager, read_model_config_file  # noqa: E402
+from serving.batching import BatchingOptions
+from serving.model_manager import ModelConfig, ModelManager, read_model_config_file
 
 logger = logging.getLogger("serving.server")
 

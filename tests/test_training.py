@@ -3,6 +3,8 @@
 import csv
 import json
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -11,11 +13,11 @@ import keras
 import tensorflow as tf
 
 import keras_vit
-from training import datasets, fewshot, pipeline
+from training import datasets, distribute, fewshot, pipeline
 from training.recipes import build_recipe, excluded_from_weight_decay
-from training.schedules import WarmupDecay
+from keras_vit.schedules import WarmupDecay
 from training.train import default_batch_size
-from training_helpers import TINY_MODEL, free_port, run_module, start_module
+from support import TINY_MODEL, env, free_port, run_module, start_module
 
 
 def test_warmup_then_linear_and_cosine_decay():
@@ -32,7 +34,7 @@ def test_recipes_and_overrides():
     assert (pretrain.optimizer, pretrain.weight_decay, pretrain.warmup_steps, pretrain.dropout_rate) == ("adam", 0.1, 10_000, 0.1)
     finetune = build_recipe("finetune", learning_rate=0.01)
     assert (finetune.optimizer, finetune.momentum, finetune.schedule, finetune.global_clipnorm) == ("sgd", 0.9, "cosine", 1.0)
-    assert finetune.learning_rate == 0.01 and finetune.batch_size == 512 and finetune.new_head
+    assert finetune.learning_rate == 0.01 and finetune.batch_size == 512
     with pytest.raises(ValueError, match="Unknown recipe"):
         build_recipe("distill")
     model = keras_vit.ViT(image_size=8, patch_size=4, hidden_size=8, mlp_dim=16, num_heads=2, num_layers=1, classes=3)
@@ -116,6 +118,7 @@ def test_fewshot_closed_form_separates_separable_features():
         (["--model", "ViT_Q16"], "Unknown ViT variant 'ViT_Q16'"),
         (["--strategy", "mirrored", "--batch_size", "33"], "not divisible by the 2 replicas"),
         (["--weights", "/nonexistent/ckpt.npz"], "Weights file not found"),
+        (["--model", "ViT_Ti16", "--patch_size", "8"], "ViT_Ti16 fixes its architecture: --patch_size, --hidden_size, --mlp_dim, --num_heads, --num_layers are for --model ViT"),
     ],
 )
 def test_bad_command_lines_fail_before_any_work(args, message, tmp_path):
@@ -156,6 +159,40 @@ def test_one_device_run_writes_models_logs_and_results(trained_run):
     assert "Epoch 10/10" in result.stdout
 
 
+def test_a_trained_model_loads_with_keras_own_loader_in_a_fresh_process(trained_run):
+    out, _ = trained_run
+    script = (
+        "import sys, keras, keras_vit\n"
+        "model = keras.models.load_model(sys.argv[1])\n"  # safe_mode and compile on: the optimizer and its schedule too
+        "print(type(model).__name__, model.optimizer.__class__.__name__, type(model.optimizer._learning_rate).__name__)\n"
+        "print(type(keras_vit.load_model(sys.argv[1])).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(out / "model.keras")], capture_output=True, text=True,
+                            env=env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["VisionTransformer", "AdamW", "WarmupDecay", "VisionTransformer"]
+
+
+def test_importing_the_packages_changes_no_environment_variable():
+    script = (
+        "import os, tensorflow, keras\n"  # what TensorFlow itself sets at import is not ours
+        "before = dict(os.environ)\n"
+        "import keras_vit, training, training.train, training.evaluate, training.fewshot, serving.export, serving.server\n"
+        "changed = {k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}\n"
+        "print(sorted(changed))\n"
+    )
+    clean = {k: v for k, v in env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=clean, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_multi_worker_fit_refuses_a_keras_it_was_not_written_for():
+    distribute.check_keras_version(keras.__version__)
+    with pytest.raises(RuntimeError, match=r"keras-team/keras#20585.*written for Keras 3.15; this is Keras 3.16.0"):
+        distribute.check_keras_version("3.16.0")
+
+
 def test_evaluate_cli_reproduces_the_final_evaluation(trained_run, tmp_path):
     out, _ = trained_run
     result = run_module("training.evaluate", "--model", str(out / "model.keras"), "--dataset", "digits",
@@ -183,7 +220,7 @@ def test_finetune_at_higher_resolution(trained_run, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     model = keras.models.load_model(tmp_path / "model.keras")
     assert model.input_shape == (None, 24, 24, 3)
-    assert model.get_layer("posembed_input").pos_embedding.shape == (1, 1 + 6 * 6, 32)
+    assert model.posembed_input.pos_embedding.shape == (1, 1 + 6 * 6, 32)
     assert json.loads((tmp_path / "results.json").read_text())["accuracy"] > 0.3
 
 
@@ -214,17 +251,35 @@ def test_two_worker_processes_train_identical_weights(tmp_path):
         workers.append(start_module(
             "training.train", *TINY_MODEL, "--epochs", "2", "--steps_per_epoch", "4", "--batch_size", "32",
             "--strategy", "multi_worker", "--output_dir", str(tmp_path / f"worker{index}"), "--verbose", "2",
-            TF_CONFIG=config,
+            "--steps_per_execution", "2", TF_CONFIG=config,
         ))
     outputs = []
     for worker in workers:
         stdout, _ = worker.communicate(timeout=300)
         outputs.append(stdout)
         assert worker.returncode == 0, stdout[-3000:]
+    assert all("4/4" in out for out in outputs)  # two calls of two steps each per epoch
     fingerprints = [line for out in outputs for line in out.splitlines() if line.startswith("Weights fingerprint")]
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     assert (tmp_path / "worker0" / "model.keras").exists()  # the chief writes the model and logs
     assert not (tmp_path / "worker1" / "model.keras").exists() and not (tmp_path / "worker1" / "history.csv").exists()
+
+
+def test_jit_compile_under_multi_worker_on_cpus_is_refused_not_ignored(tmp_path):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workers = [
+        start_module(
+            "training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "2", "--batch_size", "32",
+            "--strategy", "multi_worker", "--jit_compile", "--output_dir", str(tmp_path / f"worker{index}"),
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
+        for index in range(2)
+    ]
+    for worker in workers:
+        stdout, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 2, stdout[-2000:]
+        assert "--jit_compile with --strategy multi_worker needs GPU or TPU workers" in stdout
 
 
 def test_killed_run_resumes_without_losing_an_epoch(tmp_path):

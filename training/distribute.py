@@ -16,7 +16,10 @@ Keras 3's `model.fit` does not work under `MultiWorkerMirroredStrategy`
 fit loop, callbacks, metrics and progress bar as they are: the symbolic build
 uses the local replica's batch, and the train and test functions run Keras'
 own `train_step` / `test_step` through `strategy.run` and reduce the logs
-with `axis=None`. Other strategies are untouched.
+with `axis=None`, compiled as Keras compiles them (`jit_compile`) and running
+`steps_per_execution` steps per call. It replaces private methods of Keras'
+TensorFlow trainer, so it refuses Keras versions it was not checked against.
+Other strategies are untouched.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import tensorflow as tf
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+#: Keras versions whose TensorFlow trainer `enable_multi_worker_fit` was written against.
+MULTI_WORKER_KERAS_VERSIONS = ("3.15",)
 
 
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
@@ -119,11 +124,27 @@ def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy, grad_acc
     return step_batch
 
 
+def check_keras_version(version: str = keras.__version__) -> None:
+    """RuntimeError unless `enable_multi_worker_fit` was written for this Keras version."""
+    if not version.startswith(tuple(v + "." for v in MULTI_WORKER_KERAS_VERSIONS)):
+        raise RuntimeError(
+            f"--strategy multi_worker patches Keras' TensorFlow trainer around keras-team/keras#20585 and was "
+            f"written for Keras {', '.join(MULTI_WORKER_KERAS_VERSIONS)}; this is Keras {version}. Check whether "
+            f"keras-team/keras#20585 is fixed in it, then update training/distribute.py."
+        )
+
+
 def enable_multi_worker_fit(model: keras.Model) -> None:
     """Makes `model.fit` / `model.evaluate` work under MultiWorkerMirroredStrategy (see the module doc)."""
     strategy = model.distribute_strategy
     if not is_multi_worker(strategy):
         return
+    check_keras_version()
+    if model.jit_compile and not any(("GPU" in d or "TPU" in d) for d in strategy.extended.worker_devices):
+        raise ValueError(
+            "--jit_compile with --strategy multi_worker needs GPU or TPU workers: XLA has no collectives on CPU "
+            "devices (b/194942685), and the train step all-reduces its gradients inside the compiled function."
+        )
 
     def local_batch(value):
         if isinstance(value, tf.distribute.DistributedValues):
@@ -139,12 +160,21 @@ def enable_multi_worker_fit(model: keras.Model) -> None:
             self._symbolic_build(data_batch=data_batch)
 
     def distributed_function(step):
-        @tf.function
-        def function(iterator):
-            outputs = strategy.run(step, args=(next(iterator),))
+        def one_step(data):
+            outputs = strategy.run(step, args=(data,))
             return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), outputs)
 
-        return function
+        if not model.run_eagerly:
+            one_step = tf.function(one_step, reduce_retracing=True, jit_compile=model.jit_compile)
+
+        def function(iterator):
+            # Unrolled, as Keras' `unrolled_steps_per_execution`; an exhausted iterator raises OutOfRangeError,
+            # which ends the epoch in Keras' loop (metrics are stateful, so no finished step is lost).
+            for _ in range(model.steps_per_execution):
+                outputs = one_step(next(iterator))
+            return outputs
+
+        return function if model.run_eagerly else tf.function(function)
 
     def make_train_function(self, force=False):
         if self.train_function is None or force:

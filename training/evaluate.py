@@ -7,24 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
 
-import keras  # noqa: E402
-
-import keras_vit  # noqa: E402
-
-from training import datasets, pipeline  # noqa: E402
+import keras_vit
+from training import datasets, pipeline
+from training.recipes import cross_entropy
 
 
-def evaluate(model: keras.Model, info: datasets.DatasetInfo, split: str, batch_size: int = 256, data_dir: str | None = None) -> dict:
-    """{"accuracy", "loss", "examples"} of a logits model on one split (plain resize, as in training's evaluation)."""
-    prep = pipeline.Preprocessing(tuple(model.input_shape[1:3]), info.num_classes, flip=False)
+def evaluate(model: keras_vit.VisionTransformer, info: datasets.DatasetInfo, split: str, batch_size: int = 256, data_dir: str | None = None) -> dict:
+    """{"accuracy", "loss", "examples"} of a model on one split, preprocessed as the model expects."""
+    prep = pipeline.Preprocessing.for_model(model, flip=False)
     batches = pipeline.eval_dataset(datasets.load(info, split, data_dir), prep, batch_size)
     model.compile(
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        loss=cross_entropy(model),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     result = model.evaluate(batches, verbose=0, return_dict=True)

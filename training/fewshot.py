@@ -12,30 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
 
-import keras  # noqa: E402
-
-import keras_vit  # noqa: E402
+import keras_vit
 
 
-def representation_model(model: keras.Model) -> keras.Model:
-    """The model up to the input of its head: the frozen representation."""
-    names = [layer.name for layer in model.layers]
-    if "head" not in names:
-        return model
-    return keras.Model(model.input, model.get_layer("head").input, name=f"{model.name}_representation")
-
-
-def features(model: keras.Model, batches) -> tuple[np.ndarray, np.ndarray]:
-    """(representations [N, D], integer labels [N]) of (images, one-hot labels) batches."""
+def features(model, batches) -> tuple[np.ndarray, np.ndarray]:
+    """(representations [N, D] that the model's head would see, integer labels [N]) of (images, one-hot labels) batches."""
     xs, ys = [], []
     for images, labels in batches:
-        xs.append(keras.ops.convert_to_numpy(model(images, training=False)))
+        xs.append(keras.ops.convert_to_numpy(model.representation(images)))
         ys.append(np.argmax(keras.ops.convert_to_numpy(labels), axis=-1))
     return np.concatenate(xs).astype(np.float64), np.concatenate(ys)
 
@@ -98,9 +87,8 @@ class FewShotEvaluation(keras.callbacks.Callback):
             # CSVLogger fixes its columns at the first epoch: keep them present, NaN when not evaluated.
             logs.update({f"fewshot_{k}shot": float("nan") for k in self.shots})
             return
-        frozen = representation_model(self.model)
         results = fewshot_accuracies(
-            features(frozen, self.train_batches), features(frozen, self.test_batches),
+            features(self.model, self.train_batches), features(self.model, self.test_batches),
             self.num_classes, self.shots, self.seeds, self.l2_reg,
         )
         for k, (mean, _) in results.items():
@@ -123,10 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
     info = datasets.describe(args.dataset, args.data_dir)
     model = keras_vit.load_model(args.model)
-    prep = pipeline.Preprocessing(tuple(model.input_shape[1:3]), info.num_classes, flip=False)
-    frozen = representation_model(model)
+    prep = pipeline.Preprocessing.for_model(model, flip=False)
     splits = [
-        features(frozen, pipeline.eval_dataset(datasets.load(info, split, args.data_dir), prep, args.batch_size))
+        features(model, pipeline.eval_dataset(datasets.load(info, split, args.data_dir), prep, args.batch_size))
         for split in (info.train_split, info.eval_split)
     ]
     results = fewshot_accuracies(*splits, info.num_classes, tuple(args.shots), args.seeds, args.l2_reg)

@@ -6,6 +6,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from keras_vit.preprocessing import eval_resize, preprocess_input
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -16,18 +18,38 @@ class Preprocessing:
     Training: an Inception crop (random area 5%-100%, aspect 3/4-4/3), or a
     resize to `image_size`, zero padding by 1/8 of it and a random crop back
     ("random": a translation at the evaluation's scale, for small images such
-    as digits), then a horizontal flip where the dataset allows it. Evaluation: a resize to `image_size / crop_fraction` and a center crop
-    (`crop_fraction=1`: a plain resize, as the reference evaluates and as the
-    serving signature does). Pixels end in [-1, 1].
+    as digits), then a horizontal flip where the dataset allows it.
+    Evaluation: a resize to `image_size / crop_fraction` and a center crop
+    (`crop_fraction=1`: a plain resize, as the reference evaluates;
+    `keras_vit.preprocessing` owns it, and the serving signature uses it too).
+    Pixels end in [-1, 1], or stay in [0, 255] for a model that scales them
+    itself (`scale=False`). `Preprocessing.for_model` reads all of this from
+    the model.
     """
 
     image_size: tuple[int, int]
     num_classes: int
+    scale: bool = True
     train_crop: str = "inception"  # or "random"
     crop_fraction: float = 1.0
     flip: bool = True
     randaugment: tuple[int, float] | None = None  # (augmentations per image, magnitude in [0, 1])
     mixup_alpha: float = 0.0
+
+    @classmethod
+    def for_model(cls, model, **options) -> "Preprocessing":
+        """The preprocessing a keras_vit model expects: its size, classes, evaluation crop and scaling."""
+        return cls(
+            image_size=model.image_size,
+            num_classes=model.classes,
+            scale=not model.include_preprocessing,
+            crop_fraction=model.crop_fraction,
+            **options,
+        )
+
+    def to_model_inputs(self, pixels):
+        """[0, 255] pixels -> what the model takes."""
+        return preprocess_input(pixels) if self.scale else tf.cast(pixels, tf.float32)
 
     def train_example(self, image, label):
         image = tf.convert_to_tensor(image)
@@ -51,15 +73,8 @@ class Preprocessing:
         return tf.clip_by_value(image, 0.0, 255.0), tf.one_hot(label, self.num_classes)
 
     def eval_example(self, image, label):
-        resized = tuple(round(s / self.crop_fraction) for s in self.image_size)
-        image = tf.image.resize(tf.convert_to_tensor(image), resized)
-        image = tf.image.resize_with_crop_or_pad(image, *self.image_size)
-        return scale(image), tf.one_hot(label, self.num_classes)
-
-
-def scale(image):
-    """[0, 255] -> [-1, 1], as `keras_vit.preprocess_input`."""
-    return tf.cast(image, tf.float32) / 127.5 - 1.0
+        image = eval_resize(image, self.image_size, self.crop_fraction)
+        return self.to_model_inputs(image), tf.one_hot(label, self.num_classes)
 
 
 def train_dataset(
@@ -112,7 +127,7 @@ def _batch_augmentation(preprocessing: Preprocessing, seed: int):
         if mixup is not None:
             mixed = mixup({"images": images, "labels": labels}, training=True)
             images, labels = mixed["images"], mixed["labels"]
-        return scale(images), labels
+        return preprocessing.to_model_inputs(images), labels
 
     return augment
 

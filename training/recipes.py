@@ -36,7 +36,6 @@ class Recipe:
     dropout_rate: float = 0.0
     batch_size: int = 512
     grad_accum_steps: int = 1
-    new_head: bool = False
 
     def build_optimizer(self, model: keras.Model, total_steps: int) -> keras.optimizers.Optimizer:
         """The optimizer with its schedule; kernels alone are decayed."""
@@ -64,13 +63,16 @@ class Recipe:
             return keras.optimizers.SGD(momentum=self.momentum, **common)
         raise ValueError(f"Unknown optimizer {self.optimizer!r}; expected 'adam' or 'sgd'.")
 
-    def compile(self, model: keras.Model, total_steps: int, jit_compile: bool | str = "auto") -> None:
-        """Compiles `model` (logits out) with this recipe's optimizer, smoothed cross-entropy and accuracy."""
+    def compile(
+        self, model: keras.Model, total_steps: int, jit_compile: bool | str = "auto", steps_per_execution: int = 1
+    ) -> None:
+        """Compiles `model` with this recipe's optimizer, smoothed cross-entropy and accuracy."""
         model.compile(
             optimizer=self.build_optimizer(model, total_steps),
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=self.label_smoothing),
+            loss=cross_entropy(model, self.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
         )
 
 
@@ -88,14 +90,14 @@ RECIPES: dict[str, Recipe] = {
         batch_size=4096,
     ),
     # Fine-tuning (appendix B.1.1): SGD momentum 0.9, no weight decay, cosine decay with warmup,
-    # gradient clipping at global norm 1, batch 512, a new zero-initialised head.
+    # gradient clipping at global norm 1, batch 512. The head follows keras_vit.load_weights' policy:
+    # kept when the checkpoint's fits the task, else a new zero-initialised head.
     "finetune": Recipe(
         optimizer="sgd",
         learning_rate=0.03,
         schedule="cosine",
         warmup_steps=500,
         batch_size=512,
-        new_head=True,
     ),
 }
 
@@ -109,6 +111,14 @@ def build_recipe(name: str = "pretrain", **overrides) -> Recipe:
     if unknown:
         raise ValueError(f"Unknown recipe fields {sorted(unknown)}; fields are {sorted(fields)}.")
     return dataclasses.replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def cross_entropy(model, label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """Categorical cross-entropy on the model's outputs: logits, unless its head ends in a softmax."""
+    from_logits = model.classifier_activation in (None, "linear")
+    if not from_logits and model.classifier_activation != "softmax":
+        raise ValueError(f"Cannot train a classifier whose head ends in {model.classifier_activation!r}.")
+    return keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
 
 
 def excluded_from_weight_decay(model: keras.Model) -> list[keras.Variable]:

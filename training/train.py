@@ -13,6 +13,7 @@ from its backup.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,28 +21,29 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_vit  # noqa: E402
-from training import callbacks as run_callbacks, datasets, distribute, fewshot, pipeline  # noqa: E402
-from training.recipes import RECIPES, build_recipe  # noqa: E402
+import keras_vit
+from training import callbacks as run_callbacks, datasets, distribute, fewshot, pipeline
+from training.recipes import RECIPES, Recipe, build_recipe
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+#: Flags that describe a custom architecture (`--model ViT`); their defaults are VisionTransformer's.
+ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     add = p.add_argument
     add("--model", default="ViT_Ti16", help=f"a variant ({', '.join(keras_vit.VARIANTS)}) or ViT for a custom one")
-    custom = p.add_argument_group("custom architecture (with --model ViT)")
-    custom.add_argument("--patch_size", type=int, default=4, help="patch size")
-    custom.add_argument("--hidden_size", type=int, default=64, help="D")
-    custom.add_argument("--mlp_dim", type=int, default=128, help="MLP width")
-    custom.add_argument("--num_heads", type=int, default=4, help="attention heads")
-    custom.add_argument("--num_layers", type=int, default=2, help="encoder blocks")
+    custom = p.add_argument_group("custom architecture (with --model ViT; default: keras_vit.VisionTransformer's)")
+    custom.add_argument("--patch_size", type=int, default=None, help="patch size")
+    custom.add_argument("--hidden_size", type=int, default=None, help="D")
+    custom.add_argument("--mlp_dim", type=int, default=None, help="MLP width")
+    custom.add_argument("--num_heads", type=int, default=None, help="attention heads")
+    custom.add_argument("--num_layers", type=int, default=None, help="encoder blocks")
     add("--weights", default=None, help="initial weights: a known name (imagenet21k, ...) or a .npz/.keras/.weights.h5 path")
     add("--init_from", default=None, help="alias of --weights for a checkpoint of this project (e.g. another resolution)")
     add("--image_size", type=int, default=224, help="training resolution; position embeddings are resized to it")
@@ -78,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     add("--mixup", type=float, default=0.0, help="keras-cv MixUp alpha (0: off)")
     add("--precision", choices=PRECISIONS, default="float32", help="dtype policy (mixed_float16 uses loss scaling)")
     add("--jit_compile", action="store_true", help="compile the train step with XLA")
+    add("--steps_per_execution", type=int, default=1, help="train steps run per call of the compiled function")
     add("--backup_freq", type=backup_frequency, default="epoch", help="'epoch' or a number of steps between backups")
     add("--fewshot_every", type=int, default=0, help="log few-shot accuracy every N epochs (0: off)")
     add("--seed", type=int, default=0, help="random seed")
@@ -119,10 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train(args: argparse.Namespace) -> dict:
-    # Everything that can be wrong with the command is checked before any work starts.
+@dataclasses.dataclass
+class Plan:
+    """What a run will do, settled from the command line before any work starts."""
+
+    info: datasets.DatasetInfo
+    train_split: str
+    eval_split: str
+    recipe: Recipe
+    strategy: tf.distribute.Strategy
+    step_batch: int  # global batch of one step (all replicas, one micro-batch)
+    steps_per_epoch: int
+    epochs: int
+    total_updates: int
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """Checks everything that can be wrong with the command, then sets up precision, seed and strategy."""
     if args.model != "ViT":
         keras_vit.get_variant(args.model)
+        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None]
+        if given:
+            raise ValueError(f"{args.model} fixes its architecture: {', '.join(given)} are for --model ViT.")
+    if args.weights and args.init_from:
+        raise ValueError("Give --weights or --init_from, not both.")
     info = datasets.describe(args.dataset, args.data_dir)
     train_split = args.train_split or info.train_split
     eval_split = args.eval_split or info.eval_split
@@ -143,8 +166,6 @@ def train(args: argparse.Namespace) -> dict:
         batch_size=args.batch_size or default_batch_size(RECIPES[args.recipe].batch_size, n_train),
         grad_accum_steps=args.grad_accum_steps,
     )
-    if args.weights and args.init_from:
-        raise ValueError("Give --weights or --init_from, not both.")
 
     if args.logical_cpus:
         distribute.split_cpu(args.logical_cpus)
@@ -152,7 +173,6 @@ def train(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(args.seed)
     strategy = distribute.make_strategy(args.strategy)
     step_batch = distribute.check_batch_size(recipe.batch_size, strategy, recipe.grad_accum_steps)
-    chief = distribute.is_chief()
     steps_per_epoch = args.steps_per_epoch or max(1, n_train // step_batch)
     if args.steps is not None:
         data_steps = args.steps * recipe.grad_accum_steps
@@ -161,62 +181,76 @@ def train(args: argparse.Namespace) -> dict:
     else:
         epochs = args.epochs or 10
     total_updates = max(1, epochs * steps_per_epoch // recipe.grad_accum_steps)
+    return Plan(info, train_split, eval_split, recipe, strategy, step_batch, steps_per_epoch, epochs, total_updates)
 
-    weights = args.weights or args.init_from
-    architecture = {}
-    if args.model == "ViT":
-        architecture = dict(
-            patch_size=args.patch_size,
-            hidden_size=args.hidden_size,
-            mlp_dim=args.mlp_dim,
-            num_heads=args.num_heads,
-            num_layers=args.num_layers,
-            name="vit",
-        )
-    with strategy.scope():
-        model = getattr(keras_vit, args.model)(
+
+def build_model(args: argparse.Namespace, run: Plan) -> keras_vit.VisionTransformer:
+    """The model under the strategy's scope: a named variant, or `--model ViT` with the flags given.
+
+    Architecture flags left out take `keras_vit.VisionTransformer`'s defaults;
+    initial weights follow `keras_vit.load_weights` (and its head policy).
+    """
+    architecture = {flag: getattr(args, flag) for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None}
+    with run.strategy.scope():
+        model = keras_vit.create_model(
+            args.model,
             image_size=args.image_size,
-            classes=info.num_classes,
-            weights=weights,
-            dropout_rate=recipe.dropout_rate,
+            classes=run.info.num_classes,
+            weights=args.weights or args.init_from,
+            dropout_rate=run.recipe.dropout_rate,
             attention_dropout_rate=args.attention_dropout_rate,
             stochastic_depth_rate=args.stochastic_depth_rate,
+            crop_fraction=args.crop_fraction,
             **architecture,
         )
-        if recipe.new_head and weights:
-            for variable in model.get_layer("head").weights:
-                variable.assign(np.zeros(variable.shape, "float32"))
-        recipe.compile(model, total_updates, jit_compile=args.jit_compile)
+        run.recipe.compile(
+            model, run.total_updates, jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution
+        )
     distribute.enable_multi_worker_fit(model)
+    return model
 
-    prep = pipeline.Preprocessing(
-        (args.image_size, args.image_size),
-        info.num_classes,
-        train_crop=info.train_crop if args.train_crop == "auto" else args.train_crop,
-        crop_fraction=args.crop_fraction,
-        flip=info.flip if args.flip == "auto" else args.flip == "yes",
+
+def build_data(args: argparse.Namespace, run: Plan, model: keras_vit.VisionTransformer):
+    """(training batches, evaluation batches, few-shot training batches or None), fed as the model expects."""
+    prep = pipeline.Preprocessing.for_model(
+        model,
+        train_crop=run.info.train_crop if args.train_crop == "auto" else args.train_crop,
+        flip=run.info.flip if args.flip == "auto" else args.flip == "yes",
         randaugment=(int(args.randaugment[0]), args.randaugment[1]) if args.randaugment else None,
         mixup_alpha=args.mixup,
     )
-    train_ds = pipeline.train_dataset(datasets.load(info, train_split, args.data_dir), prep, step_batch, seed=args.seed)
-    eval_ds = pipeline.eval_dataset(datasets.load(info, eval_split, args.data_dir), prep, step_batch)
+
+    def load(split: str):
+        return datasets.load(run.info, split, args.data_dir)
+
+    train_ds = pipeline.train_dataset(load(run.train_split), prep, run.step_batch, seed=args.seed)
+    eval_ds = pipeline.eval_dataset(load(run.eval_split), prep, run.step_batch)
+    fewshot_ds = pipeline.eval_dataset(load(run.train_split), prep, run.step_batch) if args.fewshot_every else None
+    return train_ds, eval_ds, fewshot_ds
+
+
+def train(args: argparse.Namespace) -> dict:
+    run = plan(args)
+    model = build_model(args, run)
+    train_ds, eval_ds, fewshot_ds = build_data(args, run, model)
+    chief = distribute.is_chief()
 
     os.makedirs(args.output_dir, exist_ok=True)
     callbacks = run_callbacks.run_callbacks(args.output_dir, chief, distribute.task()[1], args.backup_freq)
-    if args.fewshot_every:
-        fewshot_train = pipeline.eval_dataset(datasets.load(info, train_split, args.data_dir), prep, step_batch)
-        callbacks.insert(0, fewshot.FewShotEvaluation(fewshot_train, eval_ds, info.num_classes, every=args.fewshot_every))
+    if fewshot_ds is not None:
+        callbacks.insert(0, fewshot.FewShotEvaluation(fewshot_ds, eval_ds, run.info.num_classes, every=args.fewshot_every))
 
     print(
         f"Training {args.model} ({model.count_params():,} parameters) at {args.image_size}px on {args.dataset} "
-        f"({n_train} examples, {info.num_classes} classes): {epochs} epochs x {steps_per_epoch} steps, "
-        f"global batch {recipe.batch_size}, {strategy.num_replicas_in_sync} replica(s), recipe {args.recipe}."
+        f"({run.info.num_examples[run.train_split]} examples, {run.info.num_classes} classes): "
+        f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
+        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe}."
     )
     start = time.perf_counter()
     model.fit(
         train_ds,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
+        epochs=run.epochs,
+        steps_per_epoch=run.steps_per_epoch,
         validation_data=eval_ds,
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles
@@ -227,11 +261,11 @@ def train(args: argparse.Namespace) -> dict:
     results = {
         "model": args.model,
         "dataset": args.dataset,
-        "split": eval_split,
-        "examples": info.num_examples.get(eval_split),
+        "split": run.eval_split,
+        "examples": run.info.num_examples.get(run.eval_split),
         "accuracy": float(final["accuracy"]),
         "loss": float(final["loss"]),
-        "epochs": epochs,
+        "epochs": run.epochs,
         "train_seconds": round(train_seconds, 1),
         "weights_sha256": weights_fingerprint(model),
     }
@@ -239,7 +273,7 @@ def train(args: argparse.Namespace) -> dict:
         model.save(os.path.join(args.output_dir, "model.keras"))
         with open(os.path.join(args.output_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
-    print(f"Final evaluation on {args.dataset}/{eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
+    print(f"Final evaluation on {args.dataset}/{run.eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
     print(f"Weights fingerprint: {results['weights_sha256']}")
     return results
 
