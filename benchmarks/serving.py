@@ -33,11 +33,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_vit  # noqa: E402
-from serving import export  # noqa: E402
+from serving import export, signatures  # noqa: E402
+from serving.client import RestClient  # noqa: E402
 
 
 def raw_throughput(path: str, images: list[bytes], seconds: float, batch: int = 32) -> float:
-    function = tf.saved_model.load(path).signatures["serving_default"]
+    function = tf.saved_model.load(path).signatures[signatures.DEFAULT_SIGNATURE]
     inputs = tf.constant((images * batch)[:batch])
     function(images=inputs)  # warm up
     done, start = 0, time.perf_counter()
@@ -87,15 +88,12 @@ def start_server(base_path: str, batching: bool) -> tuple[subprocess.Popen, str]
         command += ["--enable_batching", "--batching_parameters_file", os.path.join(base_path, "batching_parameters.txt")]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1/models/vit"
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return process, url
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("serving.server did not start")
+    try:
+        RestClient(f"http://127.0.0.1:{port}", "vit").wait_until_available(process=process)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, f"http://127.0.0.1:{port}/v1/models/vit"
 
 
 def main() -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import re
 import threading
 import time
 from typing import Callable
@@ -21,27 +20,66 @@ import numpy as np
 Tensors = dict[str, np.ndarray]
 
 
+def _batching_parameters_class():
+    """TF Serving's `tensorflow.serving.BatchingParameters` message (session_bundle_config.proto).
+
+    The tensorflow-serving-api package does not ship this proto, so its
+    fields are declared here with TF Serving's names and numbers; text files
+    written and read through it are the ones `tensorflow_model_server
+    --batching_parameters_file` reads.
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    pool = descriptor_pool.Default()
+    name = "tensorflow.serving.BatchingParameters"
+    try:
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="keras_vit/tensorflow_serving_batching_parameters.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=[wrappers_pb2.DESCRIPTOR.name],
+    )
+    message = proto.message_type.add(name="BatchingParameters")
+    wrapped = [("max_batch_size", "Int64Value"), ("batch_timeout_micros", "Int64Value"),
+               ("max_enqueued_batches", "Int64Value"), ("num_batch_threads", "Int64Value"),
+               ("thread_pool_name", "StringValue")]
+    for number, (field, kind) in enumerate(wrapped, start=1):
+        message.field.add(name=field, number=number, label=1, type=11, type_name=f".google.protobuf.{kind}")
+    message.field.add(name="allowed_batch_sizes", number=6, label=3, type=3)
+    message.field.add(name="pad_variable_length_inputs", number=7, label=1, type=8)
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchingOptions:
+    """The batching parameters we use; these defaults are the ones `serving.export` writes."""
+
     max_batch_size: int = 32
     batch_timeout_micros: int = 2000
     num_batch_threads: int = 2
     max_enqueued_batches: int = 100
 
+    def to_text(self) -> str:
+        """TF Serving's BatchingParameters text format."""
+        from google.protobuf import text_format
+
+        message = _batching_parameters_class()()
+        for field in dataclasses.fields(self):
+            getattr(message, field.name).value = getattr(self, field.name)
+        return text_format.MessageToString(message)
+
     @classmethod
     def from_file(cls, path: str) -> "BatchingOptions":
-        """Reads TF Serving's BatchingParameters text format (`max_batch_size { value: 32 }` lines).
+        """Reads a BatchingParameters text file; fields it leaves out keep these defaults, others are ignored."""
+        from google.protobuf import text_format
 
-        The proto is not part of the tensorflow-serving-api package, so the
-        four fields used here are read directly; other fields are ignored.
-        """
         with open(path) as f:
-            text = f.read()
-        values = {}
-        for field in dataclasses.fields(cls):
-            match = re.search(rf"\b{field.name}\s*\{{\s*value\s*:\s*(\d+)\s*\}}", text)
-            if match:
-                values[field.name] = int(match.group(1))
+            message = text_format.Parse(f.read(), _batching_parameters_class()())
+        values = {f.name: getattr(message, f.name).value for f in dataclasses.fields(cls) if message.HasField(f.name)}
         return cls(**values)
 
 

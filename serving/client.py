@@ -10,11 +10,14 @@ import argparse
 import base64
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Iterable
 
 import numpy as np
+
+from serving import signatures
 
 Prediction = list[tuple[str, float]]  # (label or class index, probability), best first
 
@@ -33,6 +36,26 @@ class RestClient:
 
     def status(self) -> dict:
         return self._request(self.base)
+
+    def wait_until_available(self, timeout: float = 120, process=None) -> None:
+        """Polls the model's status until a version is AVAILABLE.
+
+        Args:
+            timeout: seconds before a RuntimeError.
+            process: the server's `subprocess.Popen`, if this client started it: its exit ends the wait early.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"The server exited with code {process.returncode} before {self.base} was available.")
+            try:
+                versions = self.status().get("model_version_status", [])
+                if any(v.get("state") == "AVAILABLE" for v in versions):
+                    return
+            except (OSError, RuntimeError):  # not listening yet, or no version loaded yet
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.base} did not become available within {timeout:.0f}s.")
 
     def metadata(self) -> dict:
         return self._request(f"{self.base}/metadata")
@@ -69,10 +92,10 @@ class GrpcClient:
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
-        request.model_spec.signature_name = "serving_default"
+        request.model_spec.signature_name = signatures.DEFAULT_SIGNATURE
         if self.version:
             request.model_spec.version.value = self.version
-        request.inputs["images"].CopyFrom(tf.make_tensor_proto(list(images), dtype=tf.string))
+        request.inputs[signatures.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(list(images), dtype=tf.string))
         response = self.stub.Predict(request, timeout=self.timeout)
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
@@ -82,8 +105,9 @@ class GrpcClient:
 
 def top_k(prediction: dict) -> Prediction:
     """[(label, score)] of one prediction (REST object or a row of gRPC outputs)."""
-    names = prediction.get("labels", prediction["classes"])
-    return [(n.decode() if isinstance(n, bytes) else str(n), float(s)) for n, s in zip(names, prediction["scores"])]
+    names = prediction.get(signatures.LABELS, prediction[signatures.CLASSES])
+    scores = prediction[signatures.SCORES]
+    return [(n.decode() if isinstance(n, bytes) else str(n), float(s)) for n, s in zip(names, scores)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,13 +16,14 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import numpy as np
+
+from serving import signatures
+from serving.client import RestClient
 
 # A ViT small enough to train in a couple of minutes on 2 CPU cores: 16x16 inputs, 4x4 patches (16 tokens).
 TRAIN_ARGS = [
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=60, help="training epochs")
     parser.add_argument("--reuse", action="store_true", help="reuse output_dir/model.keras if it exists")
     parser.add_argument("--batch", type=int, default=40, help="images per REST request")
+    parser.add_argument("--port", type=int, default=8500, help="the server's gRPC port (TF Serving's default)")
+    parser.add_argument("--rest_api_port", type=int, default=8501, help="the server's REST port (TF Serving's default)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         f.write("\n".join(str(i) for i in range(10)) + "\n")
     _run("serving.export", "--model", model_path, "--model_base_path", args.model_base_path, "--labels", labels)
 
-    rest_port, grpc_port = _free_port(), _free_port()
+    rest_port, grpc_port = args.rest_api_port, args.port
     _step(f"3/5 starting serving.server (REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port})")
     server = subprocess.Popen(
         [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         env=_env(),
     )
     try:
-        _wait_ready(f"http://127.0.0.1:{rest_port}/v1/models/vit", server)
+        RestClient(f"http://127.0.0.1:{rest_port}", "vit").wait_until_available(process=server)
         _step("4/5 querying: the test digits as PNG bytes over REST")
         report = _query(model_path, rest_port, grpc_port, args.batch)
     finally:
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _query(model_path: str, rest_port: int, grpc_port: int, batch: int) -> dict:
     import keras_vit
-    from serving.client import GrpcClient, RestClient
+    from serving.client import GrpcClient
     from serving.export import encode_png
     from training import datasets
     from training.evaluate import evaluate
@@ -99,10 +102,10 @@ def _query(model_path: str, rest_port: int, grpc_port: int, batch: int) -> dict:
     start = time.perf_counter()
     predicted = []
     for i in range(0, len(images), batch):
-        predicted += [int(p["classes"][0]) for p in rest.predict_images(images[i:i + batch])]
+        predicted += [int(p[signatures.CLASSES][0]) for p in rest.predict_images(images[i:i + batch])]
     rest_seconds = time.perf_counter() - start
     grpc = GrpcClient(f"127.0.0.1:{grpc_port}", "vit")
-    grpc_classes = grpc.predict_images(images[:batch])["classes"][:, 0].tolist()
+    grpc_classes = grpc.predict_images(images[:batch])[signatures.CLASSES][:, 0].tolist()
     grpc.close()
     model = keras_vit.load_model(model_path)
     in_process = evaluate(model, info, "test")
@@ -122,26 +125,6 @@ def _run(module: str, *args: str) -> None:
     result = subprocess.run([sys.executable, "-m", module, *args], env=_env())
     if result.returncode:
         raise SystemExit(f"python -m {module} failed with exit code {result.returncode}")
-
-
-def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"serving.server exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"serving.server did not answer {url} within {timeout:.0f}s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict[str, str]:

@@ -9,13 +9,18 @@ model_config_list) and `batching_parameters.txt` in `<model_base_path>` for
 --batching_parameters_file ...`; TF Serving only loads numeric sub-folders, so
 the two files do not disturb it.
 
-Signatures:
+The graph follows the model's own config: images are decoded, resized and
+cropped as the model is evaluated (`keras_vit.preprocessing`, with the model's
+`crop_fraction`) and scaled unless the model scales them itself; logits get a
+softmax, a head that ends in softmax or sigmoid is served as it is.
+
+Signatures (names in `serving.signatures`):
 - `serving_default`: `images` DT_STRING [N] of encoded JPEG/PNG/GIF/BMP
-  images of any size; decoded, resized (bilinear) to the model's size and
-  scaled to [-1, 1] inside the graph.
+  images of any size.
 - `predict_pixels`: `pixels` DT_FLOAT [N, H, W, 3] in [0, 255] at the model's size.
-Both return `probabilities` [N, classes], the top-k `classes` (DT_INT64) and
-`scores` [N, k], and with labels also `labels` (DT_STRING) [N, k].
+A classifier returns `probabilities` [N, classes], the top-k `classes`
+(DT_INT64) and `scores` [N, k], and with labels also `labels` (DT_STRING)
+[N, k]; a model without its head (`include_top=False`) returns `features` [N, D].
 """
 
 from __future__ import annotations
@@ -32,35 +37,44 @@ import tensorflow as tf
 import keras
 
 import keras_vit
+from keras_vit.preprocessing import decode_for_eval, model_inputs
+from serving import signatures
+from serving.batching import BatchingOptions
 
-DEFAULT_SIGNATURE = "serving_default"
-PIXELS_SIGNATURE = "predict_pixels"
+#: Head activations whose outputs are served as they are; None and "linear" (logits) get a softmax.
+PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
 class ServingModule(tf.Module):
-    """The serving graph around a Keras model that maps [-1, 1] images to logits."""
+    """The serving graph around a keras_vit model, built from what the model says about itself."""
 
-    def __init__(self, model: keras.Model, labels: list[str] | None = None, top_k: int = 5):
+    def __init__(self, model: keras_vit.VisionTransformer, labels: list[str] | None = None, top_k: int = 5):
         super().__init__()
         self.model = model
-        self.image_size = tuple(int(s) for s in model.input_shape[1:3])
-        self.num_classes = int(model.output_shape[-1])
-        if labels is not None and len(labels) != self.num_classes:
-            raise ValueError(f"{len(labels)} labels given for a model of {self.num_classes} classes.")
-        self.top_k = min(top_k, self.num_classes)
+        self.image_size = model.image_size
+        self.crop_fraction = model.crop_fraction
+        activation = model.classifier_activation
+        if model.include_top and activation not in (None, "linear", *PROBABILITY_ACTIVATIONS):
+            raise ValueError(f"Cannot serve probabilities from a head that ends in {activation!r}.")
+        self.apply_softmax = model.include_top and activation in (None, "linear")
+        if labels is not None and not model.include_top:
+            raise ValueError("Labels given for a model without its head (include_top=False): it serves features.")
+        if labels is not None and len(labels) != model.classes:
+            raise ValueError(f"{len(labels)} labels given for a model of {model.classes} classes.")
+        self.top_k = min(top_k, model.classes)
         self.labels = None if labels is None else tf.constant(labels)
         height, width = self.image_size
         self.serve_images = tf.function(
-            self._serve_images, input_signature=[tf.TensorSpec([None], tf.string, name="images")]
+            self._serve_images, input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGES_INPUT)]
         )
         self.serve_pixels = tf.function(
-            self._serve_pixels, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="pixels")]
+            self._serve_pixels,
+            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=signatures.PIXELS_INPUT)],
         )
 
     def _decode(self, encoded):
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        return tf.image.resize(image, self.image_size)  # bilinear, as training's evaluation
+        return decode_for_eval(encoded, self.image_size, self.crop_fraction)
 
     def _serve_images(self, images):
         pixels = tf.map_fn(self._decode, images, fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.float32))
@@ -70,13 +84,19 @@ class ServingModule(tf.Module):
         return self._outputs(pixels)
 
     def _outputs(self, pixels):
-        logits = self.model(pixels / 127.5 - 1.0, training=False)
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        outputs = tf.cast(self.model(model_inputs(self.model, pixels), training=False), tf.float32)
+        if not self.model.include_top:
+            return {signatures.FEATURES: outputs}
+        probabilities = tf.nn.softmax(outputs, axis=-1) if self.apply_softmax else outputs
         scores, classes = tf.math.top_k(probabilities, k=self.top_k)
-        outputs = {"probabilities": probabilities, "classes": tf.cast(classes, tf.int64), "scores": scores}
+        result = {
+            signatures.PROBABILITIES: probabilities,
+            signatures.CLASSES: tf.cast(classes, tf.int64),
+            signatures.SCORES: scores,
+        }
         if self.labels is not None:
-            outputs["labels"] = tf.gather(self.labels, classes)
-        return outputs
+            result[signatures.LABELS] = tf.gather(self.labels, classes)
+        return result
 
 
 def next_version(model_base_path: str) -> int:
@@ -115,8 +135,8 @@ def export(
             module,
             staging,
             signatures={
-                DEFAULT_SIGNATURE: module.serve_images.get_concrete_function(),
-                PIXELS_SIGNATURE: module.serve_pixels.get_concrete_function(),
+                signatures.DEFAULT_SIGNATURE: module.serve_images.get_concrete_function(),
+                signatures.PIXELS_SIGNATURE: module.serve_pixels.get_concrete_function(),
             },
         )
         write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name or _name(model_base_path), module.image_size)
@@ -138,37 +158,29 @@ def write_warmup_requests(path: str, model_name: str, image_size: tuple[int, int
     with tf.io.TFRecordWriter(path) as writer:
         for i in range(count):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=DEFAULT_SIGNATURE)
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signatures.DEFAULT_SIGNATURE)
             )
-            request.inputs["images"].CopyFrom(tf.make_tensor_proto([encode_png(_gray_image(image_size, 64 * (i + 1)))]))
+            request.inputs[signatures.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto([encode_png(_gray_image(image_size, 64 * (i + 1)))]))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
 
 
 def write_model_config(path: str, name: str, base_path: str) -> None:
-    """A model_config_list for `--model_config_file` (the latest version is served)."""
+    """A ModelServerConfig (model_config_list) for `--model_config_file`: the latest version is served."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
+    entry.model_version_policy.latest.num_versions = 1
     with open(path, "w") as f:
-        f.write(
-            "model_config_list {\n"
-            "  config {\n"
-            f'    name: "{name}"\n'
-            f'    base_path: "{base_path}"\n'
-            '    model_platform: "tensorflow"\n'
-            "    model_version_policy { latest { num_versions: 1 } }\n"
-            "  }\n"
-            "}\n"
-        )
+        f.write(text_format.MessageToString(config))
 
 
-def write_batching_parameters(path: str, max_batch_size: int = 32, batch_timeout_micros: int = 2000) -> None:
-    """BatchingParameters for `--enable_batching --batching_parameters_file`."""
+def write_batching_parameters(path: str, options: BatchingOptions = BatchingOptions()) -> None:
+    """BatchingParameters for `--enable_batching --batching_parameters_file` (defaults: `BatchingOptions`)."""
     with open(path, "w") as f:
-        f.write(
-            f"max_batch_size {{ value: {max_batch_size} }}\n"
-            f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
-            "max_enqueued_batches { value: 100 }\n"
-            "num_batch_threads { value: 2 }\n"
-        )
+        f.write(options.to_text())
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

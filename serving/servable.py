@@ -10,8 +10,7 @@ import tensorflow as tf
 from serving.batching import Batcher, BatchingOptions, Tensors
 from serving.errors import ServingError, invalid_argument
 
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
+from serving.signatures import DEFAULT_SIGNATURE, PREDICT_METHOD
 
 
 class Servable:

@@ -21,7 +21,7 @@ import keras_vit
 from harness import randomize
 from serving import export
 from serving.client import GrpcClient, RestClient
-from training_helpers import REPO, env, free_port
+from support import REPO, env, free_port
 
 LABELS = ["cat", "dog", "bird"]
 SIZE = 16
@@ -30,7 +30,7 @@ SIZE = 16
 def tiny_model(seed: int) -> keras.Model:
     model = keras_vit.ViT(image_size=SIZE, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=2, classes=3)
     randomize(model, seed)
-    for v in model.get_layer("head").weights:  # confident, distinct answers per image
+    for v in model.head.weights:  # confident, distinct answers per image
         v.assign(np.random.default_rng(seed).normal(0, 2.0, v.shape).astype("float32"))
     return model
 
@@ -94,15 +94,8 @@ def server(exported):
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{rest_port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            if get(f"{base}/v1/models/vit")[0] == 200 and get(f"{base}/v1/models/swap")[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.3)
+    for name in ("vit", "swap"):
+        RestClient(base, name).wait_until_available(process=process)
     yield {"rest": base, "grpc": f"127.0.0.1:{grpc_port}", "process": process}
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

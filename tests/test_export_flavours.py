@@ -1,0 +1,103 @@
+"""serving.export follows the model's own config: each flavour served over REST equals model.predict on the same pixels."""
+
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import keras
+
+import keras_vit
+from harness import randomize
+from keras_vit.preprocessing import eval_resize, model_inputs
+from serving import export, signatures
+from serving.client import RestClient
+from support import REPO, env, free_port
+
+TINY = dict(patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=2, classes=3)
+FLAVOURS = {
+    "plain": dict(TINY, image_size=16),
+    "preprocessing": dict(TINY, image_size=16, include_preprocessing=True),
+    "softmax": dict(TINY, image_size=16, classifier_activation="softmax"),
+    "headless": dict(TINY, image_size=16, include_top=False, representation_size=8),
+    "hybrid": dict(TINY, image_size=32, resnet_layers=(1,), patch_size=2),
+    "cropped": dict(TINY, image_size=16, crop_fraction=0.875),
+}
+
+
+def build(options: dict, seed: int) -> keras_vit.VisionTransformer:
+    model = keras_vit.ViT(**options)
+    randomize(model, seed)
+    if model.head is not None:  # confident, distinct answers per image
+        for v in model.head.weights:
+            v.assign(np.random.default_rng(seed).normal(0, 2.0, v.shape).astype("float32"))
+    return model
+
+
+def expected(model: keras_vit.VisionTransformer, photos: np.ndarray) -> np.ndarray:
+    """What the served model must answer, from the input contract and the model alone."""
+    pixels = np.stack([eval_resize(p, model.image_size, model.crop_fraction).numpy() for p in photos])
+    outputs = model.predict(model_inputs(model, pixels), verbose=0)
+    if model.include_top and model.classifier_activation is None:
+        outputs = keras.ops.convert_to_numpy(keras.ops.softmax(outputs, axis=-1))
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flavours")
+    models = {}
+    config = ["model_config_list {"]
+    for seed, (name, options) in enumerate(FLAVOURS.items()):
+        models[name] = build(options, seed)
+        export.export(models[name], str(root / name))
+        config.append(f'  config {{ name: "{name}" base_path: "{root / name}" model_platform: "tensorflow" }}')
+    (root / "models.config").write_text("\n".join(config + ["}"]))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", str(port),
+         "--model_config_file", str(root / "models.config"), "--file_system_poll_wait_seconds", "0"],
+        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for name in FLAVOURS:
+        RestClient(url, name).wait_until_available(process=process)
+    yield url, models
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+@pytest.mark.parametrize("name", list(FLAVOURS))
+def test_served_outputs_equal_model_predict(served, name):
+    url, models = served
+    model = models[name]
+    # Photos of another size than the model's, so that the resize (and crop) matter.
+    photos = np.random.default_rng(7).integers(0, 256, (3, 20, 28, 3), dtype=np.uint8)
+    answers = RestClient(url, name).predict_images(export.encode_png(p) for p in photos)
+    want = expected(model, photos)
+    if model.include_top:
+        got = np.array([a[signatures.PROBABILITIES] for a in answers])
+        np.testing.assert_allclose(got, want, atol=2e-5)
+        assert [a[signatures.CLASSES][0] for a in answers] == want.argmax(-1).tolist()
+    else:  # one output: TF Serving's row format gives its values without a name; the metadata names it
+        np.testing.assert_allclose(np.array(answers), want, atol=2e-5)
+        outputs = RestClient(url, name).metadata()["metadata"]["signature_def"]["signature_def"][
+            signatures.DEFAULT_SIGNATURE]["outputs"]
+        assert set(outputs) == {signatures.FEATURES}
+
+
+def test_the_crop_is_served(served):
+    url, models = served
+    photos = np.random.default_rng(8).integers(0, 256, (2, 20, 28, 3), dtype=np.uint8)
+    cropped = np.array([a[signatures.PROBABILITIES] for a in RestClient(url, "cropped").predict_images(
+        export.encode_png(p) for p in photos)])
+    uncropped = keras_vit.ViT(**dict(FLAVOURS["cropped"], crop_fraction=1.0))
+    uncropped.set_weights(models["cropped"].get_weights())
+    assert np.abs(cropped - expected(uncropped, photos)).max() > 1e-3  # the crop changes the answer
+
+
+def test_labels_for_a_headless_model_are_refused(tmp_path):
+    model = keras_vit.ViT(**FLAVOURS["headless"])
+    with pytest.raises(ValueError, match="without its head"):
+        export.export(model, str(tmp_path / "m"), labels=["a", "b", "c"])
