@@ -269,11 +269,6 @@ class VisionTransformer(keras.Model):
         return self._grid_size
 
     @property
-    def num_patches(self) -> int:
-        """gh * gw: the number of patch tokens."""
-        return self._grid_size[0] * self._grid_size[1]
-
-    @property
     def patch_stride(self) -> tuple[int, int]:
         """Input pixels per token along height and width: the patch size, times the ResNet's stride for hybrids."""
         return self.resnet_stride * self.patch_size[0], self.resnet_stride * self.patch_size[1]
