@@ -9,7 +9,7 @@ from keras_vit.models.constructors import CONSTRUCTORS, ViT, create_model
 from keras_vit.models.variants import VARIANTS, get_variant
 from keras_vit.models.vision_transformer import VisionTransformer
 from keras_vit.preprocessing import preprocess_input
-from keras_vit.schedules import WarmupDecay
+from keras_vit.schedules import PerUpdate, WarmupDecay
 
 __version__ = "0.2.0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "VARIANTS",
     "ViT",
     "VisionTransformer",
+    "PerUpdate",
     "WarmupDecay",
     "attention_maps",
     "attention_rollout",

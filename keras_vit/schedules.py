@@ -50,3 +50,41 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return dict(
             peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay, end=self.end
         )
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
+    """Evaluates `schedule` once per optimizer update under gradient accumulation.
+
+    With `gradient_accumulation_steps=k`, Keras advances the counter it passes
+    to a schedule on every micro-batch, while the weights (and the decoupled
+    weight decay, which reads the same learning rate) change once every k. A
+    schedule written in updates, as the paper's are, would then run k times
+    too fast. This wrapper divides the micro-batch counter by k, so the update
+    i (counted from 0) applies `schedule(i)`, as the reference's accumulation
+    (`vit_jax/utils.py`, `accumulate_gradient`) does.
+
+    Args:
+        schedule: a schedule over optimizer updates.
+        accumulation_steps: micro-batches per update (k >= 1).
+    """
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, accumulation_steps: int):
+        if accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}.")
+        self.schedule = schedule
+        self.accumulation_steps = accumulation_steps
+
+    def __call__(self, step):
+        return self.schedule(ops.floor_divide(step, self.accumulation_steps))
+
+    def get_config(self):
+        return dict(
+            schedule=keras.saving.serialize_keras_object(self.schedule), accumulation_steps=self.accumulation_steps
+        )
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)

@@ -232,11 +232,52 @@ def test_mirrored_strategy_over_two_cpu_replicas(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["epochs"] == 1
 
 
-def test_gradient_accumulation_on_one_device_and_refused_across_replicas(tmp_path):
-    result = run_module("training.train", *TINY_MODEL, "--steps", "3", "--batch_size", "32",
-                        "--grad_accum_steps", "4", "--strategy", "one_device", "--output_dir", str(tmp_path), "--verbose", "2")
+def test_gradient_accumulation_applies_the_schedule_and_weight_decay_once_per_update():
+    k, updates = 4, 10
+    schedule = WarmupDecay(0.1, warmup_steps=3, total_steps=updates, decay="cosine")
+    expected = [float(schedule(i)) for i in range(updates)]
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    kernel = model.trainable_variables[0]
+
+    # SGD without momentum on a gradient of 1: update i moves the weight by exactly its learning rate.
+    sgd = build_recipe("finetune", learning_rate=0.1, warmup_steps=3, momentum=0.0, global_clipnorm=0, grad_accum_steps=k)
+    optimizer = sgd.build_optimizer(model, total_steps=updates)
+    kernel.assign(np.zeros((1, 1), "float32"))
+    trace = []
+    for _ in range(updates * k):
+        before = float(kernel.numpy()[0, 0])
+        optimizer.apply_gradients([(tf.ones((1, 1)), kernel)])
+        trace.append(before - float(kernel.numpy()[0, 0]))
+    applied = np.reshape(trace, (updates, k))
+    np.testing.assert_allclose(applied[:, :-1], 0.0)  # micro-batches only accumulate
+    np.testing.assert_allclose(applied[:, -1], expected, rtol=1e-5, atol=1e-7)
+
+    # AdamW on zero gradients: only the decoupled decay acts, w <- w * (1 - wd * lr_i), once per update.
+    adamw = build_recipe("pretrain", learning_rate=0.1, schedule="cosine", warmup_steps=3, weight_decay=0.5, global_clipnorm=0, grad_accum_steps=k)
+    optimizer = adamw.build_optimizer(model, total_steps=updates)
+    kernel.assign(np.ones((1, 1), "float32"))
+    values = []
+    for step in range(updates * k):
+        optimizer.apply_gradients([(tf.zeros((1, 1)), kernel)])
+        if step % k == k - 1:
+            values.append(float(kernel.numpy()[0, 0]))
+    np.testing.assert_allclose(values, np.cumprod([1 - 0.5 * lr for lr in expected]), rtol=1e-5)
+    assert int(optimizer.iterations) == updates
+
+
+def test_gradient_accumulation_run_logs_the_schedule_per_update_and_is_refused_across_replicas(tmp_path):
+    result = run_module("training.train", *TINY_MODEL, "--steps", "10", "--steps_per_epoch", "8", "--batch_size", "32",
+                        "--grad_accum_steps", "4", "--learning_rate", "0.01", "--warmup_steps", "4",
+                        "--strategy", "one_device", "--output_dir", str(tmp_path), "--verbose", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "12 steps" in result.stdout  # 3 updates of 4 micro-batches of 8
+    assert "5 epochs x 8 steps" in result.stdout  # 10 updates of 4 micro-batches of 8
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    schedule = WarmupDecay(0.01, warmup_steps=4, total_steps=10, decay="linear")
+    assert [int(r["updates"]) for r in rows] == [2, 4, 6, 8, 10]
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rows], [float(schedule(u)) for u in (2, 4, 6, 8, 10)], atol=1e-9)
+    restored = keras.models.load_model(tmp_path / "model.keras")  # the optimizer keeps counting updates
+    assert isinstance(restored.optimizer._learning_rate, keras_vit.PerUpdate)
+    assert restored.optimizer._learning_rate.accumulation_steps == 4
     refused = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--batch_size", "32", "--grad_accum_steps", "2",
                          "--strategy", "mirrored", "--logical_cpus", "2", "--output_dir", str(tmp_path / "x"))
     assert refused.returncode == 2 and "fails under tf.distribute" in refused.stderr

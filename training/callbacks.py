@@ -23,7 +23,7 @@ def run_callbacks(output_dir: str, chief: bool, worker_index: int = 0, backup_fr
     backup. The best model's threshold survives restarts via the CSV history.
     """
     backup_dir = os.path.join(output_dir, "backup" if chief else f".backup-worker-{worker_index}")
-    callbacks: list = []
+    callbacks: list = [LearningRateLog()]
     if chief:
         history = os.path.join(output_dir, HISTORY)
         trim_history(history, backup_dir)
@@ -41,6 +41,17 @@ def run_callbacks(output_dir: str, chief: bool, worker_index: int = 0, backup_fr
     # Last: an epoch counts as done (and is not redone) only once it has been logged.
     callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, save_freq=backup_freq))
     return callbacks
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Adds `updates` (optimizer updates so far) and `learning_rate` (the rate of the next update) to each epoch's logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        optimizer = self.model.optimizer
+        logs["updates"] = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 def trim_history(history_csv: str, backup_dir: str) -> None:

@@ -7,7 +7,7 @@ import logging
 
 import keras
 
-from keras_vit.schedules import WarmupDecay
+from keras_vit.schedules import PerUpdate, WarmupDecay
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class Recipe:
             warmup = total_steps // 10
             logger.warning("warmup_steps %d >= total steps %d: warming up for %d steps.", self.warmup_steps, total_steps, warmup)
         schedule = WarmupDecay(self.learning_rate, warmup, total_steps, decay=self.schedule)
+        if self.grad_accum_steps > 1:
+            schedule = PerUpdate(schedule, self.grad_accum_steps)  # Keras counts micro-batches
         common = dict(
             learning_rate=schedule,
             global_clipnorm=self.global_clipnorm or None,  # 0 turns clipping off
