@@ -102,15 +102,6 @@ def test_default_batch_size_fits_small_datasets():
     assert default_batch_size(512, 50_000) == 512
 
 
-def test_fewshot_closed_form_separates_separable_features():
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(4, 16)) * 5
-    labels = rng.integers(0, 4, 400)
-    x = centers[labels] + rng.normal(size=(400, 16))
-    results = fewshot.fewshot_accuracies((x[:200], labels[:200]), (x[200:], labels[200:]), 4, shots=(1, 5), seeds=3)
-    assert results[5][0] > 0.95 and results[1][0] > 0.6
-
-
 @pytest.mark.parametrize(
     "args, message",
     [

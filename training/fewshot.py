@@ -1,11 +1,26 @@
-"""Few-shot linear evaluation (paper section 4.1): closed-form regularised least squares on frozen features.
+"""Few-shot linear evaluation (paper section 4.1), as big_vision's `evaluators/fewshot_lsr.py` computes it.
 
     python -m training.fewshot --model runs/demo/model.keras --dataset digits --shots 1 5 10
 
-For each of several seeds, `shots` examples per class are drawn from the
-training split, a linear map from their (centred) representations to
-{-1, 1}^K targets is solved in closed form, and the test split is classified
-by the largest output.
+The protocol, step by step (defaults from big_vision's `configs/common_fewshot.py`):
+
+1. Features are the model's representation (the input of its head: the
+   pre-logits when there are any), over the whole training and test split.
+2. For each seed s in 0..seeds-1, `np.random.default_rng(s)` permutes the
+   training indices of every class; a k-shot set is the first k of each
+   class, so the 1-shot set is inside the 5-shot set of the same seed.
+3. The k-shot features are whitened with their own mean and standard
+   deviation (+1e-5), and a constant feature of 100 is appended: the bias,
+   large so that the L2 penalty barely touches it.
+4. Targets are one-hot vectors rescaled to {-1, 1}; the weights solve
+   min ||X W - Y||^2 + l2_reg ||W||^2 with l2_reg = 2^10, in the primal
+   (D x D) form, or in the dual (n x n) form x^T (x x^T + l2 I)^-1 y when
+   there are fewer examples than feature dimensions.
+5. Test features are whitened with the same statistics; the prediction is
+   the arg-max output. Results are the mean (and spread) over seeds.
+
+big_vision solves through an eigendecomposition in float32; this module
+solves the same system directly in float64.
 """
 
 from __future__ import annotations
@@ -19,6 +34,12 @@ import keras
 
 import keras_vit
 
+#: big_vision's defaults: shot counts, seeds, ridge strength and the bias feature's constant.
+SHOTS = (1, 5, 10, 25)
+SEEDS = 3
+L2_REG = 2.0**10
+BIAS_CONSTANT = 100.0
+
 
 def features(model, batches) -> tuple[np.ndarray, np.ndarray]:
     """(representations [N, D] that the model's head would see, integer labels [N]) of (images, one-hot labels) batches."""
@@ -30,39 +51,59 @@ def features(model, batches) -> tuple[np.ndarray, np.ndarray]:
 
 
 def linear_fewshot(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, num_classes: int, l2_reg: float = 1.0
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+    l2_reg: float = L2_REG,
 ) -> float:
-    """Test accuracy of the regularised least-squares map from features (+ bias) to {-1, 1}^K."""
-    mean = train_x.mean(axis=0)
-    x = np.concatenate([train_x - mean, np.ones((len(train_x), 1))], axis=1)
+    """Test accuracy of the ridge regression from whitened features (+ a bias feature) to {-1, 1}^K targets.
+
+    Args:
+        train_x: [n, D] few-shot features; train_y: [n] integer labels.
+        test_x: [m, D] test features; test_y: [m] integer labels.
+        num_classes: K.
+        l2_reg: ridge strength.
+    """
+    mean = train_x.mean(axis=0, keepdims=True)
+    std = train_x.std(axis=0, keepdims=True) + 1e-5
+
+    def design(x):
+        x = (np.asarray(x, np.float64) - mean) / std
+        return np.pad(x, ((0, 0), (0, 1)), constant_values=BIAS_CONSTANT)
+
+    x = design(train_x)
     targets = 2.0 * np.eye(num_classes)[train_y] - 1.0
-    weights = np.linalg.solve(x.T @ x + l2_reg * np.eye(x.shape[1]), x.T @ targets)
-    test = np.concatenate([test_x - mean, np.ones((len(test_x), 1))], axis=1)
-    return float(np.mean(np.argmax(test @ weights, axis=1) == test_y))
+    n, d = x.shape
+    if n >= d:  # primal: (x^T x + l2 I)^-1 x^T y, a D x D system
+        weights = np.linalg.solve(x.T @ x + l2_reg * np.eye(d), x.T @ targets)
+    else:  # dual: x^T (x x^T + l2 I)^-1 y, an n x n system
+        weights = x.T @ np.linalg.solve(x @ x.T + l2_reg * np.eye(n), targets)
+    return float(np.mean(np.argmax(design(test_x) @ weights, axis=1) == test_y))
 
 
 def fewshot_accuracies(
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
     num_classes: int,
-    shots: tuple[int, ...] = (1, 5, 10, 25),
-    seeds: int = 5,
-    l2_reg: float = 1.0,
+    shots: tuple[int, ...] = SHOTS,
+    seeds: int = SEEDS,
+    l2_reg: float = L2_REG,
 ) -> dict[int, tuple[float, float]]:
-    """{shots: (mean accuracy, std over seeds)}."""
+    """{shots: (mean test accuracy over seeds, standard deviation over seeds)}."""
     train_x, train_y = train
-    by_class = [np.flatnonzero(train_y == c) for c in range(num_classes)]
-    out = {}
-    for k in shots:
-        if any(len(idx) < k for idx in by_class):
-            raise ValueError(f"{k}-shot needs {k} training examples of every class; the smallest class has {min(map(len, by_class))}.")
-        accs = []
-        for seed in range(seeds):
-            rng = np.random.default_rng(seed)
-            pick = np.concatenate([rng.choice(idx, k, replace=False) for idx in by_class])
-            accs.append(linear_fewshot(train_x[pick], train_y[pick], *test, num_classes, l2_reg))
-        out[k] = (float(np.mean(accs)), float(np.std(accs)))
-    return out
+    sizes = [int(np.sum(train_y == c)) for c in range(num_classes)]
+    if max(shots) > min(sizes):
+        raise ValueError(f"{max(shots)}-shot needs {max(shots)} training examples of every class; the smallest class has {min(sizes)}.")
+    accuracies: dict[int, list[float]] = {k: [] for k in shots}
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        by_class = [rng.permutation(np.flatnonzero(train_y == c)) for c in range(num_classes)]
+        for k in shots:
+            pick = np.concatenate([indices[:k] for indices in by_class])
+            accuracies[k].append(linear_fewshot(train_x[pick], train_y[pick], *test, num_classes, l2_reg))
+    return {k: (float(np.mean(a)), float(np.std(a))) for k, a in accuracies.items()}
 
 
 class FewShotEvaluation(keras.callbacks.Callback):
@@ -71,11 +112,13 @@ class FewShotEvaluation(keras.callbacks.Callback):
     Args:
         train_batches, test_batches: (images, one-hot labels) batches, not augmented.
         num_classes: K.
-        shots, seeds, l2_reg: as `fewshot_accuracies`.
+        shots, seeds, l2_reg: as `fewshot_accuracies` (big_vision's defaults).
         every: epochs between evaluations.
     """
 
-    def __init__(self, train_batches, test_batches, num_classes: int, shots=(1, 5), seeds: int = 3, l2_reg: float = 1.0, every: int = 1):
+    def __init__(
+        self, train_batches, test_batches, num_classes: int, shots=SHOTS, seeds: int = SEEDS, l2_reg: float = L2_REG, every: int = 1
+    ):
         super().__init__()
         self.train_batches, self.test_batches = train_batches, test_batches
         self.num_classes, self.shots, self.seeds, self.l2_reg, self.every = num_classes, tuple(shots), seeds, l2_reg, every
@@ -102,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a .keras file saved by training.train")
     parser.add_argument("--dataset", default="digits", help="digits, folder:PATH or a tensorflow-datasets name")
     parser.add_argument("--data_dir", default=None, help="tensorflow-datasets data directory")
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 25], help="examples per class")
-    parser.add_argument("--seeds", type=int, default=5, help="draws of the few-shot set per shot count")
-    parser.add_argument("--l2_reg", type=float, default=1.0, help="ridge regularisation of the least squares")
+    parser.add_argument("--shots", type=int, nargs="+", default=list(SHOTS), help="examples per class (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="draws of the few-shot sets (default: %(default)s)")
+    parser.add_argument("--l2_reg", type=float, default=L2_REG, help="ridge regularisation (default: big_vision's %(default)s)")
     parser.add_argument("--batch_size", type=int, default=256, help="batch size of the feature extraction")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
