@@ -30,16 +30,59 @@ def test_warmup_then_linear_and_cosine_decay():
 
 
 def test_recipes_and_overrides():
-    pretrain = build_recipe("pretrain")
-    assert (pretrain.optimizer, pretrain.weight_decay, pretrain.warmup_steps, pretrain.dropout_rate) == ("adam", 0.1, 10_000, 0.1)
+    rows = {name: build_recipe(name) for name in ("jft", "imagenet21k", "imagenet1k", "finetune", "pretrain")}
+    table = {
+        name: (r.optimizer, r.learning_rate, r.schedule, r.warmup_steps, r.weight_decay, r.dropout_rate, r.batch_size,
+               r.global_clipnorm, r.loss, r.head_bias_init)
+        for name, r in rows.items()
+    }
+    assert table == {
+        "jft": ("adam", 8e-4, "linear", 10_000, 0.1, 0.0, 4096, None, "sigmoid", -10.0),
+        "imagenet21k": ("adam", 1e-3, "linear", 10_000, 0.03, 0.1, 4096, None, "sigmoid", -10.0),
+        "imagenet1k": ("adam", 3e-3, "cosine", 10_000, 0.3, 0.1, 4096, 1.0, "softmax", 0.0),
+        "finetune": ("sgd", 0.03, "cosine", 500, 0.0, None, 512, 1.0, "softmax", 0.0),
+        "pretrain": ("adam", 1e-3, "linear", 10_000, 0.1, 0.1, 4096, 1.0, "softmax", 0.0),
+    }
+    assert rows["pretrain"].label_smoothing == 0.1 and all(r.label_smoothing == 0 for n, r in rows.items() if n != "pretrain")
     finetune = build_recipe("finetune", learning_rate=0.01)
-    assert (finetune.optimizer, finetune.momentum, finetune.schedule, finetune.global_clipnorm) == ("sgd", 0.9, "cosine", 1.0)
-    assert finetune.learning_rate == 0.01 and finetune.batch_size == 512
+    assert finetune.learning_rate == 0.01 and finetune.momentum == 0.9
     with pytest.raises(ValueError, match="Unknown recipe"):
         build_recipe("distill")
     model = keras_vit.ViT(image_size=8, patch_size=4, hidden_size=8, mlp_dim=16, num_heads=2, num_layers=1, classes=3)
     assert finetune.build_optimizer(model, 100).global_clipnorm == 1.0
     assert build_recipe("finetune", global_clipnorm=0).build_optimizer(model, 100).global_clipnorm is None
+    adam = rows["imagenet21k"].build_optimizer(model, 100)
+    assert isinstance(adam, keras.optimizers.AdamW) and (adam.beta_1, adam.beta_2, adam.epsilon) == (0.9, 0.999, 1e-8)
+
+
+def test_sigmoid_recipe_sums_binary_cross_entropies_from_a_head_biased_to_minus_ten():
+    recipe = build_recipe("imagenet21k")
+    model = keras_vit.ViT(image_size=8, patch_size=4, hidden_size=8, mlp_dim=16, num_heads=2, num_layers=1, classes=5,
+                          head_bias_init=recipe.head_bias_init)
+    recipe.compile(model, total_steps=10)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 3)).astype("float32")
+    labels = np.eye(5, dtype="float32")[[0, 1, 2, 3]]
+    np.testing.assert_allclose(model.predict(images, verbose=0), -10.0)  # zero kernel, bias -10
+    expected = np.log1p(np.exp(10.0)) + 4 * np.log1p(np.exp(-10.0))  # the true class at -10, four others at -10
+    np.testing.assert_allclose(model.evaluate(images, labels, verbose=0, return_dict=True)["loss"], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="Label smoothing applies to the softmax loss"):
+        build_recipe("imagenet21k", label_smoothing=0.1).compile(model, total_steps=10)
+
+
+def test_polyak_average_is_per_update_under_gradient_accumulation():
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    kernel = model.trainable_variables[0]
+    averages = {}
+    for k in (1, 3):
+        recipe = build_recipe("finetune", learning_rate=0.1, warmup_steps=0, momentum=0.0, global_clipnorm=0,
+                              grad_accum_steps=k, ema_momentum=0.9)
+        optimizer = recipe.build_optimizer(model, total_steps=6)
+        kernel.assign(np.zeros((1, 1), "float32"))
+        for _ in range(6 * k + k - 1):  # 6 updates, then the k - 1 micro-batches that follow the last one
+            optimizer.apply_gradients([(tf.ones((1, 1)), kernel)])
+        averages[k] = float(optimizer._model_variables_moving_average[0].numpy()[0, 0])
+        assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.9 ** (1 / k))
+    np.testing.assert_allclose(averages[3], averages[1], rtol=1e-5)
 
 
 def test_weight_decay_skips_biases_norms_tokens_and_position_embeddings():

@@ -13,7 +13,7 @@ import keras
 
 import keras_vit
 from training import datasets, pipeline
-from training.recipes import cross_entropy
+from training.recipes import classification_loss
 
 
 def evaluate(model: keras_vit.VisionTransformer, info: datasets.DatasetInfo, split: str, batch_size: int = 256, data_dir: str | None = None) -> dict:
@@ -21,7 +21,7 @@ def evaluate(model: keras_vit.VisionTransformer, info: datasets.DatasetInfo, spl
     prep = pipeline.Preprocessing.for_model(model, flip=False)
     batches = pipeline.eval_dataset(datasets.load(info, split, data_dir), prep, batch_size)
     model.compile(
-        loss=cross_entropy(model),
+        loss=classification_loss(model),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     result = model.evaluate(batches, verbose=0, return_dict=True)
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{args.model} on {args.dataset}/{args.split or info.eval_split}: accuracy {result['accuracy']:.2%} "
-          f"({result['examples']} examples), loss {result['loss']:.4f}")
+          f"({result['examples']} examples), loss {result['loss']:.4f} (cross-entropy, no label smoothing)")
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=2)

@@ -26,12 +26,15 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vit
+from keras_vit.layers.position_embedding import POSITION_EMBEDDINGS
 from training import callbacks as run_callbacks, datasets, distribute, fewshot, pipeline
 from training.recipes import RECIPES, Recipe, build_recipe
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 #: Flags that describe a custom architecture (`--model ViT`); their defaults are VisionTransformer's.
 ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers")
+#: Flags of `VisionTransformer` options that any model (a named variant too) may change.
+MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
     custom.add_argument("--mlp_dim", type=int, default=None, help="MLP width")
     custom.add_argument("--num_heads", type=int, default=None, help="attention heads")
     custom.add_argument("--num_layers", type=int, default=None, help="encoder blocks")
+    head = p.add_argument_group("model options (any --model; default: the model's own)")
+    head.add_argument("--classifier", choices=("token", "gap"), default=None, help="class token or global average pooling")
+    head.add_argument("--representation_size", type=int, default=None, help="width of a tanh pre-logits layer")
+    head.add_argument("--position_embedding", choices=POSITION_EMBEDDINGS, default=None,
+                      help="the paper's appendix D.4 ablation")
     add("--weights", default=None, help="initial weights: a known name (imagenet21k, ...) or a .npz/.keras/.weights.h5 path")
     add("--init_from", default=None, help="alias of --weights for a checkpoint of this project (e.g. another resolution)")
     add("--image_size", type=int, default=224, help="training resolution; position embeddings are resized to it")
@@ -59,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
     add("--strategy", default="auto", choices=distribute.STRATEGIES, help="tf.distribute strategy")
     add("--logical_cpus", type=int, default=0, help="split the CPU into N logical devices (try strategies without GPUs)")
     add("--output_dir", required=True, help="where models, logs and backups go")
-    add("--recipe", default="pretrain", choices=sorted(RECIPES), help="the paper's pre-training or fine-tuning recipe")
+    add("--recipe", default="pretrain", choices=list(RECIPES),
+        help="jft, imagenet21k, imagenet1k and finetune are the paper's; pretrain is ours for small data (default)")
     recipe = p.add_argument_group("recipe overrides (default: the recipe's value)")
     recipe.add_argument("--optimizer", choices=("adam", "sgd"), default=None, help="adam (AdamW with weight decay) or sgd")
     recipe.add_argument("--learning_rate", type=float, default=None, help="peak learning rate")
@@ -69,7 +78,10 @@ def parser() -> argparse.ArgumentParser:
     recipe.add_argument("--momentum", type=float, default=None, help="SGD momentum")
     recipe.add_argument("--global_clipnorm", type=float, default=None, help="gradient clipping by global norm (0: off)")
     recipe.add_argument("--label_smoothing", type=float, default=None, help="label smoothing of the cross-entropy")
-    recipe.add_argument("--dropout_rate", type=float, default=None, help="dropout in the encoder")
+    recipe.add_argument("--dropout_rate", type=float, default=None, help="dropout in the encoder (recipe's, else the model's)")
+    recipe.add_argument("--loss", choices=("softmax", "sigmoid"), default=None, help="softmax or sigmoid cross-entropy")
+    recipe.add_argument("--head_bias_init", type=float, default=None, help="initial bias of a new head (-10 with sigmoid)")
+    recipe.add_argument("--ema_momentum", type=float, default=None, help="Polyak averaging of the weights (e.g. 0.9999)")
     recipe.add_argument("--grad_accum_steps", type=int, default=None, help="micro-batches averaged per update")
     add("--attention_dropout_rate", type=float, default=0.0, help="dropout on attention weights")
     add("--stochastic_depth_rate", type=float, default=0.0, help="stochastic depth of the last block")
@@ -163,6 +175,9 @@ def plan(args: argparse.Namespace) -> Plan:
         global_clipnorm=args.global_clipnorm,
         label_smoothing=args.label_smoothing,
         dropout_rate=args.dropout_rate,
+        loss=args.loss,
+        head_bias_init=args.head_bias_init,
+        ema_momentum=args.ema_momentum,
         batch_size=args.batch_size or default_batch_size(RECIPES[args.recipe].batch_size, n_train),
         grad_accum_steps=args.grad_accum_steps,
     )
@@ -187,21 +202,23 @@ def plan(args: argparse.Namespace) -> Plan:
 def build_model(args: argparse.Namespace, run: Plan) -> keras_vit.VisionTransformer:
     """The model under the strategy's scope: a named variant, or `--model ViT` with the flags given.
 
-    Architecture flags left out take `keras_vit.VisionTransformer`'s defaults;
+    Architecture flags and model options left out take the model's defaults;
     initial weights follow `keras_vit.load_weights` (and its head policy).
     """
-    architecture = {flag: getattr(args, flag) for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None}
+    options = {flag: getattr(args, flag) for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if getattr(args, flag) is not None}
+    if run.recipe.dropout_rate is not None:  # else the model's own
+        options["dropout_rate"] = run.recipe.dropout_rate
     with run.strategy.scope():
         model = keras_vit.create_model(
             args.model,
             image_size=args.image_size,
             classes=run.info.num_classes,
             weights=args.weights or args.init_from,
-            dropout_rate=run.recipe.dropout_rate,
+            head_bias_init=run.recipe.head_bias_init,
             attention_dropout_rate=args.attention_dropout_rate,
             stochastic_depth_rate=args.stochastic_depth_rate,
             crop_fraction=args.crop_fraction,
-            **architecture,
+            **options,
         )
         run.recipe.compile(
             model, run.total_updates, jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution
@@ -244,7 +261,7 @@ def train(args: argparse.Namespace) -> dict:
         f"Training {args.model} ({model.count_params():,} parameters) at {args.image_size}px on {args.dataset} "
         f"({run.info.num_examples[run.train_split]} examples, {run.info.num_classes} classes): "
         f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
-        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe}."
+        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe} ({run.recipe.source})."
     )
     start = time.perf_counter()
     model.fit(

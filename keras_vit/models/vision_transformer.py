@@ -67,6 +67,11 @@ class VisionTransformer(keras.Model):
         include_top: with the head; else the model outputs the pooled
             representation [batch, representation_size or hidden_size].
         classes: number of classes of the head.
+        head_bias_init: initial bias of every class logit; the head's kernel
+            starts at zero. 0 (default) for softmax training and fine-tuning;
+            -10 for pre-training with the sigmoid loss, as the released
+            ImageNet-21k models were (big_vision's `init_head_bias`), so that
+            each of many classes starts near probability 0.
         classifier: "token" or "gap".
         representation_size: width of the tanh "pre-logits" layer, or None.
         dropout_rate, attention_dropout_rate, stochastic_depth_rate:
@@ -110,6 +115,7 @@ class VisionTransformer(keras.Model):
         resnet_width: int = 1,
         include_top: bool = True,
         classes: int = 1000,
+        head_bias_init: float = 0.0,
         classifier: str = "token",
         representation_size: int | None = None,
         dropout_rate: float = 0.0,
@@ -189,7 +195,11 @@ class VisionTransformer(keras.Model):
         self.pre_logits = None
         if representation_size is not None:
             self.pre_logits = keras.layers.Dense(representation_size, activation="tanh", dtype=dtype, name="pre_logits")
-        self._head = ClassifierHead(classes, dtype=dtype, name="head") if include_top else None
+        self._head = None
+        if include_top:
+            self._head = ClassifierHead(
+                classes, bias_initializer=keras.initializers.Constant(head_bias_init), dtype=dtype, name="head"
+            )
 
         # === Functional model ===
         inputs = keras.Input((*image_size, channels), name="images")
@@ -239,6 +249,7 @@ class VisionTransformer(keras.Model):
         self.resnet_width = resnet_width
         self.include_top = include_top
         self.classes = classes
+        self.head_bias_init = head_bias_init
         self.classifier = classifier
         self.representation_size = representation_size
         self.dropout_rate = dropout_rate
@@ -385,6 +396,7 @@ class VisionTransformer(keras.Model):
             "resnet_width": self.resnet_width,
             "include_top": self.include_top,
             "classes": self.classes,
+            "head_bias_init": self.head_bias_init,
             "classifier": self.classifier,
             "representation_size": self.representation_size,
             "dropout_rate": self.dropout_rate,
