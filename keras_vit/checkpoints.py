@@ -10,6 +10,13 @@ Loading follows the reference's fine-tuning rules (`checkpoint.py`,
 and is otherwise left zero-initialised (a new task); `pre_logits` is dropped
 when the model has no representation layer; position embeddings are resized to
 the model's grid. Every other variable must be present with its exact shape.
+
+Where the grid is not square, or the model has relative positions, files
+written by `save_npz` also hold `keras_vit/grid_size`, the patch grid the
+weights were trained on (the reference's files are square and never need it):
+a non-square grid is then resized rather than guessed, and a relative
+position table is refused on another grid. Square grids give files exactly
+in the reference's layout.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ _NORM = {"gamma": "scale", "beta": "bias"}
 # Keys a checkpoint may hold that a model may legitimately not use.
 _DROPPABLE_PREFIXES = ("pre_logits/", "head/")
 _POSITION_EMBEDDING = "Transformer/posembed_input/"
+_RELATIVE = "/relative_embedding"
+#: The patch grid, written by `save_npz` beside the reference's keys.
+GRID_KEY = "keras_vit/grid_size"
 
 
 def checkpoint_variables(model) -> dict[str, keras.Variable]:
@@ -115,10 +125,14 @@ def npz_architecture(path: str | os.PathLike) -> dict:
         tokens = params[_POSITION_EMBEDDING + "pos_embedding"].shape[1] - int(architecture["classifier"] == "token")
     except KeyError as error:
         raise ValueError(f"Checkpoint {os.fspath(path)!r} lacks {error}, which every ViT checkpoint has.") from None
-    side = math.isqrt(tokens)
-    if side * side != tokens:
-        raise ValueError(f"Checkpoint {os.fspath(path)!r} has {tokens} position embeddings: not a square grid.")
-    architecture["image_size"] = (side * patch_h * stride, side * patch_w * stride)
+    if GRID_KEY in params:
+        grid = tuple(int(g) for g in params[GRID_KEY])
+    else:
+        side = math.isqrt(tokens)
+        if side * side != tokens:
+            raise ValueError(f"Checkpoint {os.fspath(path)!r} has {tokens} position embeddings: not a square grid.")
+        grid = (side, side)
+    architecture["image_size"] = (grid[0] * patch_h * stride, grid[1] * patch_w * stride)
     if "head/kernel" in params:
         architecture["classes"] = params["head/kernel"].shape[1]
     return architecture
@@ -135,6 +149,7 @@ def load_npz(model, path: str | os.PathLike) -> None:
             Nothing is assigned unless the whole checkpoint fits.
     """
     params = read_npz(path)
+    stored_grid = tuple(int(g) for g in params.pop(GRID_KEY)) if GRID_KEY in params else None
     variables = checkpoint_variables(model)
     problems = []
     missing = [k for k in variables if k not in params and not k.startswith("head/")]
@@ -152,6 +167,12 @@ def load_npz(model, path: str | os.PathLike) -> None:
         if key not in params or (key in head_keys and not keep_head):
             continue
         value, expected = params[key], tuple(variable.shape)
+        if key.endswith(_RELATIVE):
+            try:
+                _attention_of(model, key).check_relative_embedding(value.shape, stored_grid)
+            except ValueError as error:
+                problems.append(str(error))
+                continue
         if key.startswith(_POSITION_EMBEDDING) or value.shape == expected:
             assignments.append((key, variable, value))  # position embeddings are resized by their layer below
         elif value.size == np.prod(expected) and value.squeeze().shape == tuple(d for d in expected if d != 1):
@@ -164,7 +185,7 @@ def load_npz(model, path: str | os.PathLike) -> None:
     position = [a for a in assignments if a[0].startswith(_POSITION_EMBEDDING)]
     if position:
         try:
-            model.posembed_input.assign_embeddings([value for _, _, value in position])
+            model.posembed_input.assign_embeddings([value for _, _, value in position], stored_grid)
         except ValueError as error:
             raise ValueError(f"Checkpoint {os.fspath(path)!r} does not fit model {model.name!r}: {error}") from error
     for key, variable, value in assignments:
@@ -172,8 +193,17 @@ def load_npz(model, path: str | os.PathLike) -> None:
             variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
+def _attention_of(model, key: str):
+    """The attention layer of the encoder block a checkpoint key names."""
+    depth = int(key.split("/")[1].rsplit("_", 1)[1])
+    return model.encoder_blocks[depth].attention
+
+
 def save_npz(model, path: str | os.PathLike) -> None:
-    """Writes the model's weights as an .npz checkpoint in the reference's layout."""
+    """Writes the model's weights as an .npz checkpoint in the reference's layout (plus its grid where needed)."""
     params = {key: keras.ops.convert_to_numpy(v) for key, v in checkpoint_variables(model).items()}
+    grid = model.grid_size
+    if grid[0] != grid[1] or model.position_embedding == "relative":
+        params[GRID_KEY] = np.asarray(grid, np.int64)
     with open(path, "wb") as f:
         np.savez(f, **params)

@@ -71,7 +71,8 @@ def _load_keras_weights(model, path: str) -> None:
     if head is None:
         model.load_weights(path)
         return
-    stored = _stored_variable_shapes(path, f"layers/{head.name}/vars")
+    # Keras 3 files name a functional model's layers by class ("classifier_head"); older ones by layer name.
+    stored = _stored_variable_shapes(path, ("layers/classifier_head/vars", f"layers/{head.name}/vars"))
     if keep_head(model, stored):
         model.load_weights(path)
         return
@@ -79,8 +80,8 @@ def _load_keras_weights(model, path: str) -> None:
         model.load_weights(path)
 
 
-def _stored_variable_shapes(path: str, group: str) -> list[tuple[int, ...]]:
-    """Shapes of the variables under `group` of a `.weights.h5` file, or of the weights inside a `.keras` zip."""
+def _stored_variable_shapes(path: str, groups: tuple[str, ...]) -> list[tuple[int, ...]]:
+    """Shapes of the variables under the first of `groups` in a `.weights.h5` file, or in the weights of a `.keras` zip."""
     import h5py
 
     if path.endswith(".keras"):
@@ -90,7 +91,8 @@ def _stored_variable_shapes(path: str, group: str) -> list[tuple[int, ...]]:
     else:
         source = h5py.File(path, "r")
     with source:
-        if group not in source:
-            return []
-        variables = source[group]
-        return [tuple(variables[str(i)].shape) for i in range(len(variables))]
+        for group in groups:
+            if group in source:
+                variables = source[group]
+                return [tuple(variables[str(i)].shape) for i in range(len(variables))]
+        return []

@@ -23,15 +23,24 @@ RESIZE_METHODS = ("reference", "bilinear", "bicubic", "nearest")
 
 
 def infer_grid(num_tokens: int, like: tuple[int, int]) -> tuple[int, int]:
-    """Returns the (gh, gw) with gh * gw == num_tokens closest in aspect ratio to `like`.
+    """The grid of a stored 1-D position embedding whose grid was not saved with it.
 
-    A stored 1-D position embedding does not record its grid's shape; square
-    grids (the released checkpoints) are recovered exactly, and a non-square
-    grid is recovered when it has the aspect ratio of the model it loads into.
+    The reference's checkpoints do not record the grid: they are square, so a
+    square count is read as a square grid (the reference's own rule). A count
+    equal to the model's is read as the model's grid (loaded as is, as the
+    reference does for equal shapes). Any other count is ambiguous (24 tokens
+    may be 4x6, 6x4, 3x8, ...) and raises rather than guess: `.keras` and
+    `.weights.h5` files written by keras_vit save the grid beside the table.
     """
-    target = math.log(like[0] / like[1])
-    pairs = [(h, num_tokens // h) for h in range(1, num_tokens + 1) if num_tokens % h == 0]
-    return min(pairs, key=lambda hw: (abs(math.log(hw[0] / hw[1]) - target), abs(hw[0] - hw[1])))
+    side = math.isqrt(num_tokens)
+    if side * side == num_tokens:
+        return side, side
+    if num_tokens == like[0] * like[1]:
+        return tuple(like)
+    raise ValueError(
+        f"Cannot tell the grid of {num_tokens} stored position embeddings (not square, and not the model's grid "
+        f"{tuple(like)}); pass the grid it was trained on."
+    )
 
 
 def resize_grid(grid: np.ndarray, new_grid: tuple[int, int], method: str = "reference") -> np.ndarray:

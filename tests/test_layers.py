@@ -5,6 +5,7 @@ import pytest
 import keras
 
 from keras_vit import layers as vit_layers
+from keras_vit.layers.attention import relative_position_index, relative_table_size
 from harness import random_images
 
 LAYERS = [
@@ -12,7 +13,7 @@ LAYERS = [
     (vit_layers.ClassToken, dict(), (2, 5, 8), (2, 6, 8)),
     (vit_layers.AddPositionEmbedding, dict(grid_size=(2, 3), num_prefix_tokens=1), (2, 7, 8), (2, 7, 8)),
     (vit_layers.AddPositionEmbedding, dict(grid_size=(2, 3), num_prefix_tokens=0, kind="learned_2d"), (2, 6, 8), (2, 6, 8)),
-    (vit_layers.MultiHeadSelfAttention, dict(num_heads=2, relative_positions=True), (2, 5, 8), (2, 5, 8)),
+    (vit_layers.MultiHeadSelfAttention, dict(num_heads=2, relative_positions=True, grid_size=(2, 2), num_prefix_tokens=1), (2, 5, 8), (2, 5, 8)),
     (vit_layers.TransformerBlock, dict(num_heads=2, mlp_dim=16, dropout_rate=0.1, stochastic_depth_rate=0.2), (2, 5, 8), (2, 5, 8)),
     (vit_layers.StdConv2D, dict(filters=4, kernel_size=3, padding="same", use_bias=False), (2, 6, 6, 3), (2, 6, 6, 4)),
     (vit_layers.ResidualUnit, dict(features=32, strides=2), (2, 8, 8, 64), (2, 4, 4, 128)),
@@ -83,27 +84,34 @@ def test_attention_matches_a_plain_numpy_computation():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, atol=1e-5)
 
 
-def test_relative_attention_adds_offset_logits():
-    layer = vit_layers.MultiHeadSelfAttention(num_heads=1, relative_positions=True)
-    x = random_images((1, 3, 4))
-    layer(x)
-    plain = vit_layers.MultiHeadSelfAttention(num_heads=1)
-    plain(x)
+def test_relative_index_gives_class_token_pairs_their_own_rows():
+    index = relative_position_index((2, 3), num_prefix_tokens=1)
+    assert index.shape == (7, 7) and relative_table_size((2, 3), 1) == 14
+    assert index[0, 0] == 13 and set(index[0, 1:]) == {11} and set(index[1:, 0]) == {12}
+    patches = np.arange(6)
+    np.testing.assert_array_equal(index[1:, 1:], patches[:, None] - patches[None, :] + 5)
+    assert relative_table_size((2, 3), 0) == 11 and relative_position_index((2, 3), 0).max() == 10
+
+
+def test_relative_attention_adds_the_logit_of_each_pairs_embedding():
+    layer = vit_layers.MultiHeadSelfAttention(num_heads=2, relative_positions=True, grid_size=(2, 3), num_prefix_tokens=1)
+    plain = vit_layers.MultiHeadSelfAttention(num_heads=2)
+    x = random_images((2, 7, 8))
+    layer(x), plain(x)
     for name in ("query", "key", "value", "out"):
         getattr(layer, name).set_weights(getattr(plain, name).get_weights())
-    table = np.zeros((5, 1, 4), "float32")
-    table[3] = 10.0  # offset q - k = +1 only
+    table = np.random.default_rng(0).normal(size=(14, 2, 4)).astype("float32")
     layer.relative_embedding.assign(table)
     _, with_rel = layer(x, return_attention_scores=True)
     _, without = plain(x, return_attention_scores=True)
     q = (np.einsum("btd,dnh->btnh", x, plain.query.kernel.numpy()) + plain.query.bias.numpy()) / 2.0
-    logits = np.log(keras.ops.convert_to_numpy(without)[0, 0])
-    for i in range(3):
-        for j in range(3):
-            if i - j == 1:
-                logits[i, j] += q[0, i, 0].sum() * 10.0
+    index = relative_position_index((2, 3), 1)
+    logits = np.log(keras.ops.convert_to_numpy(without)).astype("float64")
+    for i in range(7):
+        for j in range(7):  # the naive [N, N, heads, head_dim] computation the layer avoids
+            logits[:, :, i, j] += np.einsum("bnh,nh->bn", q[:, i], table[index[i, j]])
     expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(with_rel)[0, 0], expected, atol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(with_rel), expected, atol=1e-5)
 
 
 def test_weight_standardisation():

@@ -41,17 +41,19 @@ def test_position_embedding_keeps_class_token_row():
     np.testing.assert_allclose(out[0, 1:].reshape(6, 6, 8), align_corners_linear(posemb[0, 1:].reshape(4, 4, 8), (6, 6)), atol=1e-6)
 
 
-def test_infer_grid_prefers_the_models_aspect_ratio():
+def test_infer_grid_reads_squares_and_the_models_own_grid_and_refuses_to_guess():
     assert infer_grid(16, (6, 6)) == (4, 4)
-    assert infer_grid(24, (9, 6)) == (6, 4)
+    assert infer_grid(16, (2, 8)) == (4, 4)  # the reference's files are square
     assert infer_grid(24, (4, 6)) == (4, 6)
+    with pytest.raises(ValueError, match="Cannot tell the grid of 24 stored position embeddings"):
+        infer_grid(24, (9, 6))
 
 
 TINY = dict(patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=2, classes=3)
 
 
 @pytest.mark.parametrize("fmt", ["model.keras", "model.weights.h5"])
-@pytest.mark.parametrize("position_embedding", ["learned_1d", "learned_2d", "relative"])
+@pytest.mark.parametrize("position_embedding", ["learned_1d", "learned_2d"])
 def test_keras_files_load_at_another_image_size(fmt, position_embedding, tmp_path):
     small = keras_vit.ViT(**TINY, image_size=16, position_embedding=position_embedding)
     randomize(small)
@@ -63,15 +65,10 @@ def test_keras_files_load_at_another_image_size(fmt, position_embedding, tmp_pat
         stored = keras.ops.convert_to_numpy(small.get_layer("posembed_input").pos_embedding)
         loaded = keras.ops.convert_to_numpy(large.get_layer("posembed_input").pos_embedding)
         np.testing.assert_allclose(loaded, resize_position_embedding(stored, 1, (6, 8), old_grid=(4, 4)), atol=1e-6)
-    elif position_embedding == "learned_2d":
+    else:
         rows = keras.ops.convert_to_numpy(small.get_layer("posembed_input").row_embedding)
         loaded = keras.ops.convert_to_numpy(large.get_layer("posembed_input").row_embedding)
         np.testing.assert_allclose(loaded, align_corners_linear(rows[:, None], (6, 1))[:, 0], atol=1e-6)
-    else:
-        table = keras.ops.convert_to_numpy(small.get_layer("encoderblock_0").attention.relative_embedding)
-        loaded = keras.ops.convert_to_numpy(large.get_layer("encoderblock_0").attention.relative_embedding)
-        assert loaded.shape == (2 * 49 - 1, 4, 8)
-        np.testing.assert_allclose(loaded.reshape(97, -1), align_corners_linear(table.reshape(33, -1), (97, 32)), atol=1e-6)
     # Everything but the position embeddings is loaded as is.
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(large.get_layer("encoderblock_1").mlp_dense_1.kernel),
@@ -93,8 +90,65 @@ def test_keras_file_of_another_task_gets_a_new_head(tmp_path):
     )
 
 
+@pytest.mark.parametrize("fmt", ["same.keras", "same.weights.h5"])
+def test_keras_file_of_the_same_task_keeps_its_head(fmt, tmp_path):
+    source = keras_vit.ViT(**TINY, image_size=16)
+    randomize(source)
+    save(source, tmp_path / fmt)
+    target = keras_vit.ViT(**TINY, image_size=16, weights=str(tmp_path / fmt))
+    x = random_images((2, 16, 16, 3))
+    np.testing.assert_allclose(predict(target, x), predict(source, x), atol=1e-6)
+
+
 def test_keras_file_of_another_width_is_refused(tmp_path):
     source = keras_vit.ViT(**dict(TINY, hidden_size=16), image_size=16)
     source.save(tmp_path / "narrow.keras")
     with pytest.raises(ValueError):
         keras_vit.ViT(**TINY, image_size=16, weights=str(tmp_path / "narrow.keras"))
+
+
+def save(model, path):
+    if path.suffix == ".npz":
+        keras_vit.save_npz(model, path)
+    elif path.name.endswith(".weights.h5"):
+        model.save_weights(path)
+    else:
+        model.save(path)
+
+
+FORMATS = ["model.keras", "model.weights.h5", "model.npz"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_non_square_grid_travels_with_its_weights_and_is_resized_not_reshaped(fmt, tmp_path):
+    wide = keras_vit.ViT(**TINY, image_size=(16, 32))  # grid (4, 8)
+    randomize(wide)
+    save(wide, tmp_path / fmt)
+    tall = keras_vit.ViT(**TINY, image_size=(32, 16), weights=str(tmp_path / fmt))  # grid (8, 4), also 32 patches
+    stored = keras.ops.convert_to_numpy(wide.posembed_input.pos_embedding)
+    loaded = keras.ops.convert_to_numpy(tall.posembed_input.pos_embedding)
+    np.testing.assert_allclose(loaded, resize_position_embedding(stored, 1, (8, 4), old_grid=(4, 8)), atol=1e-6)
+    assert not np.allclose(loaded, stored)  # a reshape would have kept the values in raster order
+
+
+def test_a_reference_file_of_an_ambiguous_grid_is_refused(tmp_path):
+    wide = keras_vit.ViT(**TINY, image_size=(16, 24))  # grid (4, 6): 24 patches
+    params = {k: keras.ops.convert_to_numpy(v) for k, v in keras_vit.checkpoints.checkpoint_variables(wide).items()}
+    np.savez(tmp_path / "reference.npz", **params)  # the reference's layout: no grid saved
+    with pytest.raises(ValueError, match="Cannot tell the grid of 24 stored position embeddings"):
+        keras_vit.ViT(**TINY, image_size=(36, 24), weights=str(tmp_path / "reference.npz"))  # grid (9, 6)
+    same = keras_vit.ViT(**TINY, image_size=(16, 24), weights=str(tmp_path / "reference.npz"))  # its own grid: as is
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(same.posembed_input.pos_embedding), params["Transformer/posembed_input/pos_embedding"])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_relative_table_is_refused_on_another_grid_in_every_format(fmt, tmp_path):
+    wide = keras_vit.ViT(**TINY, image_size=(16, 32), position_embedding="relative")  # grid (4, 8)
+    randomize(wide)
+    save(wide, tmp_path / fmt)
+    for image_size in ((32, 16), (16, 16)):  # the same number of patches on another grid; another number
+        with pytest.raises(ValueError, match="Raster offsets do not carry over between grids"):
+            keras_vit.ViT(**TINY, image_size=image_size, position_embedding="relative", weights=str(tmp_path / fmt))
+    same = keras_vit.ViT(**TINY, image_size=(16, 32), position_embedding="relative", weights=str(tmp_path / fmt))
+    x = random_images((2, 16, 32, 3))
+    np.testing.assert_allclose(predict(same, x), predict(wide, x), atol=1e-5)

@@ -8,7 +8,35 @@ import numpy as np
 import keras
 from keras import ops
 
-from keras_vit.resize import RESIZE_METHODS, resize_table
+from keras_vit.utils import keeps_first_load_error, to_pair
+
+#: The key under which a relative table's grid is saved beside it (`.keras`, `.weights.h5`).
+GRID_KEY = "grid_size"
+
+
+def relative_position_index(grid_size: tuple[int, int], num_prefix_tokens: int) -> np.ndarray:
+    """[N, N] row of the relative table each (query, key) pair reads, N = prefix + gh * gw.
+
+    Patch pairs read their raster offset p_q - p_k, shifted to 0 .. 2G - 2
+    (G = gh * gw). With prefix tokens (the class token), three more rows
+    follow: prefix -> patch (2G - 1), patch -> prefix (2G) and prefix ->
+    prefix (2G + 1), so the class token is not mistaken for a patch at
+    raster position -1.
+    """
+    patches = grid_size[0] * grid_size[1]
+    offsets = np.arange(patches)
+    index = np.empty((num_prefix_tokens + patches,) * 2, np.int32)
+    index[num_prefix_tokens:, num_prefix_tokens:] = offsets[:, None] - offsets[None, :] + patches - 1
+    if num_prefix_tokens:
+        index[:num_prefix_tokens, num_prefix_tokens:] = 2 * patches - 1
+        index[num_prefix_tokens:, :num_prefix_tokens] = 2 * patches
+        index[:num_prefix_tokens, :num_prefix_tokens] = 2 * patches + 1
+    return index
+
+
+def relative_table_size(grid_size: tuple[int, int], num_prefix_tokens: int) -> int:
+    """Rows of the relative table: 2G - 1 patch offsets, plus 3 prefix rows when there are prefix tokens."""
+    return 2 * grid_size[0] * grid_size[1] - 1 + (3 if num_prefix_tokens else 0)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -21,17 +49,21 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     1 / sqrt(head_dim) and the softmax runs in float32.
 
     With `relative_positions=True` (the paper's appendix D.4 "relative"
-    ablation) the layer learns one embedding per offset p_q - p_k, per head,
-    [2N - 1, heads, head_dim]. The scaled queries attend to those embeddings as
-    keys, and the resulting logits are added to the content logits before the
-    softmax. The table is resized (linearly) when weights for another sequence
-    length are loaded.
+    ablation) the layer learns a table E [R, heads, head_dim]: one embedding per
+    raster offset p_q - p_k between patches and three for pairs with the class
+    token (`relative_position_index`). The scaled queries are multiplied with
+    the whole table, q.E [batch, heads, N, R], and each (query, key) pair then
+    gathers its row: memory grows as N * R, never N * N * D. The resulting
+    logits are added to the content logits before the softmax. Raster offsets
+    mean different things on different grids, so a table stored for another
+    grid is refused on load; the grid is saved beside the table.
 
     Args:
         num_heads: number of heads; must divide D.
         attention_dropout_rate: dropout on the attention weights.
         relative_positions: add learned 1-D relative position logits.
-        resize_method: how a stored relative table of another length is resized.
+        grid_size: (gh, gw) patch grid; needed with relative positions.
+        num_prefix_tokens: tokens before the grid (1 with a class token).
         kernel_initializer, bias_initializer: of the four projections.
 
     Shapes:
@@ -45,18 +77,20 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         num_heads: int,
         attention_dropout_rate: float = 0.0,
         relative_positions: bool = False,
-        resize_method: str = "reference",
+        grid_size: int | tuple[int, int] | None = None,
+        num_prefix_tokens: int = 0,
         kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
         bias_initializer: str | keras.initializers.Initializer = "zeros",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if resize_method not in RESIZE_METHODS:
-            raise ValueError(f"Unknown resize_method {resize_method!r}; expected one of {RESIZE_METHODS}.")
+        if relative_positions and grid_size is None:
+            raise ValueError("Relative position attention needs the patch grid_size.")
         self.num_heads = num_heads
         self.attention_dropout_rate = attention_dropout_rate
         self.relative_positions = relative_positions
-        self.resize_method = resize_method
+        self.grid_size = None if grid_size is None else to_pair(grid_size, "grid_size")
+        self.num_prefix_tokens = num_prefix_tokens
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.attention_dropout = keras.layers.Dropout(attention_dropout_rate, dtype=self.dtype_policy)
@@ -80,12 +114,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             layer.build(input_shape)
         self.out.build(tuple(input_shape[:2]) + heads)
         if self.relative_positions:
-            if input_shape[1] is None:
-                raise ValueError("Relative position attention needs a known sequence length.")
-            self.sequence_length = input_shape[1]
+            self._relative_index = relative_position_index(self.grid_size, self.num_prefix_tokens)
+            if input_shape[1] not in (None, len(self._relative_index)):
+                raise ValueError(
+                    f"Relative position attention for grid {self.grid_size} with {self.num_prefix_tokens} prefix "
+                    f"token(s) expects {len(self._relative_index)} tokens, got shape {input_shape}."
+                )
             self.relative_embedding = self.add_weight(
                 name="relative_embedding",
-                shape=(2 * self.sequence_length - 1,) + heads,
+                shape=(relative_table_size(self.grid_size, self.num_prefix_tokens),) + heads,
                 initializer=keras.initializers.RandomNormal(stddev=0.02),
             )
 
@@ -101,28 +138,42 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         return (outputs, weights) if return_attention_scores else outputs
 
     def _relative_logits(self, query):
-        """[batch, heads, N, N] logits of each query against the embedding of offset q - k."""
-        n = self.sequence_length
-        offsets = np.arange(n)[:, None] - np.arange(n)[None, :] + (n - 1)
-        table = ops.take(ops.cast(self.relative_embedding, query.dtype), offsets, axis=0)  # [N, N, heads, head_dim]
-        return ops.einsum("bqnh,qknh->bnqk", query, table)
+        """[batch, heads, N, N] logits of each query against the embedding of its (query, key) relation."""
+        table = ops.cast(self.relative_embedding, query.dtype)
+        per_row = ops.einsum("bqnh,rnh->bnqr", query, table)  # [batch, heads, N, R]
+        return ops.take_along_axis(per_row, self._relative_index[None, None], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.relative_positions:
+            store[GRID_KEY] = np.asarray(self.grid_size, np.int64)
+
+    @keeps_first_load_error
     def load_own_variables(self, store):
-        """Loads the relative table, resizing one stored for another sequence length."""
+        """Loads the relative table; refuses one stored for another grid."""
         if not self.relative_positions:
             return super().load_own_variables(store)
-        if len(store.keys()) != 1:
-            raise ValueError(f"Layer {self.name!r} expects 1 relative embedding table, the file holds {len(store.keys())}.")
-        self.assign_relative_embedding(np.asarray(store["0"]))
+        keys = set(store.keys())
+        if keys - {GRID_KEY} != {"0"}:
+            raise ValueError(f"Layer {self.name!r} expects 1 relative embedding table, the file holds {sorted(keys)}.")
+        grid = tuple(int(g) for g in np.asarray(store[GRID_KEY])) if GRID_KEY in keys else None
+        self.check_relative_embedding(np.shape(store["0"]), grid)
+        self.relative_embedding.assign(np.asarray(store["0"]))
 
-    def assign_relative_embedding(self, table: np.ndarray) -> None:
+    def check_relative_embedding(self, shape: tuple[int, ...], grid: tuple[int, int] | None = None) -> None:
+        """ValueError unless a stored table of `shape` (saved for `grid`, when known) is this layer's."""
         expected = tuple(self.relative_embedding.shape)
-        if table.shape[1:] != expected[1:]:
-            raise ValueError(f"Cannot load {self.relative_embedding.path}: expected shape {expected}, found {table.shape}.")
-        self.relative_embedding.assign(resize_table(table, expected[0], self.resize_method))
+        if tuple(shape) == expected and grid in (None, self.grid_size):
+            return
+        stored = f"grid {grid}" if grid else f"{shape[0]} relations"
+        raise ValueError(
+            f"Cannot load {self.relative_embedding.path}: its relative position table {tuple(shape)} was trained "
+            f"for {stored}, this model's grid {self.grid_size} needs {expected}. Raster offsets do not carry over "
+            f"between grids: use the image size it was trained at, or learned position embeddings to change resolution."
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -130,7 +181,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             num_heads=self.num_heads,
             attention_dropout_rate=self.attention_dropout_rate,
             relative_positions=self.relative_positions,
-            resize_method=self.resize_method,
+            grid_size=self.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
         )

@@ -7,6 +7,8 @@ import contextlib
 import numpy as np
 import keras
 
+from keras_vit.utils import keeps_first_load_error
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ClassifierHead(keras.layers.Dense):
@@ -35,6 +37,7 @@ class ClassifierHead(keras.layers.Dense):
         finally:
             self._skip_load = False
 
+    @keeps_first_load_error
     def load_own_variables(self, store):
         if self._skip_load:
             return

@@ -6,8 +6,9 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_vit.layers.attention import GRID_KEY
 from keras_vit.resize import RESIZE_METHODS, resize_position_embedding, resize_table
-from keras_vit.utils import to_pair
+from keras_vit.utils import keeps_first_load_error, to_pair
 
 #: Position embeddings of the paper's ablation (appendix D.4, Table 8).
 POSITION_EMBEDDINGS = ("none", "learned_1d", "learned_2d", "relative")
@@ -27,7 +28,9 @@ class AddPositionEmbedding(keras.layers.Layer):
     original .npz checkpoint, a `.keras` file or a `.weights.h5` file), the
     prefix rows are kept and the grid part is resized to this layer's grid with
     `resize_method` (default: the reference's aligned-corners linear zoom, in
-    float64).
+    float64). The grid is saved beside the tables, so a (4, 8) grid loaded
+    into an (8, 4) model is resized, not reshaped; a stored 1-D table whose
+    grid is unknown follows `keras_vit.resize.infer_grid`.
 
     Args:
         grid_size: (gh, gw), the patch grid of the model.
@@ -109,34 +112,48 @@ class AddPositionEmbedding(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[GRID_KEY] = np.asarray(self.grid_size, np.int64)
+
+    @keeps_first_load_error
     def load_own_variables(self, store):
         """Loads stored tables, resizing those saved for another grid (`.keras`, `.weights.h5`)."""
-        if len(store.keys()) != len(self.weights):
+        keys = set(store.keys())
+        grid = tuple(int(g) for g in np.asarray(store[GRID_KEY])) if GRID_KEY in keys else None
+        if len(keys - {GRID_KEY}) != len(self.weights):
             raise ValueError(
                 f"Layer {self.name!r} expects {len(self.weights)} position embedding variable(s), "
-                f"the file holds {len(store.keys())}."
+                f"the file holds {len(keys - {GRID_KEY})}."
             )
-        self.assign_embeddings([np.asarray(store[str(i)]) for i in range(len(self.weights))])
+        self.assign_embeddings([np.asarray(store[str(i)]) for i in range(len(self.weights))], grid)
 
-    def assign_embeddings(self, values: list[np.ndarray]) -> None:
-        """Assigns tables in `self.weights` order, resizing each to this layer's grid."""
-        for variable, value in zip(self.weights, values):
-            variable.assign(self._fit(variable, np.asarray(value)))
+    def assign_embeddings(self, values: list[np.ndarray], stored_grid: tuple[int, int] | None = None) -> None:
+        """Assigns tables in `self.weights` order, resizing each from `stored_grid` (None: inferred) to this layer's.
 
-    def _fit(self, variable, value: np.ndarray) -> np.ndarray:
+        Every table is checked and resized before any is assigned.
+        """
+        fitted = [self._fit(variable, np.asarray(value), stored_grid) for variable, value in zip(self.weights, values)]
+        for variable, value in zip(self.weights, fitted):
+            variable.assign(value)
+
+    def _fit(self, variable, value: np.ndarray, stored_grid: tuple[int, int] | None) -> np.ndarray:
         name = variable.path
         expected = tuple(variable.shape)
-        if value.shape == expected:
+        is_1d = variable is getattr(self, "pos_embedding", None)
+        if value.shape == expected and (not is_1d or stored_grid in (None, self.grid_size)):
             return value
         if value.ndim != len(expected) or value.shape[-1] != expected[-1]:
             raise ValueError(f"Cannot load {name}: expected shape {expected}, found {value.shape}.")
-        if variable is getattr(self, "pos_embedding", None):
+        if is_1d:
             if value.shape[1] <= self.num_prefix_tokens:
                 raise ValueError(f"Cannot load {name}: expected shape {expected}, found {value.shape}.")
-            return resize_position_embedding(value, self.num_prefix_tokens, self.grid_size, method=self.resize_method)
+            return resize_position_embedding(
+                value, self.num_prefix_tokens, self.grid_size, old_grid=stored_grid, method=self.resize_method
+            )
         if variable is getattr(self, "prefix_embedding", None):
             raise ValueError(f"Cannot load {name}: expected shape {expected}, found {value.shape}.")
-        return resize_table(value, expected[0], self.resize_method)
+        return resize_table(value, expected[0], self.resize_method)  # a row or column table of the 2-D kind
 
     def get_config(self):
         config = super().get_config()

@@ -26,7 +26,7 @@ class TransformerBlock(keras.layers.Layer):
         attention_dropout_rate: dropout on the attention weights.
         stochastic_depth_rate: probability of dropping a residual branch.
         relative_positions: 1-D relative position logits in the attention.
-        resize_method: how a relative table of another length is resized on load.
+        grid_size, num_prefix_tokens: the token layout, for relative positions.
 
     Shapes:
         input: [batch, N, D]; output: [batch, N, D]. With
@@ -41,7 +41,8 @@ class TransformerBlock(keras.layers.Layer):
         attention_dropout_rate: float = 0.0,
         stochastic_depth_rate: float = 0.0,
         relative_positions: bool = False,
-        resize_method: str = "reference",
+        grid_size: tuple[int, int] | None = None,
+        num_prefix_tokens: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -51,7 +52,8 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_dropout_rate = attention_dropout_rate
         self.stochastic_depth_rate = stochastic_depth_rate
         self.relative_positions = relative_positions
-        self.resize_method = resize_method
+        self.grid_size = grid_size
+        self.num_prefix_tokens = num_prefix_tokens
         policy = self.dtype_policy
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, dtype=policy, name="attention_norm"
@@ -60,7 +62,8 @@ class TransformerBlock(keras.layers.Layer):
             num_heads,
             attention_dropout_rate=attention_dropout_rate,
             relative_positions=relative_positions,
-            resize_method=resize_method,
+            grid_size=grid_size,
+            num_prefix_tokens=num_prefix_tokens,
             dtype=policy,
             name="attention",
         )
@@ -112,6 +115,7 @@ class TransformerBlock(keras.layers.Layer):
             attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth_rate=self.stochastic_depth_rate,
             relative_positions=self.relative_positions,
-            resize_method=self.resize_method,
+            grid_size=self.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
         )
         return config

@@ -173,21 +173,7 @@ class VisionTransformer(keras.Model):
             )
         self.embedding = PatchEmbedding(patch_size, hidden_size, dtype=dtype, name="embedding")
         self.class_token = ClassToken(dtype=dtype, name="cls") if classifier == "token" else None
-        self.posembed_input = None  # built below, once the grid is known
-        self._encoder_blocks = tuple(
-            TransformerBlock(
-                num_heads,
-                mlp_dim,
-                dropout_rate=dropout_rate,
-                attention_dropout_rate=attention_dropout_rate,
-                stochastic_depth_rate=float(rate),
-                relative_positions=position_embedding == "relative",
-                resize_method=position_embedding_resize,
-                dtype=dtype,
-                name=f"encoderblock_{i}",
-            )
-            for i, rate in enumerate(np.linspace(0.0, stochastic_depth_rate, num_layers))
-        )
+        self.posembed_input = None  # built below with the encoder blocks, once the grid is known
         self.encoder_norm = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, dtype=dtype, name="encoder_norm"
         )
@@ -228,6 +214,21 @@ class VisionTransformer(keras.Model):
             )
             x = self.posembed_input(x)
         x = keras.layers.Dropout(dropout_rate, dtype=dtype, name="posembed_dropout")(x)
+        self._encoder_blocks = tuple(
+            TransformerBlock(
+                num_heads,
+                mlp_dim,
+                dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate,
+                stochastic_depth_rate=float(rate),
+                relative_positions=position_embedding == "relative",
+                grid_size=grid if position_embedding == "relative" else None,
+                num_prefix_tokens=int(classifier == "token"),
+                dtype=dtype,
+                name=f"encoderblock_{i}",
+            )
+            for i, rate in enumerate(np.linspace(0.0, stochastic_depth_rate, num_layers))
+        )
         for block in self._encoder_blocks:
             x = block(x)
         x = self.pool(self.encoder_norm(x))
