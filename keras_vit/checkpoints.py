@@ -1,9 +1,12 @@
 """Original checkpoints: the .npz files of google-research/vision_transformer and AugReg.
 
-A checkpoint is an `np.savez` archive whose keys are the reference's '/'-joined
-parameter paths (`Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel`, ...).
-`checkpoint_variables` maps those keys to the variables of a keras_vit model,
-and `load_npz` / `save_npz` move weights through that map.
+A checkpoint is an `np.savez` archive whose keys are '/'-joined parameter
+paths (`Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel`, ...). `read_npz`
+brings every released layout (vit_jax, AugReg, Linen names, `opt/target/`,
+big_vision; see `keras_vit.checkpoint_formats`) to one canonical layout,
+`checkpoint_variables` maps its keys to the variables of a keras_vit model,
+and `load_npz` / `save_npz` move weights through that map. `save_npz` writes
+the released files' layout.
 
 Loading follows the reference's fine-tuning rules (`checkpoint.py`,
 `load_pretrained`): the head is kept when its shape fits the model's classes
@@ -28,14 +31,15 @@ import zipfile
 import numpy as np
 import keras
 
-from keras_vit import layers as vit_layers
+from keras_vit import checkpoint_formats, layers as vit_layers
 
+# Encoder block sub-layers and their (Linen) names in the canonical layout of `keras_vit.checkpoint_formats`.
 _BLOCK = {
     "attention_norm": "LayerNorm_0",
-    "attention": "MultiHeadDotProductAttention_1",
-    "mlp_norm": "LayerNorm_2",
-    "mlp_dense_1": "MlpBlock_3/Dense_0",
-    "mlp_dense_2": "MlpBlock_3/Dense_1",
+    "attention": "MultiHeadDotProductAttention_0",
+    "mlp_norm": "LayerNorm_1",
+    "mlp_dense_1": "MlpBlock_0/Dense_0",
+    "mlp_dense_2": "MlpBlock_0/Dense_1",
 }
 _NORM = {"gamma": "scale", "beta": "bias"}
 # Keys a checkpoint may hold that a model may legitimately not use.
@@ -84,15 +88,22 @@ def _leaf_variables(layer: keras.layers.Layer, prefix: str) -> dict[str, keras.V
     return {f"{prefix}/{_NORM.get(v.name, v.name)}": v for v in layer.weights}
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a checkpoint into a dict, with a clear error for a missing or corrupt file."""
+def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(a checkpoint of any released layout in the canonical one, canonical key -> key in the file).
+
+    A missing file raises FileNotFoundError, a corrupt one a ValueError naming it.
+    """
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            params = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise ValueError(f"Could not read checkpoint {os.fspath(path)!r} as an .npz archive: {error}") from error
+    try:
+        return checkpoint_formats.normalize(params)
+    except ValueError as error:
+        raise ValueError(f"Checkpoint {os.fspath(path)!r}: {error}") from None
 
 
 def npz_architecture(path: str | os.PathLike) -> dict:
@@ -103,7 +114,7 @@ def npz_architecture(path: str | os.PathLike) -> dict:
     num_layers, resnet_layers, resnet_width, classifier, representation_size
     and, when it has a head, classes.
     """
-    params = read_npz(path)
+    params, _ = read_npz(path)
     try:
         patch_h, patch_w, _, hidden = params["embedding/kernel"].shape
         attention = "Transformer/encoderblock_0/" + _BLOCK["attention"]
@@ -148,14 +159,14 @@ def load_npz(model, path: str | os.PathLike) -> None:
             of the wrong shape (the message names the key and both shapes).
             Nothing is assigned unless the whole checkpoint fits.
     """
-    params = read_npz(path)
+    params, names = read_npz(path)
     stored_grid = tuple(int(g) for g in params.pop(GRID_KEY)) if GRID_KEY in params else None
     variables = checkpoint_variables(model)
     problems = []
     missing = [k for k in variables if k not in params and not k.startswith("head/")]
-    problems += [f"missing key {k!r} (expected shape {tuple(variables[k].shape)})" for k in missing]
+    problems += [f"missing key {_released_name(k)!r} (expected shape {tuple(variables[k].shape)})" for k in missing]
     extra = [k for k in params if k not in variables and not k.startswith(_DROPPABLE_PREFIXES)]
-    problems += [f"unexpected key {k!r} (shape {params[k].shape}) that the model has no place for" for k in extra]
+    problems += [f"unexpected key {names[k]!r} (shape {params[k].shape}) that the model has no place for" for k in extra]
 
     from keras_vit.loading import keep_head as head_policy
 
@@ -178,7 +189,7 @@ def load_npz(model, path: str | os.PathLike) -> None:
         elif value.size == np.prod(expected) and value.squeeze().shape == tuple(d for d in expected if d != 1):
             assignments.append((key, variable, value.reshape(expected)))  # GroupNorm (1, 1, 1, C) -> (C,)
         else:
-            problems.append(f"key {key!r}: expected shape {expected}, found {value.shape}")
+            problems.append(f"key {names[key]!r}: expected shape {expected}, found {value.shape}")
     if problems:
         raise ValueError(f"Checkpoint {os.fspath(path)!r} does not fit model {model.name!r}: " + "; ".join(problems))
 
@@ -199,9 +210,17 @@ def _attention_of(model, key: str):
     return model.encoder_blocks[depth].attention
 
 
+def _released_name(key: str) -> str:
+    """The released files' (pre-Linen) name of a canonical key."""
+    parts = key.split("/")
+    if len(parts) > 2 and parts[1].startswith("encoderblock_"):
+        parts[2] = checkpoint_formats.PRE_LINEN_BLOCK_NAMES[parts[2]]
+    return "/".join(parts)
+
+
 def save_npz(model, path: str | os.PathLike) -> None:
-    """Writes the model's weights as an .npz checkpoint in the reference's layout (plus its grid where needed)."""
-    params = {key: keras.ops.convert_to_numpy(v) for key, v in checkpoint_variables(model).items()}
+    """Writes the model's weights as an .npz checkpoint in the released files' layout (plus its grid where needed)."""
+    params = {_released_name(key): keras.ops.convert_to_numpy(v) for key, v in checkpoint_variables(model).items()}
     grid = model.grid_size
     if grid[0] != grid[1] or model.position_embedding == "relative":
         params[GRID_KEY] = np.asarray(grid, np.int64)
