@@ -38,13 +38,15 @@ def load_weights(model, weights: str | os.PathLike) -> None:
     """Loads `.npz`, `.keras` or `.weights.h5` weights, or a known name of `model.variant`, into `model`.
 
     Position embeddings stored for another grid are resized to the model's;
-    the head follows the module's policy (kept when it fits, else new).
+    the head follows the module's policy (kept when it fits, else new). A
+    known fine-tuned release used at another resolution than its own warns.
     """
     path = os.fspath(weights)
     if not os.path.exists(path):
         if path.endswith((".npz", *KERAS_FORMATS)):
             raise FileNotFoundError(f"Weights file not found: {path!r}.")
-        path = known_weights.download_weights(model.variant, path)
+        name, path = path, known_weights.download_weights(model.variant, path)
+        known_weights.check_resolution(model.variant, name, model.image_size)
     if path.endswith(KERAS_FORMATS):
         _load_keras_weights(model, path)
     else:

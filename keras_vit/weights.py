@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 
 import keras
 
@@ -10,9 +12,22 @@ import keras
 BASE_URL_ENV = "KERAS_VIT_WEIGHTS_URL"
 DEFAULT_BASE_URL = "https://storage.googleapis.com/vit_models"
 
-# The original paper's releases: <bucket>/<reference name>.npz.
-_IMAGENET21K = ("ViT_B16", "ViT_B32", "ViT_L16", "ViT_L32", "ViT_H14", "R50_ViT_B16")
-_IMAGENET21K_IMAGENET2012 = ("ViT_B16", "ViT_B32", "ViT_L16", "ViT_L32", "R50_ViT_B16")
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A released checkpoint: its path below the base URL, the image size it was trained at, and whether it
+    is fine-tuned (its head classifies ImageNet at that resolution) or pre-trained (a head to replace)."""
+
+    path: str
+    resolution: int
+    fine_tuned: bool
+
+
+# The original paper's releases (gs://vit_models/imagenet21k, .../imagenet21k+imagenet2012): <reference name>.npz.
+_IMAGENET21K = ("ViT_B8", "ViT_B16", "ViT_B32", "ViT_L16", "ViT_L32", "ViT_H14", "R50_ViT_B16", "R26_ViT_B32", "R50_ViT_L32")
+_IMAGENET21K_IMAGENET2012 = ("ViT_B8", "ViT_B16", "ViT_B32", "ViT_L16", "ViT_L32", "R50_ViT_B16")
+# Fine-tuned on ImageNet at 224 instead of 384: <reference name>-224.npz.
+_IMAGENET21K_IMAGENET2012_224 = ("ViT_B16", "ViT_L16")
 
 # AugReg ("How to train your ViT?"): the recommended i21k checkpoint of each model;
 # the fine-tuned ImageNet file adds `_AUGREG_IMAGENET_SUFFIX` with its learning rate.
@@ -30,21 +45,46 @@ _AUGREG = {
 _AUGREG_IMAGENET_SUFFIX = "--imagenet2012-steps_20k-lr_{lr}-res_384"
 
 
-def known_weights(model_name: str) -> dict[str, str]:
-    """Weight name -> path below the base URL, for one variant ("ViT_B16")."""
+def releases(model_name: str) -> dict[str, Release]:
+    """Weight name -> release, for one variant ("ViT_B16")."""
     from keras_vit.models.variants import VARIANTS
 
     reference = VARIANTS[model_name].reference_name
-    files = {}
+    out = {}
     if model_name in _IMAGENET21K:
-        files["imagenet21k"] = f"imagenet21k/{reference}.npz"
+        out["imagenet21k"] = Release(f"imagenet21k/{reference}.npz", 224, fine_tuned=False)
     if model_name in _IMAGENET21K_IMAGENET2012:
-        files["imagenet21k+imagenet2012"] = f"imagenet21k+imagenet2012/{reference}.npz"
+        out["imagenet21k+imagenet2012"] = Release(f"imagenet21k+imagenet2012/{reference}.npz", 384, fine_tuned=True)
+    if model_name in _IMAGENET21K_IMAGENET2012_224:
+        out["imagenet21k+imagenet2012-224"] = Release(f"imagenet21k+imagenet2012/{reference}-224.npz", 224, fine_tuned=True)
     if model_name in _AUGREG:
         stem, lr = _AUGREG[model_name]
-        files["augreg-i21k"] = f"augreg/{stem}.npz"
-        files["augreg-i21k+imagenet2012"] = f"augreg/{stem}{_AUGREG_IMAGENET_SUFFIX.format(lr=lr)}.npz"
-    return files
+        out["augreg-i21k"] = Release(f"augreg/{stem}.npz", 224, fine_tuned=False)
+        out["augreg-i21k+imagenet2012"] = Release(f"augreg/{stem}{_AUGREG_IMAGENET_SUFFIX.format(lr=lr)}.npz", 384, fine_tuned=True)
+    return out
+
+
+def known_weights(model_name: str) -> dict[str, str]:
+    """Weight name -> path below the base URL, for one variant ("ViT_B16")."""
+    return {name: release.path for name, release in releases(model_name).items()}
+
+
+def default_image_size(model_name: str | None, weights) -> int:
+    """The resolution a known weights name was trained at; 224 for anything else."""
+    release = releases(model_name).get(weights) if model_name and isinstance(weights, str) else None
+    return release.resolution if release else 224
+
+
+def check_resolution(model_name: str, weights: str, image_size: tuple[int, int]) -> None:
+    """Warns when a fine-tuned release is used at another resolution than its own."""
+    release = releases(model_name)[weights]
+    if release.fine_tuned and tuple(image_size) != (release.resolution, release.resolution):
+        warnings.warn(
+            f"{weights!r} for {model_name} was fine-tuned at {release.resolution}x{release.resolution}; at "
+            f"{image_size[0]}x{image_size[1]} its position embeddings are interpolated and its accuracy drops. "
+            f"Fine-tune it at this resolution, or build the model at image_size={release.resolution}.",
+            stacklevel=3,
+        )
 
 
 #: sha256 of released files, where known; get_file verifies these.

@@ -20,15 +20,17 @@ REFERENCE_PARAMETER_COUNTS = {
     "ViT_H14": 632_045_800,
     "R50_ViT_B16": 98_659_112,
     "R26_ViT_S32": 36_431_912,
+    "R26_ViT_B32": 101_383_976,
     "R50_ViT_L32": 328_994_856,
     "R_ViT_Ti16": 6_337_704,
 }
 # The reference's gap / no-representation configs.
 REFERENCE_GAP_COUNTS = {"ViT_B16": 86_566_120, "ViT_B32": 88_222_696, "ViT_S16": 22_049_896, "ViT_S32": 22_878_184}
-# Variants of 300M+ parameters only build and predict: saving 4 copies of them would dominate CI time.
-LARGE = {"ViT_L16", "ViT_L32", "ViT_H14", "R50_ViT_L32"}
+# Variants of 300M+ parameters, and the 100M R26+B/32 (its layers are R26+S/32's and B/32's), only build and
+# predict: saving 4 copies of them would dominate CI time.
+LARGE = {"ViT_L16", "ViT_L32", "ViT_H14", "R50_ViT_L32", "R26_ViT_B32"}
 # The smallest image each variant takes: one patch (hybrids: their downsampling times the patch).
-SMALL_IMAGE = {"ViT_H14": 28, "R50_ViT_B16": 32, "R26_ViT_S32": 64, "R50_ViT_L32": 64, "R_ViT_Ti16": 32}
+SMALL_IMAGE = {"ViT_H14": 28, "R50_ViT_B16": 32, "R26_ViT_S32": 64, "R26_ViT_B32": 64, "R50_ViT_L32": 64, "R_ViT_Ti16": 32}
 
 
 def test_every_variant_has_a_count():

@@ -17,7 +17,9 @@ ARCHITECTURE_ARGUMENTS = (
 _DOC = """Builds {reference} ({summary}) as a `keras_vit.VisionTransformer`.
 
     Args:
-        image_size: int or (h, w); default 224.
+        image_size: int or (h, w); default: the resolution `weights` was
+            trained at when it is a known name (384 for the ImageNet
+            fine-tuned files), else 224.
         include_top: with the classification head; else the model outputs the
             pooled representation.
         weights: None, a path to an original `.npz`, a `.keras` or a
@@ -26,7 +28,8 @@ _DOC = """Builds {reference} ({summary}) as a `keras_vit.VisionTransformer`.
         name: the model's name (default {default_name!r}).
         **kwargs: further arguments of `keras_vit.VisionTransformer` that do
             not change the variant: classifier, representation_size,
-            dropout_rate, attention_dropout_rate, stochastic_depth_rate,
+            dropout_rate (default {dropout_rate}, the reference config's),
+            attention_dropout_rate, stochastic_depth_rate,
             position_embedding, classifier_activation, include_preprocessing,
             crop_fraction, dtype, ...
 
@@ -54,12 +57,12 @@ def ViT(weights: str | os.PathLike | None = None, **kwargs) -> VisionTransformer
 
 def make_constructor(name: str) -> Callable[..., VisionTransformer]:
     """The constructor function of a row of `VARIANTS`."""
-    from keras_vit.weights import known_weights
+    from keras_vit.weights import default_image_size, known_weights
 
     variant = VARIANTS[name]
 
     def constructor(
-        image_size: int | tuple[int, int] = 224,
+        image_size: int | tuple[int, int] | None = None,
         include_top: bool = True,
         weights: str | os.PathLike | None = None,
         classes: int = 1000,
@@ -72,9 +75,10 @@ def make_constructor(name: str) -> Callable[..., VisionTransformer]:
                 f"{constructor.__name__}() builds {variant.reference_name} and takes no {', '.join(fixed)}; "
                 f"use keras_vit.ViT(...) for another architecture."
             )
+        kwargs.setdefault("dropout_rate", variant.dropout_rate)
         return ViT(
             weights=weights,
-            image_size=image_size,
+            image_size=default_image_size(constructor.__name__, weights) if image_size is None else image_size,
             include_top=include_top,
             classes=classes,
             name=name or constructor.__name__.lower(),
@@ -97,6 +101,7 @@ def make_constructor(name: str) -> Callable[..., VisionTransformer]:
         known=", ".join(f'"{k}"' for k in known_weights(name)) or "none released",
         default_name=name.lower(),
         variant=name,
+        dropout_rate=variant.dropout_rate,
     )
     return constructor
 

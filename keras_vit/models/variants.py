@@ -22,7 +22,10 @@ class Variant:
     """A named model: an encoder width, a patch size and, for hybrids, a ResNet.
 
     `reference_name` is the model's name in google-research/vision_transformer
-    and in its released checkpoint files.
+    and in its released checkpoint files. `dropout_rate` is the training
+    dropout of its reference config (`vit_jax/configs/models.py`): 0.1 for
+    L/16, H/14 and the R50 hybrids (built on the L/16 and B/16-with-dropout
+    configs), 0 elsewhere; the constructors default to it.
     """
 
     width: str
@@ -30,6 +33,7 @@ class Variant:
     reference_name: str
     resnet_layers: tuple[int, ...] | None = None
     resnet_width: int = 1
+    dropout_rate: float = 0.0
 
     @property
     def config(self) -> dict:
@@ -54,14 +58,15 @@ VARIANTS: dict[str, Variant] = {
     "ViT_B8": Variant("B", 8, "ViT-B_8"),
     "ViT_B16": Variant("B", 16, "ViT-B_16"),
     "ViT_B32": Variant("B", 32, "ViT-B_32"),
-    "ViT_L16": Variant("L", 16, "ViT-L_16"),
+    "ViT_L16": Variant("L", 16, "ViT-L_16", dropout_rate=0.1),
     "ViT_L32": Variant("L", 32, "ViT-L_32"),
-    "ViT_H14": Variant("H", 14, "ViT-H_14"),
+    "ViT_H14": Variant("H", 14, "ViT-H_14", dropout_rate=0.1),
     # R50 uses 3 stages (3, 4, 9): 2 ** (2 + 2) = 16x downsampling, patch 1 -> /16.
-    "R50_ViT_B16": Variant("B", 1, "R50+ViT-B_16", resnet_layers=(3, 4, 9)),
+    "R50_ViT_B16": Variant("B", 1, "R50+ViT-B_16", resnet_layers=(3, 4, 9), dropout_rate=0.1),
     # 4 stages: 2 ** (2 + 3) = 32x downsampling -> /32.
     "R26_ViT_S32": Variant("S", 1, "R26+ViT-S_32", resnet_layers=(2, 2, 2, 2)),
-    "R50_ViT_L32": Variant("L", 1, "R50+ViT-L_32", resnet_layers=(3, 4, 6, 3)),
+    "R26_ViT_B32": Variant("B", 1, "R26+ViT-B_32", resnet_layers=(2, 2, 2, 2)),
+    "R50_ViT_L32": Variant("L", 1, "R50+ViT-L_32", resnet_layers=(3, 4, 6, 3), dropout_rate=0.1),
     # Stem only (4x downsampling) and 8x8 patches.
     "R_ViT_Ti16": Variant("Ti", 8, "R+ViT-Ti_16", resnet_layers=()),
 }
