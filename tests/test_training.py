@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 import keras_vit
-from training import datasets, distribute, fewshot, pipeline
+from training import datasets, distribute, pipeline
 from training.recipes import build_recipe, excluded_from_weight_decay
 from keras_vit.schedules import WarmupDecay
 from training.train import default_batch_size
