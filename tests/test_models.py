@@ -35,6 +35,7 @@ SMALL_IMAGE = {"ViT_H14": 28, "R50_ViT_B16": 32, "R26_ViT_S32": 64, "R26_ViT_B32
 
 def test_every_variant_has_a_count():
     assert set(keras_vit.VARIANTS) == set(REFERENCE_PARAMETER_COUNTS)
+    assert all(getattr(keras_vit, name) is keras_vit.CONSTRUCTORS[name] for name in keras_vit.VARIANTS)
 
 
 @pytest.mark.parametrize("name", list(REFERENCE_PARAMETER_COUNTS))
