@@ -4,10 +4,12 @@
     python -m training.train --model ViT_B16 --weights imagenet21k --image_size 384 --dataset cifar10 \\
         --recipe finetune --batch_size 512 --steps 10000 --strategy mirrored --output_dir runs/b16_c10
 
-Writes into --output_dir: model.keras (last), best.keras (best validation
-accuracy), history.csv, logs/ (TensorBoard), results.json (final
-evaluation). Started again with the same command after a crash, it resumes
-from its backup.
+Writes into --output_dir: run.json (the configuration), model.keras (last),
+best.keras (best validation accuracy), history.csv, logs/ (TensorBoard),
+results.json (final evaluation; written last). Started again with the same
+command after a kill at any instant, it resumes from its newest whole backup
+and logs every epoch once; started again after it finished, it says so. A
+directory holding a run of another configuration is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import tensorflow as tf
 
 import keras_vit
 from keras_vit.layers.position_embedding import POSITION_EMBEDDINGS
-from training import callbacks as run_callbacks, datasets, distribute, fewshot, pipeline
+from training import backup, callbacks as run_callbacks, datasets, distribute, fewshot, outputs, pipeline
 from training.recipes import RECIPES, Recipe, build_recipe
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -248,25 +250,42 @@ def build_data(args: argparse.Namespace, run: Plan, model: keras_vit.VisionTrans
 
 def train(args: argparse.Namespace) -> dict:
     run = plan(args)
+    chief = distribute.is_chief()
+    if chief:  # only the chief owns --output_dir; the other workers keep a backup folder there
+        status = outputs.prepare(args.output_dir, outputs.run_config(args))
+        if status == "finished" and not distribute.is_multi_worker(run.strategy):
+            with open(os.path.join(args.output_dir, outputs.RESULTS)) as f:
+                results = json.load(f)
+            print(f"{args.output_dir} holds this run, finished: accuracy {results['accuracy']:.2%}. Nothing to do.")
+            return results
     model = build_model(args, run)
     train_ds, eval_ds, fewshot_ds = build_data(args, run, model)
-    chief = distribute.is_chief()
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    callbacks = run_callbacks.run_callbacks(args.output_dir, chief, distribute.task()[1], args.backup_freq)
+    backup_dir = run_callbacks.backup_directory(args.output_dir, chief, distribute.task()[1])
+    initial_epoch = backup.restore(model, backup_dir)
+    if initial_epoch > run.epochs:
+        raise ValueError(
+            f"The backup in {backup_dir} is at epoch {initial_epoch}, past --epochs {run.epochs}: "
+            f"it is not this run's. Remove {backup_dir} to start the run over."
+        )
+    if chief:
+        outputs.trim_history(os.path.join(args.output_dir, outputs.HISTORY), initial_epoch)
+    callbacks = run_callbacks.run_callbacks(args.output_dir, chief, backup_dir, args.backup_freq)
     if fewshot_ds is not None:
         callbacks.insert(0, fewshot.FewShotEvaluation(fewshot_ds, eval_ds, run.info.num_classes, every=args.fewshot_every))
 
+    resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
     print(
         f"Training {args.model} ({model.count_params():,} parameters) at {args.image_size}px on {args.dataset} "
         f"({run.info.num_examples[run.train_split]} examples, {run.info.num_classes} classes): "
         f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
-        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe} ({run.recipe.source})."
+        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe} ({run.recipe.source}){resumed}."
     )
     start = time.perf_counter()
     model.fit(
         train_ds,
         epochs=run.epochs,
+        initial_epoch=initial_epoch,
         steps_per_epoch=run.steps_per_epoch,
         validation_data=eval_ds,
         callbacks=callbacks,
@@ -286,10 +305,10 @@ def train(args: argparse.Namespace) -> dict:
         "train_seconds": round(train_seconds, 1),
         "weights_sha256": weights_fingerprint(model),
     }
-    if chief:
-        model.save(os.path.join(args.output_dir, "model.keras"))
-        with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+    if chief:  # the model, then the results that mark the run finished, then the backups it no longer needs
+        outputs.write_atomically(os.path.join(args.output_dir, outputs.MODEL), model.save)
+        outputs.write_json(os.path.join(args.output_dir, outputs.RESULTS), results)
+    backup.clear(backup_dir)
     print(f"Final evaluation on {args.dataset}/{run.eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
     print(f"Weights fingerprint: {results['weights_sha256']}")
     return results

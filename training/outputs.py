@@ -1,0 +1,128 @@
+"""What a run writes into --output_dir, and the checks that keep two runs from mixing there.
+
+`run.json` holds the command's configuration. A directory holding another
+configuration's run is refused; the same command resumes (or, once
+`results.json` exists, reports the finished run). Outputs are written under a
+temporary name and renamed into place, so a kill never leaves half a file
+under its real name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from typing import Callable
+
+RUN_CONFIG = "run.json"
+MODEL = "model.keras"
+BEST_MODEL = "best.keras"
+HISTORY = "history.csv"
+RESULTS = "results.json"
+BACKUP = "backup"
+#: Flags that change how a run is shown or where it lives, not what it computes.
+NOT_CONFIGURATION = ("verbose", "output_dir")
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    """The configuration that defines a run: every flag but `NOT_CONFIGURATION`, JSON-normalised."""
+    config = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_CONFIGURATION}
+    return json.loads(json.dumps(config))
+
+
+def prepare(output_dir: str, config: dict) -> str:
+    """"new", "resume" or "finished": what the command should do with `output_dir`.
+
+    Raises:
+        ValueError: the directory holds a run of another configuration, or
+            outputs of a run without its configuration.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, RUN_CONFIG)
+    if not os.path.exists(path):
+        leftovers = [n for n in (MODEL, BEST_MODEL, HISTORY, RESULTS, BACKUP) if os.path.exists(os.path.join(output_dir, n))]
+        if leftovers:
+            raise ValueError(
+                f"--output_dir {output_dir} holds {', '.join(leftovers)} of a run whose configuration is unknown "
+                f"(no {RUN_CONFIG}); use another --output_dir."
+            )
+        write_json(path, config)
+        return "new"
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is unreadable ({error}); use another --output_dir.") from None
+    if stored != config:
+        changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+        details = ", ".join(f"--{k} {stored.get(k)!r} there, {config.get(k)!r} now" for k in changed)
+        raise ValueError(
+            f"--output_dir {output_dir} holds a run of another configuration ({details}); "
+            f"resume it with its own command, or use another --output_dir."
+        )
+    return "finished" if os.path.exists(os.path.join(output_dir, RESULTS)) else "resume"
+
+
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """Calls `write(temporary_path)` (same extension as `path`), then renames the result to `path`."""
+    stem, extension = os.path.splitext(path)
+    partial = f"{stem}.partial{extension}"
+    write(partial)
+    os.replace(partial, path)
+
+
+def write_json(path: str, value) -> None:
+    write_atomically(path, lambda tmp: _write_json(tmp, value))
+
+
+def _write_json(path: str, value) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def trim_history(history_csv: str, resume_epoch: int) -> None:
+    """Keeps the complete rows of epochs before `resume_epoch`: a resumed run trains (and logs) the others again."""
+    if not os.path.exists(history_csv):
+        return
+    with open(history_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames
+        rows = [
+            row for row in reader
+            if fields and None not in row.values() and None not in row and _epoch(row) is not None and _epoch(row) < resume_epoch
+        ]
+    if not fields or not rows:
+        os.remove(history_csv)  # CSVLogger writes the header again
+        return
+    write_atomically(history_csv, lambda tmp: _write_rows(tmp, fields, rows))
+
+
+def _epoch(row: dict) -> int | None:
+    try:
+        return int(row["epoch"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _write_rows(path: str, fields: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def best_so_far(history_csv: str, metric: str) -> float | None:
+    """The best value of `metric` in a CSV history written before a restart, if any."""
+    if not os.path.exists(history_csv):
+        return None
+    values = []
+    with open(history_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                values.append(float(row[metric]))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return max(values) if values else None
