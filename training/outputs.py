@@ -31,14 +31,13 @@ def run_config(args: argparse.Namespace) -> dict:
     return json.loads(json.dumps(config))
 
 
-def prepare(output_dir: str, config: dict) -> str:
-    """"new", "resume" or "finished": what the command should do with `output_dir`.
+def check(output_dir: str, config: dict) -> str:
+    """"new", "resume" or "finished": what the command should do with `output_dir`. Writes nothing.
 
     Raises:
         ValueError: the directory holds a run of another configuration, or
             outputs of a run without its configuration.
     """
-    os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, RUN_CONFIG)
     if not os.path.exists(path):
         leftovers = [n for n in (MODEL, BEST_MODEL, HISTORY, RESULTS, BACKUP) if os.path.exists(os.path.join(output_dir, n))]
@@ -47,7 +46,6 @@ def prepare(output_dir: str, config: dict) -> str:
                 f"--output_dir {output_dir} holds {', '.join(leftovers)} of a run whose configuration is unknown "
                 f"(no {RUN_CONFIG}); use another --output_dir."
             )
-        write_json(path, config)
         return "new"
     try:
         with open(path) as f:
@@ -62,6 +60,12 @@ def prepare(output_dir: str, config: dict) -> str:
             f"resume it with its own command, or use another --output_dir."
         )
     return "finished" if os.path.exists(os.path.join(output_dir, RESULTS)) else "resume"
+
+
+def record(output_dir: str, config: dict) -> None:
+    """Writes `run.json`, once the run is about to start (a command that fails before leaves no trace)."""
+    os.makedirs(output_dir, exist_ok=True)
+    write_json(os.path.join(output_dir, RUN_CONFIG), config)
 
 
 def write_atomically(path: str, write: Callable[[str], None]) -> None:

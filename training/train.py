@@ -251,8 +251,9 @@ def build_data(args: argparse.Namespace, run: Plan, model: keras_vit.VisionTrans
 def train(args: argparse.Namespace) -> dict:
     run = plan(args)
     chief = distribute.is_chief()
+    config = outputs.run_config(args)
     if chief:  # only the chief owns --output_dir; the other workers keep a backup folder there
-        status = outputs.prepare(args.output_dir, outputs.run_config(args))
+        status = outputs.check(args.output_dir, config)
         if status == "finished" and not distribute.is_multi_worker(run.strategy):
             with open(os.path.join(args.output_dir, outputs.RESULTS)) as f:
                 results = json.load(f)
@@ -269,6 +270,7 @@ def train(args: argparse.Namespace) -> dict:
             f"it is not this run's. Remove {backup_dir} to start the run over."
         )
     if chief:
+        outputs.record(args.output_dir, config)
         outputs.trim_history(os.path.join(args.output_dir, outputs.HISTORY), initial_epoch)
     callbacks = run_callbacks.run_callbacks(args.output_dir, chief, backup_dir, args.backup_freq)
     if fewshot_ds is not None:
