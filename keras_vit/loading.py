@@ -8,14 +8,15 @@ for reusing a checkpoint on a new task). Every other weight loads strictly.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import zipfile
 
 import keras
 
-from keras_vit import checkpoints, weights as known_weights
+import numpy as np
+
+from keras_vit import checkpoints, keras_files, weights as known_weights
+from keras_vit.layers.attention import GRID_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -69,32 +70,45 @@ def keep_head(model, stored_shapes: list[tuple[int, ...]]) -> bool:
 
 
 def _load_keras_weights(model, path: str) -> None:
+    """Validates the whole file first (`keras_vit.keras_files`), then loads it with the head policy; all or nothing."""
+    stored, names = _validated_weights(model, path)
     head = model.head
-    if head is None:
-        model.load_weights(path)
-        return
-    # Keras 3 files name a functional model's layers by class ("classifier_head"); older ones by layer name.
-    stored = _stored_variable_shapes(path, ("layers/classifier_head/vars", f"layers/{head.name}/vars"))
-    if keep_head(model, stored):
-        model.load_weights(path)
-        return
-    with head.skipping_load():
-        model.load_weights(path)
+    keep = False
+    if head is not None:
+        group = next((g for g, name in names.items() if name == head.name), None)
+        keep = keep_head(model, [np.shape(v) for v in keras_files.variables_of(stored, group)])
+    snapshot = [keras.ops.convert_to_numpy(v) for v in model.weights]
+    try:
+        if head is None or keep:
+            model.load_weights(path)
+        else:
+            with head.skipping_load():
+                model.load_weights(path)
+    except Exception:
+        for variable, value in zip(model.weights, snapshot):
+            variable.assign(value)
+        raise
 
 
-def _stored_variable_shapes(path: str, groups: tuple[str, ...]) -> list[tuple[int, ...]]:
-    """Shapes of the variables under the first of `groups` in a `.weights.h5` file, or in the weights of a `.keras` zip."""
-    import h5py
-
-    if path.endswith(".keras"):
-        with zipfile.ZipFile(path) as archive:
-            data = io.BytesIO(archive.read("model.weights.h5"))
-        source = h5py.File(data, "r")
-    else:
-        source = h5py.File(path, "r")
-    with source:
-        for group in groups:
-            if group in source:
-                variables = source[group]
-                return [tuple(variables[str(i)].shape) for i in range(len(variables))]
-        return []
+def _validated_weights(model, path: str) -> tuple[dict, dict[str, str]]:
+    """The file's arrays and layer names, once every weight fits the model, position and relative tables included."""
+    posemb, head = model.posembed_input, model.head
+    stored, names = keras_files.check_weights_file(
+        model,
+        path,
+        resizable=({posemb.name} if posemb is not None else set())
+        | ({"attention"} if model.position_embedding == "relative" else set()),
+        optional={head.name} if head is not None else set(),
+    )
+    try:
+        for group, name in names.items():
+            tables = keras_files.variables_of(stored, group)
+            grid = stored.get((group, GRID_KEY))
+            grid = tuple(int(g) for g in grid) if grid is not None else None
+            if posemb is not None and name == posemb.name:
+                posemb.fitted(tables, grid)
+            elif model.position_embedding == "relative" and name == "attention" and tables:
+                model.encoder_blocks[0].attention.check_relative_embedding(np.shape(tables[0]), grid)
+    except ValueError as error:
+        raise ValueError(f"{path} does not fit model {model.name!r}: {error}") from None
+    return stored, names

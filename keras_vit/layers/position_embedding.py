@@ -133,9 +133,14 @@ class AddPositionEmbedding(keras.layers.Layer):
 
         Every table is checked and resized before any is assigned.
         """
-        fitted = [self._fit(variable, np.asarray(value), stored_grid) for variable, value in zip(self.weights, values)]
-        for variable, value in zip(self.weights, fitted):
+        for variable, value in zip(self.weights, self.fitted(values, stored_grid)):
             variable.assign(value)
+
+    def fitted(self, values: list[np.ndarray], stored_grid: tuple[int, int] | None = None) -> list[np.ndarray]:
+        """Stored tables (in `self.weights` order) resized to this layer's grid; ValueError if one cannot be."""
+        if len(values) != len(self.weights):
+            raise ValueError(f"Layer {self.name!r} expects {len(self.weights)} position embedding table(s), got {len(values)}.")
+        return [self._fit(variable, np.asarray(value), stored_grid) for variable, value in zip(self.weights, values)]
 
     def _fit(self, variable, value: np.ndarray, stored_grid: tuple[int, int] | None) -> np.ndarray:
         name = variable.path
