@@ -178,6 +178,9 @@ def load_npz(model, path: str | os.PathLike) -> None:
         if key not in params or (key in head_keys and not keep_head):
             continue
         value, expected = params[key], tuple(variable.shape)
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            problems.append(f"key {names[key]!r} holds NaN or Inf values")
+            continue
         if key.endswith(_RELATIVE):
             try:
                 _attention_of(model, key).check_relative_embedding(value.shape, stored_grid)
