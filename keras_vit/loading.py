@@ -8,8 +8,10 @@ for reusing a checkpoint on a new task). Every other weight loads strictly.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import zipfile
 
 import keras
 
@@ -33,6 +35,39 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     if not os.path.exists(path):
         raise ValueError(f"Model file {os.fspath(path)!r} does not exist.")
     return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+#: The `VisionTransformer` arguments a weights file fixes (what `architecture_of` returns).
+ARCHITECTURE = (
+    "patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width",
+    "classifier", "representation_size", "position_embedding",
+)
+
+
+def architecture_of(path: str | os.PathLike) -> dict:
+    """The architecture arguments of the model a `.keras` file or an `.npz` checkpoint holds.
+
+    A `.keras` file gives them from its saved config; an `.npz` from its keys
+    and shapes (`keras_vit.checkpoints.npz_architecture`). `.weights.h5`
+    files hold no config: pass the architecture yourself.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Weights file not found: {path!r}.")
+    if path.endswith(".npz"):
+        found = checkpoints.npz_architecture(path)
+    elif path.endswith(".keras"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                saved = json.loads(archive.read("config.json"))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path} is not a readable .keras archive ({error}).") from None
+        if saved.get("class_name") != "VisionTransformer":
+            raise ValueError(f"{path} holds a {saved.get('class_name')!r}, not a keras_vit VisionTransformer.")
+        found = saved["config"]
+    else:
+        raise ValueError(f"{path}: only .keras files and .npz checkpoints record their architecture.")
+    return {key: found[key] for key in ARCHITECTURE if key in found}
 
 
 def load_weights(model, weights: str | os.PathLike) -> None:

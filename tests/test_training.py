@@ -246,7 +246,8 @@ def test_fewshot_cli_is_well_above_chance(trained_run, tmp_path):
 
 def test_finetune_at_higher_resolution(trained_run, tmp_path):
     out, _ = trained_run
-    result = run_module("training.train", *TINY_MODEL[:2], "--image_size", "24", *TINY_MODEL[4:], "--init_from", str(out / "model.keras"),
+    # No architecture flags: --model ViT takes the architecture from the file it starts from.
+    result = run_module("training.train", *TINY_MODEL[:2], "--image_size", "24", "--init_from", str(out / "model.keras"),
                         "--recipe", "finetune", "--batch_size", "64", "--steps", "20", "--learning_rate", "0.01",
                         "--output_dir", str(tmp_path), "--verbose", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -204,10 +204,15 @@ def plan(args: argparse.Namespace) -> Plan:
 def build_model(args: argparse.Namespace, run: Plan) -> keras_vit.VisionTransformer:
     """The model under the strategy's scope: a named variant, or `--model ViT` with the flags given.
 
-    Architecture flags and model options left out take the model's defaults;
-    initial weights follow `keras_vit.load_weights` (and its head policy).
+    Architecture flags and model options left out take, for `--model ViT`
+    with a `.keras` or `.npz` file to start from, that file's architecture,
+    else the model's defaults; initial weights follow
+    `keras_vit.load_weights` (and its head policy).
     """
     options = {flag: getattr(args, flag) for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if getattr(args, flag) is not None}
+    source = args.weights or args.init_from
+    if args.model == "ViT" and source and source.endswith((".keras", ".npz")):
+        options = {**keras_vit.loading.architecture_of(source), **options}  # the flags given override the file
     if run.recipe.dropout_rate is not None:  # else the model's own
         options["dropout_rate"] = run.recipe.dropout_rate
     with run.strategy.scope():
