@@ -123,8 +123,12 @@ def main(argv: list[str] | None = None) -> int:
 
     images = []
     for path in args.images:
-        with open(path, "rb") as f:
-            images.append(f.read())
+        try:
+            with open(path, "rb") as f:
+                images.append(f.read())
+        except OSError as error:
+            print(f"error: {path}: {error.strerror}", file=sys.stderr)
+            return 2
     try:
         if args.grpc:
             client = GrpcClient(args.grpc, args.model_name, args.version)

@@ -215,11 +215,17 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.labels) as f:
                 labels = [line.rstrip("\n") for line in f if line.strip()]
         path = export(args.model, args.model_base_path, args.version, labels, args.model_name, args.top_k)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # bad flags, missing or unreadable files
+        print(f"error: {_message(error)}", file=sys.stderr)
         return 2
     print(f"Exported {args.model} to {path}")
     return 0
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
 
 
 if __name__ == "__main__":

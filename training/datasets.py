@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 
 import numpy as np
 import tensorflow as tf
@@ -56,10 +57,36 @@ def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
             f"Unknown dataset {name!r}: not '{DIGITS}', not 'folder:PATH', and not a tensorflow-datasets name "
             f"({str(error).splitlines()[0]})."
         ) from error
+    if not builder.is_prepared():
+        _download_and_prepare(builder, name)
     label = builder.info.features["label"]
     splits = {s: info.num_examples for s, info in builder.info.splits.items()}
     eval_split = "test" if "test" in splits else "validation"
     return DatasetInfo(name, label.num_classes, tuple(label.names), splits, flip=True, eval_split=eval_split)
+
+
+#: The host tensorflow-datasets fetches prepared datasets from first: probed before a download is tried.
+TFDS_HOST = "storage.googleapis.com"
+
+
+def _download_and_prepare(builder, name: str) -> None:
+    """Downloads a tfds dataset that is not in its data directory; ValueError at once when there is no network.
+
+    tensorflow-datasets retries an unreachable host for minutes; a failed
+    name lookup of its download host answers in milliseconds.
+    """
+    missing = (
+        f"tensorflow-datasets {name!r} is not downloaded to {builder.data_dir}; run with network access to "
+        f"download it, or pass --data_dir where it is prepared"
+    )
+    try:
+        socket.getaddrinfo(TFDS_HOST, 443)
+    except OSError as error:
+        raise ValueError(f"{missing} (no network: {error}).") from None
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # tfds raises network, checksum and file errors of many types
+        raise ValueError(f"{missing} (download failed: {str(error).splitlines()[0]}).") from error
 
 
 def load(info: DatasetInfo, split: str, data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:

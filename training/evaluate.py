@@ -18,6 +18,10 @@ from training.recipes import classification_loss
 
 def evaluate(model: keras_vit.VisionTransformer, info: datasets.DatasetInfo, split: str, batch_size: int = 256, data_dir: str | None = None) -> dict:
     """{"accuracy", "loss", "examples"} of a model on one split, preprocessed as the model expects."""
+    if not model.include_top or model.classes != info.num_classes:
+        head = f"{model.classes} classes" if model.include_top else "no classification head"
+        raise ValueError(f"The model has {head}, {info.name} has {info.num_classes}: evaluate it on its own task "
+                         f"(or fine-tune it with python -m training.train --init_from).")
     prep = pipeline.Preprocessing.for_model(model, flip=False)
     batches = pipeline.eval_dataset(datasets.load(info, split, data_dir), prep, batch_size)
     model.compile(
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         info = datasets.describe(args.dataset, args.data_dir)
         model = keras_vit.load_model(args.model)
         result = evaluate(model, info, args.split or info.eval_split, args.batch_size, args.data_dir)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{args.model} on {args.dataset}/{args.split or info.eval_split}: accuracy {result['accuracy']:.2%} "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
@@ -152,14 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    info = datasets.describe(args.dataset, args.data_dir)
-    model = keras_vit.load_model(args.model)
-    prep = pipeline.Preprocessing.for_model(model, flip=False)
-    splits = [
-        features(model, pipeline.eval_dataset(datasets.load(info, split, args.data_dir), prep, args.batch_size))
-        for split in (info.train_split, info.eval_split)
-    ]
-    results = fewshot_accuracies(*splits, info.num_classes, tuple(args.shots), args.seeds, args.l2_reg)
+    try:
+        info = datasets.describe(args.dataset, args.data_dir)
+        model = keras_vit.load_model(args.model)
+        # The representation serves any task: labels are the dataset's, whatever the model's head was trained on.
+        prep = pipeline.Preprocessing.for_model(model, flip=False, num_classes=info.num_classes)
+        splits = [
+            features(model, pipeline.eval_dataset(datasets.load(info, split, args.data_dir), prep, args.batch_size))
+            for split in (info.train_split, info.eval_split)
+        ]
+        results = fewshot_accuracies(*splits, info.num_classes, tuple(args.shots), args.seeds, args.l2_reg)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"few-shot linear evaluation on {args.dataset} ({info.num_classes} classes, {args.seeds} seeds, chance {1 / info.num_classes:.1%})")
     for k, (mean, std) in results.items():
         print(f"  {k:3d}-shot: {mean:.2%} +- {std:.2%}")

@@ -40,11 +40,13 @@ class Preprocessing:
     def for_model(cls, model, **options) -> "Preprocessing":
         """The preprocessing a keras_vit model expects: its size, classes, evaluation crop and scaling."""
         return cls(
-            image_size=model.image_size,
-            num_classes=model.classes,
-            scale=not model.include_preprocessing,
-            crop_fraction=model.crop_fraction,
-            **options,
+            **{
+                "image_size": model.image_size,
+                "num_classes": model.classes,
+                "scale": not model.include_preprocessing,
+                "crop_fraction": model.crop_fraction,
+                **options,
+            }
         )
 
     def to_model_inputs(self, pixels):
