@@ -52,10 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.perf_counter() - started
 
     _step("2/5 exporting for TensorFlow Serving")
-    labels = os.path.join(args.output_dir, "labels.txt")
-    with open(labels, "w") as f:
-        f.write("\n".join(str(i) for i in range(10)) + "\n")
-    _run("serving.export", "--model", model_path, "--model_base_path", args.model_base_path, "--labels", labels)
+    _run("serving.export", "--model", model_path, "--model_base_path", args.model_base_path)  # labels.txt travels
 
     rest_port, grpc_port = args.rest_api_port, args.port
     _step(f"3/5 starting serving.server (REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port})")

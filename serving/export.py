@@ -37,6 +37,7 @@ import tensorflow as tf
 import keras
 
 import keras_vit
+from keras_vit.labels import labels_beside, read_labels
 from keras_vit.preprocessing import decode_for_eval, model_inputs
 from serving import signatures
 from serving.batching import BatchingOptions
@@ -205,20 +206,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a .keras file (e.g. runs/demo/model.keras)")
     parser.add_argument("--model_base_path", required=True, help="the model's folder; versions go below it")
     parser.add_argument("--version", type=int, default=None, help="default: the next integer")
-    parser.add_argument("--labels", default=None, help="a text file with one class name per line")
+    parser.add_argument("--labels", default=None,
+                        help="a text file with one class name per line (default: labels.txt beside --model, if any)")
     parser.add_argument("--model_name", default=None, help="name in models.config (default: the folder's name)")
     parser.add_argument("--top_k", type=int, default=5, help="how many classes and scores to return")
     args = parser.parse_args(argv)
-    labels = None
     try:
-        if args.labels:
-            with open(args.labels) as f:
-                labels = [line.rstrip("\n") for line in f if line.strip()]
-        path = export(args.model, args.model_base_path, args.version, labels, args.model_name, args.top_k)
+        model = keras_vit.load_model(args.model)
+        # The names the model was trained on travel by default; a headless model has no classes to name.
+        labels_file = args.labels or (labels_beside(args.model) if model.include_top else None)
+        labels = read_labels(labels_file) if labels_file else None
+        path = export(model, args.model_base_path, args.version, labels, args.model_name, args.top_k)
     except (ValueError, OSError) as error:  # bad flags, missing or unreadable files
         print(f"error: {_message(error)}", file=sys.stderr)
         return 2
-    print(f"Exported {args.model} to {path}")
+    print(f"Exported {args.model} to {path}" + (f" with the class names of {labels_file}" if labels else ""))
     return 0
 
 

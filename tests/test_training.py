@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 import keras_vit
+from serving import signatures
 from training import datasets, distribute, pipeline
 from training.recipes import build_recipe, excluded_from_weight_decay
 from keras_vit.schedules import WarmupDecay
@@ -354,3 +355,14 @@ def test_jit_compile_under_multi_worker_on_cpus_is_refused_not_ignored(tmp_path)
         stdout, _ = worker.communicate(timeout=120)
         assert worker.returncode == 2, stdout[-2000:]
         assert "--jit_compile with --strategy multi_worker needs GPU or TPU workers" in stdout
+
+
+def test_class_names_travel_from_training_into_the_export(trained_run, tmp_path):
+    out, _ = trained_run
+    assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    result = run_module("serving.export", "--model", str(out / "model.keras"), "--model_base_path", str(tmp_path / "m"))
+    assert result.returncode == 0 and "with the class names of" in result.stdout, result.stderr[-2000:]
+    served = tf.saved_model.load(str(tmp_path / "m" / "1")).signatures[signatures.PIXELS_SIGNATURE]
+    answer = served(**{signatures.PIXELS_INPUT: tf.zeros((1, 16, 16, 3), tf.float32)})
+    classes = answer[signatures.CLASSES].numpy()[0]
+    assert [name.decode() for name in answer[signatures.LABELS].numpy()[0]] == [str(c) for c in classes]

@@ -15,11 +15,15 @@ import json
 import os
 from typing import Callable
 
+from keras_vit import labels
+from keras_vit.labels import LABELS_FILE
+
 RUN_CONFIG = "run.json"
 MODEL = "model.keras"
 BEST_MODEL = "best.keras"
 HISTORY = "history.csv"
 RESULTS = "results.json"
+LABELS = LABELS_FILE
 BACKUP = "backup"
 #: Flags that change how a run is shown or where it lives, not what it computes.
 NOT_CONFIGURATION = ("verbose", "output_dir")
@@ -85,6 +89,11 @@ def _write_json(path: str, value) -> None:
         json.dump(value, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_labels(output_dir: str, class_names) -> None:
+    """The class names the model was trained on, beside it (`keras_vit.labels`)."""
+    write_atomically(os.path.join(output_dir, LABELS), lambda tmp: labels.write_labels(tmp, class_names))
 
 
 def trim_history(history_csv: str, resume_epoch: int) -> None:

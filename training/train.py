@@ -5,7 +5,8 @@
         --recipe finetune --batch_size 512 --steps 10000 --strategy mirrored --output_dir runs/b16_c10
 
 Writes into --output_dir: run.json (the configuration), model.keras (last),
-best.keras (best validation accuracy), history.csv, logs/ (TensorBoard),
+best.keras (best validation accuracy), labels.txt (the class names, which
+serving.export carries into the SavedModel), history.csv, logs/ (TensorBoard),
 results.json (final evaluation; written last). Started again with the same
 command after a kill at any instant, it resumes from its newest whole backup
 and logs every epoch once; started again after it finished, it says so. A
@@ -314,6 +315,7 @@ def train(args: argparse.Namespace) -> dict:
     }
     if chief:  # the model, then the results that mark the run finished, then the backups it no longer needs
         outputs.write_atomically(os.path.join(args.output_dir, outputs.MODEL), model.save)
+        outputs.write_labels(args.output_dir, run.info.class_names)
         outputs.write_json(os.path.join(args.output_dir, outputs.RESULTS), results)
     backup.clear(backup_dir)
     print(f"Final evaluation on {args.dataset}/{run.eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
