@@ -366,3 +366,13 @@ def test_class_names_travel_from_training_into_the_export(trained_run, tmp_path)
     answer = served(**{signatures.PIXELS_INPUT: tf.zeros((1, 16, 16, 3), tf.float32)})
     classes = answer[signatures.CLASSES].numpy()[0]
     assert [name.decode() for name in answer[signatures.LABELS].numpy()[0]] == [str(c) for c in classes]
+
+
+def test_a_non_square_image_size_trains_and_saves_its_grid(tmp_path):
+    architecture = TINY_MODEL[:2] + TINY_MODEL[4:]
+    result = run_module("training.train", *architecture, "--image_size", "16", "24", "--epochs", "1", "--steps_per_epoch", "2",
+                        "--batch_size", "16", "--output_dir", str(tmp_path), "--verbose", "2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "at 16x24px" in result.stdout
+    model = keras_vit.load_model(tmp_path / "model.keras")
+    assert model.input_shape == (None, 16, 24, 3) and model.grid_size == (4, 6)

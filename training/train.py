@@ -57,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
                       help="the paper's appendix D.4 ablation")
     add("--weights", default=None, help="initial weights: a known name (imagenet21k, ...) or a .npz/.keras/.weights.h5 path")
     add("--init_from", default=None, help="alias of --weights for a checkpoint of this project (e.g. another resolution)")
-    add("--image_size", type=int, default=224, help="training resolution; position embeddings are resized to it")
+    add("--image_size", type=int, nargs="+", default=[224], metavar=("SIZE", "WIDTH"),
+        help="training resolution: one size, or height and width; position embeddings are resized to it")
     add("--dataset", default="digits", help="digits (offline), folder:PATH, or a tensorflow-datasets name")
     add("--data_dir", default=None, help="tensorflow-datasets data directory")
     add("--train_split", default=None, help="default: train")
@@ -159,6 +160,8 @@ def plan(args: argparse.Namespace) -> Plan:
         given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None]
         if given:
             raise ValueError(f"{args.model} fixes its architecture: {', '.join(given)} are for --model ViT.")
+    if len(args.image_size) > 2:
+        raise ValueError(f"--image_size takes one size or a height and a width, got {len(args.image_size)} numbers.")
     if args.weights and args.init_from:
         raise ValueError("Give --weights or --init_from, not both.")
     info = datasets.describe(args.dataset, args.data_dir)
@@ -219,7 +222,7 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras_vit.VisionTransfor
     with run.strategy.scope():
         model = keras_vit.create_model(
             args.model,
-            image_size=args.image_size,
+            image_size=tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0],
             classes=run.info.num_classes,
             weights=args.weights or args.init_from,
             head_bias_init=run.recipe.head_bias_init,
@@ -284,7 +287,7 @@ def train(args: argparse.Namespace) -> dict:
 
     resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
     print(
-        f"Training {args.model} ({model.count_params():,} parameters) at {args.image_size}px on {args.dataset} "
+        f"Training {args.model} ({model.count_params():,} parameters) at {'x'.join(map(str, model.image_size))}px on {args.dataset} "
         f"({run.info.num_examples[run.train_split]} examples, {run.info.num_classes} classes): "
         f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
         f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe} ({run.recipe.source}){resumed}."
