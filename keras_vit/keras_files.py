@@ -66,10 +66,10 @@ def stored_weights(path: str) -> dict[tuple[str, str], np.ndarray]:
         raise ValueError(f"{path} is not a readable {kind} ({error}); it may be truncated or not a Keras file.") from None
     out = {}
     with source:
-        def visit(name, item):
-            if isinstance(item, h5py.Dataset) and "/vars/" in f"/{name}":
-                group, key = name.rsplit("/vars/", 1) if "/vars/" in name else ("", name.split("vars/", 1)[1])
-                out[(group, key)] = item[()]
+        def visit(name, item):  # datasets sit at "<group>/vars/<key>" ("vars/<key>" for the model itself)
+            parent, _, key = name.rpartition("/")
+            if isinstance(item, h5py.Dataset) and (parent == "vars" or parent.endswith("/vars")):
+                out[(parent[: -len("vars")].rstrip("/"), key)] = item[()]
         try:
             source.visititems(visit)
         except (OSError, RuntimeError) as error:
