@@ -41,6 +41,7 @@ from keras_vit.labels import labels_beside, read_labels
 from keras_vit.preprocessing import decode_for_eval, model_inputs
 from serving import signatures
 from serving.batching import BatchingOptions
+from serving.model_manager import version_of
 
 #: Head activations whose outputs are served as they are; None and "linear" (logits) get a softmax.
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
@@ -104,7 +105,7 @@ def next_version(model_base_path: str) -> int:
     """One more than the largest numeric sub-folder, or 1."""
     if not os.path.isdir(model_base_path):
         return 1
-    versions = [int(d) for d in os.listdir(model_base_path) if d.isdigit()]
+    versions = [v for v in map(version_of, os.listdir(model_base_path)) if v is not None]
     return max(versions, default=0) + 1
 
 

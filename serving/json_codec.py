@@ -26,14 +26,32 @@ def parse_body(body: bytes) -> dict:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise invalid_argument(f"JSON Parse error: {error}") from error
+        _check_strings(doc)  # a lone surrogate escape ("\ud800") is valid JSON but no text
+    except (json.JSONDecodeError, UnicodeError) as error:
+        raise invalid_argument(f"JSON Parse error: {error}") from None
+    except RecursionError:
+        raise invalid_argument("JSON Parse error: the document nests too deeply") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise invalid_argument(f"JSON Parse error: {str(error).splitlines()[0]}") from None
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_debug(doc)} Is not object")
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
         raise invalid_argument(f"JSON Value: {_debug(doc)} not formatted correctly. 'signature_name' key must be a string value.")
     return doc
+
+
+def _check_strings(value, depth: int = 0) -> None:
+    """UnicodeError for a string holding a lone surrogate (valid JSON escapes, invalid text)."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key, depth + 1)
+            _check_strings(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item, depth + 1)
 
 
 def decode_predict_request(doc: dict, input_infos) -> tuple[dict[str, np.ndarray], str]:

@@ -39,7 +39,11 @@ def read_model_config_file(path: str) -> list[ModelConfig]:
     from tensorflow_serving.config import model_server_config_pb2
 
     with open(path) as f:
-        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+        text = f.read()
+    try:
+        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as error:  # its message starts with line:column
+        raise ValueError(f"{path}:{error}") from None
     out = []
     for entry in config.model_config_list.config:
         policy = entry.model_version_policy.WhichOneof("policy_choice") or "latest"
@@ -144,11 +148,16 @@ class ModelManager:
             return sorted(self.served[name])
 
 
+def version_of(folder: str) -> int | None:
+    """The version a folder name gives: ASCII digits only ("²" and "١" are digits to `str.isdigit`, not versions)."""
+    return int(folder) if folder.isascii() and folder.isdigit() else None
+
+
 def available_versions(base_path: str) -> list[int]:
     """Numeric sub-folders holding a saved_model.pb (other entries are ignored, as TF Serving does)."""
     if not os.path.isdir(base_path):
         return []
     return [
-        int(d) for d in os.listdir(base_path)
-        if d.isdigit() and os.path.exists(os.path.join(base_path, d, "saved_model.pb"))
+        version_of(d) for d in os.listdir(base_path)
+        if version_of(d) is not None and os.path.exists(os.path.join(base_path, d, "saved_model.pb"))
     ]

@@ -19,9 +19,13 @@ from serving import protos
 
 logger = logging.getLogger(__name__)
 
-# The two path patterns of tensorflow_serving/model_servers/http_rest_api_util.cc.
-PREDICTION_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
-STATUS_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
+# The two path patterns of tensorflow_serving/model_servers/http_rest_api_util.cc; versions are ASCII digits.
+PREDICTION_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+STATUS_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
+#: Versions are int64 in TF Serving.
+MAX_VERSION = 2**63 - 1
+#: Every method is answered with a JSON document, as TF Serving's handler answers them.
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
 def make_app(manager: ModelManager, num_threads: int = 32, max_request_bytes: int = 64 << 20) -> Starlette:
@@ -31,13 +35,11 @@ def make_app(manager: ModelManager, num_threads: int = 32, max_request_bytes: in
     async def handle(request: Request) -> Response:
         path = request.url.path
         try:
+            if "content-length" in request.headers and "transfer-encoding" in request.headers:
+                # Request smuggling's signature (RFC 9112 6.3): refuse, and close the connection.
+                return _json(400, {"error": "Both Content-Length and Transfer-Encoding given."}, close=True)
             if request.method == "POST" and (match := PREDICTION_PATH.fullmatch(path)):
-                declared = int(request.headers.get("content-length") or 0)
-                if declared > max_request_bytes:
-                    raise ServingError("RESOURCE_EXHAUSTED", f"Request body of {declared} bytes exceeds the limit of {max_request_bytes}.")
-                body = await request.body()
-                if len(body) > max_request_bytes:
-                    raise ServingError("RESOURCE_EXHAUSTED", f"Request body of {len(body)} bytes exceeds the limit of {max_request_bytes}.")
+                body = await _read_body(request, max_request_bytes)
                 name, version, label, method = match.groups()
                 document = await anyio.to_thread.run_sync(
                     _post, manager, name, _version(version), label, method.lower(), body, limiter=limiter
@@ -57,7 +59,24 @@ def make_app(manager: ModelManager, num_threads: int = 32, max_request_bytes: in
             logger.exception("Internal error on %s %s", request.method, path)
             return _json(500, {"error": f"Internal: {type(error).__name__}: {error}"})
 
-    return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST"])])
+    async def unrouted(request: Request, _exc) -> Response:  # e.g. absolute-form targets
+        return _json(404, {"error": f"Malformed request: {request.method} {request.url.path}"})
+
+    return Starlette(routes=[Route("/{path:path}", handle, methods=METHODS)], exception_handlers={404: unrouted, 405: unrouted})
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read chunk by chunk and refused as soon as it passes `limit` (also when chunked or lying)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise ServingError("RESOURCE_EXHAUSTED", f"Request body of {declared} bytes exceeds the limit of {limit}.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServingError("RESOURCE_EXHAUSTED", f"Request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _post(manager: ModelManager, name: str, version: int | None, label: str | None, method: str, body: bytes) -> str | dict:
@@ -72,10 +91,15 @@ def _post(manager: ModelManager, name: str, version: int | None, label: str | No
 
 
 def _version(text: str | None) -> int | None:
-    return None if text is None else int(text)
+    if text is None:
+        return None
+    if len(text) > 19 or int(text) > MAX_VERSION:
+        raise invalid_argument(f"Version {text[:30]}{'...' if len(text) > 30 else ''} is not an int64.")
+    return int(text)
 
 
-def _json(status: int, document) -> Response:
+def _json(status: int, document, close: bool = False) -> Response:
+    headers = {"Connection": "close"} if close else None
     if isinstance(document, str):
-        return Response(document, status_code=status, media_type="application/json")
-    return Response(json.dumps(document, indent=2), status_code=status, media_type="application/json")
+        return Response(document, status_code=status, media_type="application/json", headers=headers)
+    return Response(json.dumps(document, indent=2), status_code=status, media_type="application/json", headers=headers)

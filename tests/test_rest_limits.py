@@ -1,0 +1,112 @@
+"""The REST server against hostile clients: every answer is TF Serving's JSON error document, and it keeps serving."""
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import pytest
+
+from serving import export
+from support import REPO, env, free_port
+from test_serving import assert_still_serving, exported, server, tiny_model  # noqa: F401  (the module's served models)
+
+
+def request(server, method, path, body=None, headers=None, chunked=False):
+    url = urllib.parse.urlsplit(server["rest"])
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+
+
+def raw(server, data: bytes) -> bytes:
+    url = urllib.parse.urlsplit(server["rest"])
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_error(status, content_type, body):
+    assert content_type == "application/json", (status, content_type, body[:200])
+    return json.loads(body)["error"]
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_read(server, exported):
+    def chunks():  # 3 MB against the fixture's 2 MB limit, with no Content-Length to check first
+        for _ in range(48):
+            yield b"x" * 65536
+    status, content_type, body = request(server, "POST", "/v1/models/vit:predict", body=chunks(), chunked=True)
+    assert status == 429 and "exceeds the limit of 2000000 bytes" in json_error(status, content_type, body)
+    assert_still_serving(server, exported)
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"[" * 10_000 + b"]" * 10_000, "nests too deeply"),
+    (b'{"instances": [' + b"7" * 5000 + b"]}", "JSON Parse error"),
+    (b'{"instances": ["\\ud800"]}', "surrogate"),
+])
+def test_malformed_json_is_a_400_without_a_traceback(server, exported, body, message):
+    status, content_type, answer = request(server, "POST", "/v1/models/vit:predict", body=body,
+                                           headers={"Content-Type": "application/json"})
+    assert status == 400 and message in json_error(status, content_type, answer)
+    assert_still_serving(server, exported)
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/v1/models/vit/versions/" + "9" * 5000, 400),  # not an int64
+    ("GET", "/v1/models/vit/versions/%D9%A1", 404),  # ARABIC-INDIC DIGIT ONE names no version
+    ("PUT", "/v1/models/vit:predict", 404),
+    ("DELETE", "/v1/models/vit", 404),
+    ("PATCH", "/v1/models/vit", 404),
+])
+def test_odd_methods_and_versions_get_json_errors(server, method, path, status):
+    answer = request(server, method, path)
+    assert answer[0] == status and json_error(*answer)
+
+
+def test_absolute_form_targets_and_smuggling_headers(server, exported):
+    port = urllib.parse.urlsplit(server["rest"]).port
+    absolute = raw(server, f"GET http://127.0.0.1:{port}/v1/models/vit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    head, _, body = absolute.partition(b"\r\n\r\n")
+    assert b"application/json" in head and json.loads(body)
+    both = raw(server, b"POST /v1/models/vit:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert both.startswith(b"HTTP/1.1 400")
+    assert_still_serving(server, exported)
+
+
+def test_a_version_folder_with_a_non_ascii_digit_is_ignored_and_polling_goes_on(server, exported):
+    (exported["root"] / "swap" / "\u00b2").mkdir()  # "²".isdigit() is True, int("²") fails
+    export.export(tiny_model(7), str(exported["root"] / "swap"))  # version 2, found only if polling goes on
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, _, body = request(server, "GET", "/v1/models/swap")
+        if status == 200 and [v["version"] for v in json.loads(body)["model_version_status"]] == ["2"]:
+            break
+        time.sleep(0.25)
+    else:
+        pytest.fail(f"version 2 of swap was never served: {body[:300]}")
+    assert_still_serving(server, exported)
+
+
+def test_a_config_file_that_does_not_parse_is_one_line(tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list {\n  config { nme: "vit" }\n}\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", str(free_port()), "--model_config_file", str(config)],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f'error: {config}:2:12 : Message type "tensorflow.serving.ModelConfig" has no field named "nme".']
+    assert "Traceback" not in result.stderr
