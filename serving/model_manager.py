@@ -9,6 +9,7 @@ import threading
 
 from serving.batching import BatchingOptions
 from serving.errors import invalid_argument, not_found
+from serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 from serving.servable import Servable
 
 logger = logging.getLogger(__name__)
@@ -68,10 +69,17 @@ class ModelManager:
     on it, so no request fails during a swap.
     """
 
-    def __init__(self, configs: list[ModelConfig], poll_seconds: float = 1.0, batching: BatchingOptions | None = None):
+    def __init__(
+        self,
+        configs: list[ModelConfig],
+        poll_seconds: float = 1.0,
+        batching: BatchingOptions | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         self.configs = {c.name: c for c in configs}
         self.poll_seconds = poll_seconds
         self.batching = batching
+        self.max_image_pixels = max_image_pixels
         self.served: dict[str, dict[int, Servable]] = {c.name: {} for c in configs}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -105,7 +113,9 @@ class ModelManager:
                 if version in current:
                     continue
                 try:
-                    loaded[version] = Servable(name, version, os.path.join(config.base_path, str(version)), self.batching)
+                    loaded[version] = Servable(
+                        name, version, os.path.join(config.base_path, str(version)), self.batching, self.max_image_pixels
+                    )
                     logger.info("Loaded %s version %d", name, version)
                 except Exception:
                     logger.exception("Could not load %s version %d", name, version)

@@ -10,7 +10,8 @@ import tensorflow as tf
 from serving.batching import Batcher, BatchingOptions, Tensors
 from serving.errors import ServingError, invalid_argument
 
-from serving.signatures import DEFAULT_SIGNATURE, PREDICT_METHOD
+from serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS, check_image
+from serving.signatures import DEFAULT_SIGNATURE, IMAGES_INPUT, PREDICT_METHOD
 
 
 class Servable:
@@ -21,12 +22,21 @@ class Servable:
         version: its version number.
         path: the version's folder (with saved_model.pb).
         batching: dynamic batching options, or None to run each request alone.
+        max_image_pixels: encoded images (the `images` input) declaring more pixels are refused undecoded.
     """
 
-    def __init__(self, name: str, version: int, path: str, batching: BatchingOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        path: str,
+        batching: BatchingOptions | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         from tensorflow.core.protobuf import saved_model_pb2
 
         self.name, self.version, self.path = name, version, path
+        self.max_image_pixels = max_image_pixels
         proto = saved_model_pb2.SavedModel()
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:
             proto.ParseFromString(f.read())
@@ -58,6 +68,11 @@ class Servable:
         if signature.method_name and signature.method_name != PREDICT_METHOD:
             raise invalid_argument(f"Signature {key} has method {signature.method_name}, not {PREDICT_METHOD}.")
         checked = check_inputs(signature, inputs)
+        for index, image in enumerate(np.ravel(checked.get(IMAGES_INPUT, []))):
+            try:
+                check_image(bytes(image), self.max_image_pixels, index)
+            except ValueError as error:
+                raise invalid_argument(str(error)) from None
         batcher = self.batchers.get(key)
         return batcher.submit(checked) if batcher is not None else self._runner(key)(checked)
 

@@ -20,6 +20,7 @@ import sys
 import threading
 
 from serving.batching import BatchingOptions
+from serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 from serving.model_manager import ModelConfig, ModelManager, read_model_config_file
 
 logger = logging.getLogger("serving.server")
@@ -39,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rest_api_num_threads", type=int, default=32, help="threads running REST requests")
     p.add_argument("--grpc_max_threads", type=int, default=32, help="threads running gRPC requests")
     p.add_argument("--max_request_bytes", type=int, default=64 << 20, help="largest accepted request body")
+    p.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                   help="encoded images declaring more pixels are refused before decoding (default %(default)s)")
     return p
 
 
@@ -52,7 +55,7 @@ def build_manager(args: argparse.Namespace) -> ModelManager:
     batching = None
     if args.enable_batching:
         batching = BatchingOptions.from_file(args.batching_parameters_file) if args.batching_parameters_file else BatchingOptions()
-    return ModelManager(configs, args.file_system_poll_wait_seconds, batching)
+    return ModelManager(configs, args.file_system_poll_wait_seconds, batching, args.max_image_pixels)
 
 
 def main(argv: list[str] | None = None) -> int:

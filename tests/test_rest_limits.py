@@ -1,16 +1,23 @@
 """The REST server against hostile clients: every answer is TF Serving's JSON error document, and it keeps serving."""
 
+import base64
 import http.client
+import io
 import json
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.parse
+import zlib
 
+import grpc
 import pytest
+from PIL import Image
 
-from serving import export
+from serving import export, image_limits
+from serving.client import GrpcClient
 from support import REPO, env, free_port
 from test_serving import assert_still_serving, exported, server, tiny_model  # noqa: F401  (the module's served models)
 
@@ -110,3 +117,31 @@ def test_a_config_file_that_does_not_parse_is_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f'error: {config}:2:12 : Message type "tensorflow.serving.ModelConfig" has no field named "nme".']
     assert "Traceback" not in result.stderr
+
+
+def png_bomb(side: int = 23000) -> bytes:
+    """A real 1-bit PNG of side x side black pixels: about 64 KB on disk, 1.6 GB as the RGB tensor it decodes to."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    row = b"\x00" * (1 + (side + 7) // 8)
+    pixels = zlib.compress(row * side, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "BMP", "JPEG"])
+def test_image_sizes_are_read_from_headers(fmt):
+    data = io.BytesIO()
+    Image.new("RGB", (123, 45)).save(data, fmt)
+    assert image_limits.image_size(data.getvalue()) == (123, 45)
+
+
+def test_a_decompression_bomb_is_refused_undecoded_over_rest_and_grpc(server, exported):
+    bomb = png_bomb()
+    assert len(bomb) < 100_000 and image_limits.image_size(bomb) == (23000, 23000)
+    status, content_type, body = request(server, "POST", "/v1/models/vit:predict",
+                                         body=json.dumps({"instances": [{"b64": base64.b64encode(bomb).decode()}]}))
+    assert status == 400 and "declares 23000x23000 = 529,000,000 pixels" in json_error(status, content_type, body)
+    with pytest.raises(grpc.RpcError) as raised:
+        GrpcClient(server["grpc"], "vit").predict_images([bomb])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "over the server's limit" in raised.value.details()
+    assert_still_serving(server, exported)
