@@ -128,11 +128,11 @@ def _load_keras_weights(model, path: str) -> None:
 def _validated_weights(model, path: str) -> tuple[dict, dict[str, str]]:
     """The file's arrays and layer names, once every weight fits the model, position and relative tables included."""
     posemb, head = model.posembed_input, model.head
+    relative = model.encoder_blocks[0].attention if model.position_embedding == "relative" else None
     stored, names = keras_files.check_weights_file(
         model,
         path,
-        resizable=({posemb.name} if posemb is not None else set())
-        | ({"attention"} if model.position_embedding == "relative" else set()),
+        resizable={layer.name for layer in (posemb, relative) if layer is not None},
         optional={head.name} if head is not None else set(),
     )
     try:
@@ -142,8 +142,8 @@ def _validated_weights(model, path: str) -> tuple[dict, dict[str, str]]:
             grid = tuple(int(g) for g in grid) if grid is not None else None
             if posemb is not None and name == posemb.name:
                 posemb.fitted(tables, grid)
-            elif model.position_embedding == "relative" and name == "attention" and tables:
-                model.encoder_blocks[0].attention.check_relative_embedding(np.shape(tables[0]), grid)
+            elif relative is not None and name == relative.name and tables:  # every block's table has one shape
+                relative.check_relative_embedding(np.shape(tables[0]), grid)
     except ValueError as error:
         raise ValueError(f"{path} does not fit model {model.name!r}: {error}") from None
     return stored, names

@@ -20,11 +20,18 @@ import time
 
 import keras
 
+from training import outputs
+
 WEIGHTS = "model.weights.h5"
 METADATA = "training_metadata.json"
 #: Seconds to sleep inside each backup write, between the files and the rename: a hook for the kill tests.
 PAUSE_ENV = "KERAS_VIT_BACKUP_PAUSE_SECONDS"
 _STATE = re.compile(r"^state-(\d+)$")
+
+
+def directory(output_dir: str, chief: bool, worker_index: int = 0) -> str:
+    """Where a worker keeps its backups: `backup/` for the chief, a hidden folder of its own for the others."""
+    return os.path.join(output_dir, outputs.BACKUP if chief else f".backup-worker-{worker_index}")
 
 
 def states(backup_dir: str) -> list[str]:

@@ -9,11 +9,6 @@ import keras
 from training import backup, outputs
 
 
-def backup_directory(output_dir: str, chief: bool, worker_index: int = 0) -> str:
-    """Where a worker keeps its backups: `backup/` for the chief, a hidden folder of its own for the others."""
-    return os.path.join(output_dir, outputs.BACKUP if chief else f".backup-worker-{worker_index}")
-
-
 def run_callbacks(output_dir: str, chief: bool, backup_dir: str, backup_freq: str | int = "epoch") -> list:
     """Callbacks for `model.fit`; only the chief writes models and logs into `output_dir`.
 

@@ -271,7 +271,7 @@ def train(args: argparse.Namespace) -> dict:
     model = build_model(args, run)
     train_ds, eval_ds, fewshot_ds = build_data(args, run, model)
 
-    backup_dir = run_callbacks.backup_directory(args.output_dir, chief, distribute.task()[1])
+    backup_dir = backup.directory(args.output_dir, chief, distribute.task()[1])
     initial_epoch = backup.restore(model, backup_dir)
     if initial_epoch > run.epochs:
         raise ValueError(
