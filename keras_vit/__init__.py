@@ -1,7 +1,6 @@
 """keras_vit: the Vision Transformer (Dosovitskiy et al., ICLR 2021) for Keras 3 and TensorFlow."""
 
-from keras_vit import layers
-from keras_vit.analysis import attention_maps, attention_rollout, mean_attention_distance, patch_grid
+from keras_vit import analysis, layers
 from keras_vit.checkpoints import load_npz, save_npz
 from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, TransformerBlock
 from keras_vit.loading import load_model, load_weights
@@ -36,18 +35,15 @@ __all__ = [
     "VARIANTS",
     "ViT",
     "VisionTransformer",
+    "analysis",
     "PerUpdate",
     "WarmupDecay",
-    "attention_maps",
-    "attention_rollout",
     "create_model",
     "get_variant",
     "layers",
     "load_model",
     "load_npz",
     "load_weights",
-    "mean_attention_distance",
-    "patch_grid",
     "preprocess_input",
     "save_npz",
     *VARIANTS,

@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_vit import checkpoints, keras_files, weights as known_weights
 from keras_vit.layers.attention import GRID_KEY
+from keras_vit.models.variants import variant_name
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,39 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     if not os.path.exists(path):
         raise ValueError(f"Model file {os.fspath(path)!r} does not exist.")
     return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+def open_model(
+    source: str | os.PathLike, variant: str | None = None, image_size: int | tuple[int, int] | None = None
+) -> keras.Model:
+    """A model from a `.keras` file, an original `.npz` checkpoint, or a known weights name of `variant`.
+
+    A `.npz` gives its own architecture, image size and classes (with
+    `variant`, the model is that variant); a known name ("imagenet21k", ...)
+    needs `variant` and downloads the release. `image_size` overrides the
+    file's resolution (position embeddings are resized).
+    """
+    from keras_vit.models.constructors import ViT, create_model
+
+    path = os.fspath(source)
+    if path.endswith(".keras"):
+        if image_size is not None:
+            raise ValueError(f"{path} is a whole model at its own image size; --image_size applies to .npz files.")
+        return load_model(path)
+    if not path.endswith(".npz"):
+        if os.path.exists(path) or variant is None:
+            raise ValueError(
+                f"Cannot open {path!r}: expected a .keras file, an original .npz checkpoint, or a known weights "
+                f"name with its variant (e.g. --model imagenet21k --variant ViT_B16)."
+            )
+        path = known_weights.download_weights(variant_name(variant), path)
+    found = checkpoints.npz_architecture(path)
+    if image_size is not None:
+        found["image_size"] = image_size
+    if variant is not None:
+        options = {key: found[key] for key in ("image_size", "classes", "classifier", "representation_size") if key in found}
+        return create_model(variant, weights=path, **options)
+    return ViT(weights=path, **found)
 
 
 #: The `VisionTransformer` arguments a weights file fixes (what `architecture_of` returns).
