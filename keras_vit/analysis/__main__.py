@@ -13,7 +13,6 @@ variant), or a known weights name with --variant (e.g. --model imagenet21k --var
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 COMMANDS = ("attention", "distance", "posemb", "filters", "report")
