@@ -1,6 +1,5 @@
 """The paper's analyses (section 4.5, appendix D.7) against their definitions, computed independently."""
 
-
 import keras
 import numpy as np
 import pytest
