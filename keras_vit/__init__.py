@@ -5,6 +5,7 @@ from keras_vit.checkpoints import load_npz, save_npz
 from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, TransformerBlock
 from keras_vit.loading import load_model, load_weights
 from keras_vit.models.constructors import CONSTRUCTORS, ViT, create_model
+from keras_vit.models.masked_patch_prediction import MaskedPatchPrediction
 from keras_vit.models.variants import VARIANTS, get_variant
 from keras_vit.models.vision_transformer import VisionTransformer
 from keras_vit.preprocessing import preprocess_input
@@ -36,6 +37,7 @@ __all__ = [
     "ViT",
     "VisionTransformer",
     "analysis",
+    "MaskedPatchPrediction",
     "PerUpdate",
     "WarmupDecay",
     "create_model",

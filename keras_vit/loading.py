@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import zipfile
 
 import keras
@@ -91,11 +92,9 @@ def architecture_of(path: str | os.PathLike) -> dict:
     if path.endswith(".npz"):
         found = checkpoints.npz_architecture(path)
     elif path.endswith(".keras"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                saved = json.loads(archive.read("config.json"))
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{path} is not a readable .keras archive ({error}).") from None
+        saved = _saved_config(path)
+        if saved.get("class_name") == "MaskedPatchPrediction":
+            saved = saved["config"]["backbone"]
         if saved.get("class_name") != "VisionTransformer":
             raise ValueError(f"{path} holds a {saved.get('class_name')!r}, not a keras_vit VisionTransformer.")
         found = saved["config"]
@@ -104,12 +103,23 @@ def architecture_of(path: str | os.PathLike) -> dict:
     return {key: found[key] for key in ARCHITECTURE if key in found}
 
 
+def _saved_config(path: str) -> dict:
+    """The model config a `.keras` archive was saved with."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable .keras archive ({error}).") from None
+
+
 def load_weights(model, weights: str | os.PathLike) -> None:
     """Loads `.npz`, `.keras` or `.weights.h5` weights, or a known name of `model.variant`, into `model`.
 
     Position embeddings stored for another grid are resized to the model's;
     the head follows the module's policy (kept when it fits, else new). A
     known fine-tuned release used at another resolution than its own warns.
+    A `.keras` file of a `MaskedPatchPrediction` gives its backbone, the
+    self-supervised encoder.
     """
     path = os.fspath(weights)
     if not os.path.exists(path):
@@ -117,7 +127,9 @@ def load_weights(model, weights: str | os.PathLike) -> None:
             raise FileNotFoundError(f"Weights file not found: {path!r}.")
         name, path = path, known_weights.download_weights(model.variant, path)
         known_weights.check_resolution(model.variant, name, model.image_size)
-    if path.endswith(KERAS_FORMATS):
+    if path.endswith(".keras") and _saved_config(path).get("class_name") == "MaskedPatchPrediction":
+        _load_backbone_weights(model, path)
+    elif path.endswith(KERAS_FORMATS):
         _load_keras_weights(model, path)
     else:
         checkpoints.load_npz(model, path)
@@ -157,6 +169,18 @@ def _load_keras_weights(model, path: str) -> None:
         for variable, value in zip(model.weights, snapshot):
             variable.assign(value)
         raise
+
+
+def _load_backbone_weights(model, path: str) -> None:
+    """Loads the backbone of a saved `MaskedPatchPrediction` as `.weights.h5`, with every check of that path."""
+    pretrained = load_model(path)
+    with tempfile.TemporaryDirectory() as folder:
+        backbone = os.path.join(folder, "backbone.weights.h5")
+        pretrained.backbone.save_weights(backbone)
+        try:
+            _load_keras_weights(model, backbone)
+        except ValueError as error:
+            raise ValueError(str(error).replace(backbone, f"the backbone of {path}")) from None
 
 
 def _validated_weights(model, path: str) -> tuple[dict, dict[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -75,8 +76,13 @@ class Preprocessing:
         return tf.clip_by_value(image, 0.0, 255.0), tf.one_hot(label, self.num_classes)
 
     def eval_example(self, image, label):
-        image = eval_resize(image, self.image_size, self.crop_fraction)
-        return self.to_model_inputs(image), tf.one_hot(label, self.num_classes)
+        """[0, 255] pixels at the model's size (resized and cropped as `keras_vit.preprocessing` evaluates), one-hot label."""
+        return eval_resize(image, self.image_size, self.crop_fraction), tf.one_hot(label, self.num_classes)
+
+
+#: What a batch trains: `task(model inputs, [0, 255] pixels, stateless seed [2]) -> (inputs, targets, weights)`,
+#: e.g. `keras_vit.MaskedPatchPrediction.corruption()`; None: classification, (inputs, one-hot labels).
+Task = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple] | None
 
 
 def train_dataset(
@@ -86,27 +92,42 @@ def train_dataset(
     seed: int = 0,
     cache: bool = True,
     shuffle_buffer: int = 10_000,
+    task: Task = None,
 ) -> tf.data.Dataset:
-    """Shuffled, augmented, repeated batches of (images in [-1, 1], one-hot labels)."""
+    """Shuffled, augmented, repeated batches of (model inputs, one-hot labels), or of what `task` makes of them."""
     if cache:
         examples = examples.cache()
     ds = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.map(preprocessing.train_example, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(_batch_augmentation(preprocessing, seed), num_parallel_calls=AUTOTUNE)
-    return _with_sharding(ds).prefetch(AUTOTUNE)
+    return _with_sharding(_to_model_inputs(ds, preprocessing, task, seed)).prefetch(AUTOTUNE)
 
 
-def eval_dataset(examples: tf.data.Dataset, preprocessing: Preprocessing, batch_size: int, cache: bool = True) -> tf.data.Dataset:
-    """Deterministic batches of (images in [-1, 1], one-hot labels), every example once."""
+def eval_dataset(
+    examples: tf.data.Dataset, preprocessing: Preprocessing, batch_size: int, cache: bool = True, task: Task = None
+) -> tf.data.Dataset:
+    """Deterministic batches of (model inputs, one-hot labels), or of what `task` makes of them, every example once."""
     ds = examples.map(preprocessing.eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache()
-    return _with_sharding(ds.batch(batch_size)).prefetch(AUTOTUNE)
+    return _with_sharding(_to_model_inputs(ds.batch(batch_size), preprocessing, task, seed=0)).prefetch(AUTOTUNE)
+
+
+def _to_model_inputs(ds: tf.data.Dataset, preprocessing: Preprocessing, task: Task, seed: int) -> tf.data.Dataset:
+    """Batches of ([0, 255] pixels, labels) -> what the model trains on; a task draws from (seed, batch number)."""
+    if task is None:
+        return ds.map(lambda pixels, labels: (preprocessing.to_model_inputs(pixels), labels), num_parallel_calls=AUTOTUNE)
+
+    def batch(step, example):
+        pixels, _ = example
+        return task(preprocessing.to_model_inputs(pixels), pixels, tf.stack([tf.constant(seed, tf.int64), step]))
+
+    return ds.enumerate().map(batch, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def _batch_augmentation(preprocessing: Preprocessing, seed: int):
-    """RandAugment and MixUp (keras-cv) on a batch of [0, 255] images; then scaling to [-1, 1]."""
+    """RandAugment and MixUp (keras-cv) on a batch of [0, 255] images."""
     layers = []
     if preprocessing.randaugment:
         import keras_cv
@@ -129,7 +150,7 @@ def _batch_augmentation(preprocessing: Preprocessing, seed: int):
         if mixup is not None:
             mixed = mixup({"images": images, "labels": labels}, training=True)
             images, labels = mixed["images"], mixed["labels"]
-        return preprocessing.to_model_inputs(images), labels
+        return images, labels
 
     return augment
 

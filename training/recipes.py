@@ -55,6 +55,7 @@ class Recipe:
     batch_size: int = 512
     grad_accum_steps: int = 1
     ema_momentum: float | None = None
+    task: str = "classification"  # or "masked_patch": self-supervised, `keras_vit.MaskedPatchPrediction`
     source: str = ""  # where the values come from
 
     def build_optimizer(self, model: keras.Model, total_steps: int) -> keras.optimizers.Optimizer:
@@ -93,13 +94,31 @@ class Recipe:
     def compile(
         self, model: keras.Model, total_steps: int, jit_compile: bool | str = "auto", steps_per_execution: int = 1
     ) -> None:
-        """Compiles `model` with this recipe's optimizer, loss and top-1 accuracy."""
+        """Compiles `model` with this recipe's optimizer, loss and top-1 accuracy.
+
+        For the masked patch task: the cross-entropy of the colour classes and
+        their accuracy, both over the corrupted patches only (the batches'
+        sample weights).
+        """
+        if self.task == "masked_patch":
+            if self.loss != "softmax" or self.label_smoothing:
+                raise ValueError("Masked patch prediction trains with the plain softmax loss (no sigmoid, no smoothing).")
+            losses = dict(
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
+                weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            )
+        elif self.task == "classification":
+            losses = dict(
+                loss=classification_loss(model, self.loss, self.label_smoothing),
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            )
+        else:
+            raise ValueError(f"Unknown task {self.task!r}; expected 'classification' or 'masked_patch'.")
         model.compile(
             optimizer=self.build_optimizer(model, total_steps),
-            loss=classification_loss(model, self.loss, self.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             jit_compile=jit_compile,
             steps_per_execution=steps_per_execution,
+            **losses,
         )
 
 
@@ -136,6 +155,15 @@ RECIPES: dict[str, Recipe] = {
     "finetune": Recipe(
         optimizer="sgd", learning_rate=0.03, schedule="cosine", warmup_steps=500, global_clipnorm=1.0, batch_size=512,
         source="paper appendix B.1.1; reference vit_jax/configs/common.py",
+    ),
+    # Self-supervised masked patch prediction, paper section 4.6 and appendix B.1.2: Adam, lr 2e-4, 10k warmup steps,
+    # cosine decay; batch 4096 as the paper's JFT runs (B.1.2 gives no weight decay: none); 50% of patches corrupted
+    # (80% [mask], 10% another patch, 10% kept), 3-bit mean colour targets (`keras_vit.MaskedPatchPrediction`).
+    # Fine-tune the result with --init_from and the finetune recipe.
+    "masked_patch": Recipe(
+        optimizer="adam", learning_rate=2e-4, schedule="cosine", warmup_steps=10_000, dropout_rate=0.0,
+        batch_size=4096, task="masked_patch",
+        source="paper section 4.6, appendix B.1.2",
     ),
     # Ours: training a small ViT from scratch on a small dataset (the demo): the ImageNet-21k optimizer settings
     # with weight decay 0.1, clipping at 1, dropout 0.1 and label smoothing 0.1, which small data needs.

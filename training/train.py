@@ -205,8 +205,10 @@ def plan(args: argparse.Namespace) -> Plan:
     return Plan(info, train_split, eval_split, recipe, strategy, step_batch, steps_per_epoch, epochs, total_updates)
 
 
-def build_model(args: argparse.Namespace, run: Plan) -> keras_vit.VisionTransformer:
+def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
     """The model under the strategy's scope: a named variant, or `--model ViT` with the flags given.
+
+    The masked patch recipe wraps the encoder (no head) in `keras_vit.MaskedPatchPrediction`.
 
     Architecture flags and model options left out take, for `--model ViT`
     with a `.keras` or `.npz` file to start from, that file's architecture,
@@ -219,6 +221,9 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras_vit.VisionTransfor
         options = {**keras_vit.loading.architecture_of(source), **options}  # the flags given override the file
     if run.recipe.dropout_rate is not None:  # else the model's own
         options["dropout_rate"] = run.recipe.dropout_rate
+    masked_patch = run.recipe.task == "masked_patch"
+    if masked_patch:  # the encoder alone: its representation is what fine-tuning starts from
+        options["include_top"] = False
     with run.strategy.scope():
         model = keras_vit.create_model(
             args.model,
@@ -231,6 +236,8 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras_vit.VisionTransfor
             crop_fraction=args.crop_fraction,
             **options,
         )
+        if masked_patch:
+            model = keras_vit.MaskedPatchPrediction(model)
         run.recipe.compile(
             model, run.total_updates, jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution
         )
@@ -238,22 +245,31 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras_vit.VisionTransfor
     return model
 
 
-def build_data(args: argparse.Namespace, run: Plan, model: keras_vit.VisionTransformer):
-    """(training batches, evaluation batches, few-shot training batches or None), fed as the model expects."""
+def build_data(args: argparse.Namespace, run: Plan, model: keras.Model):
+    """(training batches, evaluation batches, few-shot (train, test) batches or None), fed as the model expects.
+
+    Few-shot evaluation always reads labelled images, whatever the task trains on.
+    """
+    task = model.corruption() if isinstance(model, keras_vit.MaskedPatchPrediction) else None
     prep = pipeline.Preprocessing.for_model(
-        model,
+        model.backbone if task else model,
+        num_classes=run.info.num_classes,
         train_crop=run.info.train_crop if args.train_crop == "auto" else args.train_crop,
         flip=run.info.flip if args.flip == "auto" else args.flip == "yes",
         randaugment=(int(args.randaugment[0]), args.randaugment[1]) if args.randaugment else None,
         mixup_alpha=args.mixup,
     )
+    if task and args.mixup:
+        raise ValueError("MixUp blends labels; masked patch prediction has none to blend: drop --mixup.")
 
     def load(split: str):
         return datasets.load(run.info, split, args.data_dir)
 
-    train_ds = pipeline.train_dataset(load(run.train_split), prep, run.step_batch, seed=args.seed)
-    eval_ds = pipeline.eval_dataset(load(run.eval_split), prep, run.step_batch)
-    fewshot_ds = pipeline.eval_dataset(load(run.train_split), prep, run.step_batch) if args.fewshot_every else None
+    train_ds = pipeline.train_dataset(load(run.train_split), prep, run.step_batch, seed=args.seed, task=task)
+    eval_ds = pipeline.eval_dataset(load(run.eval_split), prep, run.step_batch, task=task)
+    fewshot_ds = None
+    if args.fewshot_every:
+        fewshot_ds = tuple(pipeline.eval_dataset(load(split), prep, run.step_batch) for split in (run.train_split, run.eval_split))
     return train_ds, eval_ds, fewshot_ds
 
 
@@ -283,11 +299,12 @@ def train(args: argparse.Namespace) -> dict:
         outputs.trim_history(os.path.join(args.output_dir, outputs.HISTORY), initial_epoch)
     callbacks = run_callbacks.run_callbacks(args.output_dir, chief, backup_dir, args.backup_freq)
     if fewshot_ds is not None:
-        callbacks.insert(0, fewshot.FewShotEvaluation(fewshot_ds, eval_ds, run.info.num_classes, every=args.fewshot_every))
+        callbacks.insert(0, fewshot.FewShotEvaluation(*fewshot_ds, run.info.num_classes, every=args.fewshot_every))
 
     resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
+    image_size = (model.backbone if isinstance(model, keras_vit.MaskedPatchPrediction) else model).image_size
     print(
-        f"Training {args.model} ({model.count_params():,} parameters) at {'x'.join(map(str, model.image_size))}px on {args.dataset} "
+        f"Training {args.model} ({model.count_params():,} parameters) at {'x'.join(map(str, image_size))}px on {args.dataset} "
         f"({run.info.num_examples[run.train_split]} examples, {run.info.num_classes} classes): "
         f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
         f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe} ({run.recipe.source}){resumed}."
@@ -307,6 +324,7 @@ def train(args: argparse.Namespace) -> dict:
     final = model.evaluate(eval_ds, verbose=0, return_dict=True)
     results = {
         "model": args.model,
+        "task": run.recipe.task,  # the accuracy is over the colours of corrupted patches for masked_patch
         "dataset": args.dataset,
         "split": run.eval_split,
         "examples": run.info.num_examples.get(run.eval_split),
@@ -318,7 +336,8 @@ def train(args: argparse.Namespace) -> dict:
     }
     if chief:  # the model, then the results that mark the run finished, then the backups it no longer needs
         outputs.write_atomically(os.path.join(args.output_dir, outputs.MODEL), model.save)
-        outputs.write_labels(args.output_dir, run.info.class_names)
+        if run.recipe.task == "classification":
+            outputs.write_labels(args.output_dir, run.info.class_names)
         outputs.write_json(os.path.join(args.output_dir, outputs.RESULTS), results)
     backup.clear(backup_dir)
     print(f"Final evaluation on {args.dataset}/{run.eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")

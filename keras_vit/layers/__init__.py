@@ -3,6 +3,7 @@
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.class_token import ClassToken
 from keras_vit.layers.classifier_head import ClassifierHead
+from keras_vit.layers.corrupt_patches import CorruptPatches
 from keras_vit.layers.patch_embedding import PatchEmbedding
 from keras_vit.layers.pooling import SequencePooling
 from keras_vit.layers.position_embedding import AddPositionEmbedding
@@ -15,6 +16,7 @@ __all__ = [
     "AddPositionEmbedding",
     "ClassToken",
     "ClassifierHead",
+    "CorruptPatches",
     "MultiHeadSelfAttention",
     "PatchEmbedding",
     "ResidualUnit",

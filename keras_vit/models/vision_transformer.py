@@ -317,6 +317,18 @@ class VisionTransformer(keras.Model):
         """
         return self._view("features")(images, training=training)
 
+    def embed_patches(self, images, training: bool = False):
+        """The patch embeddings, before the class token and position embeddings: [batch, gh * gw, D].
+
+        With `encode`, this splits the forward pass where masked patch
+        prediction corrupts the patches (`keras_vit.MaskedPatchPrediction`).
+        """
+        return self._view("embed_patches")(images, training=training)
+
+    def encode(self, patch_embeddings, training: bool = False):
+        """The rest of the encoder on `embed_patches`' output: [batch, gh * gw, D] -> `features`' tokens."""
+        return self._view("encode")(patch_embeddings, training=training)
+
     def representation(self, images, training: bool = False):
         """What the head sees: the pooled tokens after `pre_logits`, [batch, representation_size or D]."""
         return self._view("representation")(images, training=training)
@@ -366,8 +378,13 @@ class VisionTransformer(keras.Model):
     def _view(self, kind: str, *options) -> keras.Model:
         key = (kind, *options)
         if key not in self._views.models:
+            inputs = self.input
             if kind == "features":
                 outputs = self.encoder_norm.output
+            elif kind == "embed_patches":
+                outputs = self.embedding.output
+            elif kind == "encode":
+                inputs, outputs = self.embedding.output, self.encoder_norm.output
             elif kind == "representation":
                 outputs = (self.pre_logits or self.pool).output
             elif kind == "encoder_input":
@@ -377,7 +394,7 @@ class VisionTransformer(keras.Model):
                 outputs = [self._encoder_blocks[i].output for i in indices]
                 if norm:
                     outputs = [self.encoder_norm(x) for x in outputs]
-            self._views.models[key] = keras.Model(self.input, outputs, name=f"{self.name}_{kind}")
+            self._views.models[key] = keras.Model(inputs, outputs, name=f"{self.name}_{kind}")
         return self._views.models[key]
 
     # --- Serialization --------------------------------------------------------------------------
