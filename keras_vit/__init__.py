@@ -6,6 +6,7 @@ from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, T
 from keras_vit.loading import load_model, load_weights
 from keras_vit.models.constructors import CONSTRUCTORS, ViT, create_model
 from keras_vit.models.masked_patch_prediction import MaskedPatchPrediction
+from keras_vit.models.resnet import ResNet
 from keras_vit.models.variants import VARIANTS, get_variant
 from keras_vit.models.vision_transformer import VisionTransformer
 from keras_vit.preprocessing import preprocess_input
@@ -39,6 +40,7 @@ __all__ = [
     "analysis",
     "MaskedPatchPrediction",
     "PerUpdate",
+    "ResNet",
     "WarmupDecay",
     "create_model",
     "get_variant",

@@ -32,6 +32,7 @@ import numpy as np
 import keras
 
 from keras_vit import checkpoint_formats, layers as vit_layers
+from keras_vit.models.resnet_stem import resnet_stride
 
 # Encoder block sub-layers and their (Linen) names in the canonical layout of `keras_vit.checkpoint_formats`.
 _BLOCK = {
@@ -132,7 +133,7 @@ def npz_architecture(path: str | os.PathLike) -> dict:
             stages = sorted({k.split("/")[0] for k in params if k.startswith("block")}, key=lambda b: int(b[5:]))
             units = [len({k.split("/")[1] for k in params if k.startswith(stage + "/")}) for stage in stages]
             architecture.update(resnet_layers=tuple(units), resnet_width=params["conv_root/kernel"].shape[-1] // 64)
-            stride = 4 * 2 ** max(len(units) - 1, 0)
+            stride = resnet_stride(units)
         tokens = params[_POSITION_EMBEDDING + "pos_embedding"].shape[1] - int(architecture["classifier"] == "token")
     except KeyError as error:
         raise ValueError(f"Checkpoint {os.fspath(path)!r} lacks {error}, which every ViT checkpoint has.") from None

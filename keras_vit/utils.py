@@ -39,3 +39,21 @@ def keeps_first_load_error(load_own_variables: Callable) -> Callable:
         layer._first_load_error = None
 
     return load
+
+
+class GraphViews:
+    """Functional models over parts of a model's graph, by key, each built once on first use.
+
+    A plain holder, neither a dict nor a Keras layer, so neither Keras'
+    tracking and saving nor TF's object tracking walks into these views:
+    they share every layer with the model that owns them.
+    """
+
+    def __init__(self):
+        self._models: dict = {}
+
+    def get(self, key, build: Callable):
+        """The view under `key`, built by `build()` the first time."""
+        if key not in self._models:
+            self._models[key] = build()
+        return self._models[key]

@@ -7,7 +7,9 @@
 3. `python -m serving.server` serves it on 127.0.0.1;
 4. the 360 test digits go to `:predict` as PNG bytes over REST (and one batch
    over gRPC), and the REST accuracy is compared with the in-process one;
-5. the server is stopped with SIGTERM.
+5. the server is stopped with SIGTERM;
+6. `python -m keras_vit.analysis report` draws what the model learned (the
+   paper's Figures 6 and 7) into OUTPUT_DIR/report/index.html.
 """
 
 from __future__ import annotations
@@ -47,15 +49,15 @@ def main(argv: list[str] | None = None) -> int:
 
     model_path = os.path.join(args.output_dir, "model.keras")
     if not (args.reuse and os.path.exists(model_path)):
-        _step(f"1/5 training on digits ({args.epochs} epochs)")
+        _step(f"1/6 training on digits ({args.epochs} epochs)")
         _run("training.train", *TRAIN_ARGS, "--epochs", str(args.epochs), "--output_dir", args.output_dir, "--verbose", "2")
     train_seconds = time.perf_counter() - started
 
-    _step("2/5 exporting for TensorFlow Serving")
+    _step("2/6 exporting for TensorFlow Serving")
     _run("serving.export", "--model", model_path, "--model_base_path", args.model_base_path)  # labels.txt travels
 
     rest_port, grpc_port = args.rest_api_port, args.port
-    _step(f"3/5 starting serving.server (REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port})")
+    _step(f"3/6 starting serving.server (REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port})")
     server = subprocess.Popen(
         [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--model_name", "vit", "--model_base_path", args.model_base_path, "--enable_batching"],
@@ -63,12 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         RestClient(f"http://127.0.0.1:{rest_port}", "vit").wait_until_available(process=server)
-        _step("4/5 querying: the test digits as PNG bytes over REST")
+        _step("4/6 querying: the test digits as PNG bytes over REST")
         report = _query(model_path, rest_port, grpc_port, args.batch)
     finally:
-        _step("5/5 stopping the server (SIGTERM)")
+        _step("5/6 stopping the server (SIGTERM)")
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+
+    report_dir = os.path.join(args.output_dir, "report")
+    _step("6/6 drawing what the model learned: attention rollout, attention distance, position embeddings, filters")
+    _run("keras_vit.analysis", "report", "--model", model_path, "--dataset", "digits", "--out", report_dir)
 
     report["server_exit_code"] = server.returncode
     report["train_seconds"] = round(train_seconds, 1)
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nREST accuracy {report['rest_accuracy']:.2%} on {report['examples']} test digits "
         f"(in-process {report['in_process_accuracy']:.2%}): {'equal' if ok else 'MISMATCH'}"
     )
+    print(f"What the model learned, as the paper's Figures 6 and 7: {os.path.join(report_dir, 'index.html')}")
     return 0 if ok and server.returncode == 0 else 1
 
 

@@ -35,7 +35,9 @@ from training.recipes import RECIPES, Recipe, build_recipe
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 #: Flags that describe a custom architecture (`--model ViT`); their defaults are VisionTransformer's.
-ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers")
+ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
+#: `--model ResNet`: the paper's convolutional baseline (`keras_vit.ResNet`), with these flags of the above.
+RESNET_FLAGS = ("resnet_layers", "resnet_width")
 #: Flags of `VisionTransformer` options that any model (a named variant too) may change.
 MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
 
@@ -43,13 +45,17 @@ MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     add = p.add_argument
-    add("--model", default="ViT_Ti16", help=f"a variant ({', '.join(keras_vit.VARIANTS)}) or ViT for a custom one")
-    custom = p.add_argument_group("custom architecture (with --model ViT; default: keras_vit.VisionTransformer's)")
+    add("--model", default="ViT_Ti16",
+        help=f"a variant ({', '.join(keras_vit.VARIANTS)}), ViT for a custom one, or ResNet (keras_vit.ResNet)")
+    custom = p.add_argument_group("custom architecture (with --model ViT or ResNet; default: the model class's)")
     custom.add_argument("--patch_size", type=int, default=None, help="patch size")
     custom.add_argument("--hidden_size", type=int, default=None, help="D")
     custom.add_argument("--mlp_dim", type=int, default=None, help="MLP width")
     custom.add_argument("--num_heads", type=int, default=None, help="attention heads")
     custom.add_argument("--num_layers", type=int, default=None, help="encoder blocks")
+    custom.add_argument("--resnet_layers", type=int, nargs="*", default=None, metavar="UNITS",
+                        help="ResNet units per stage: a hybrid ViT, or the ResNet's stages (no value: the root alone)")
+    custom.add_argument("--resnet_width", type=int, default=None, help="ResNet width factor")
     head = p.add_argument_group("model options (any --model; default: the model's own)")
     head.add_argument("--classifier", choices=("token", "gap"), default=None, help="class token or global average pooling")
     head.add_argument("--representation_size", type=int, default=None, help="width of a tanh pre-logits layer")
@@ -63,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     add("--data_dir", default=None, help="tensorflow-datasets data directory")
     add("--train_split", default=None, help="default: train")
     add("--eval_split", default=None, help="default: test, or validation where there is no test split")
+    add("--train_fraction", type=float, default=1.0,
+        help="train on this fraction of the training split (in its stored order), from --train_offset")
+    add("--train_offset", type=float, default=0.0, help="where the --train_fraction starts, as a fraction of the split")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=None, help="passes over the training split (default 10)")
     length.add_argument("--steps", type=int, default=None, help="optimizer updates (the paper's steps)")
@@ -147,6 +156,7 @@ class Plan:
     eval_split: str
     recipe: Recipe
     strategy: tf.distribute.Strategy
+    train_examples: range  # which examples of the training split are trained on (--train_fraction)
     step_batch: int  # global batch of one step (all replicas, one micro-batch)
     steps_per_epoch: int
     epochs: int
@@ -155,7 +165,13 @@ class Plan:
 
 def plan(args: argparse.Namespace) -> Plan:
     """Checks everything that can be wrong with the command, then sets up precision, seed and strategy."""
-    if args.model != "ViT":
+    if args.model == "ResNet":
+        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if flag not in RESNET_FLAGS and getattr(args, flag) is not None]
+        if given:
+            raise ValueError(f"--model ResNet has no Transformer: {', '.join(given)} are for ViT models.")
+        if args.recipe == "masked_patch":
+            raise ValueError("Masked patch prediction trains a ViT's patch tokens; --model ResNet has none.")
+    elif args.model != "ViT":
         keras_vit.get_variant(args.model)
         given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None]
         if given:
@@ -167,9 +183,13 @@ def plan(args: argparse.Namespace) -> Plan:
     info = datasets.describe(args.dataset, args.data_dir)
     train_split = args.train_split or info.train_split
     eval_split = args.eval_split or info.eval_split
-    n_train = info.num_examples.get(train_split)
+    train_examples = training_range(info.num_examples.get(train_split, 0), args.train_offset, args.train_fraction)
+    n_train = len(train_examples)
     if not n_train:
-        raise ValueError(f"Split {train_split!r} of {args.dataset} is empty or unknown ({info.num_examples}).")
+        raise ValueError(
+            f"Split {train_split!r} of {args.dataset} ({info.num_examples}) has no examples from --train_offset "
+            f"{args.train_offset} for --train_fraction {args.train_fraction}."
+        )
     recipe = build_recipe(
         args.recipe,
         optimizer=args.optimizer,
@@ -202,7 +222,18 @@ def plan(args: argparse.Namespace) -> Plan:
     else:
         epochs = args.epochs or 10
     total_updates = max(1, epochs * steps_per_epoch // recipe.grad_accum_steps)
-    return Plan(info, train_split, eval_split, recipe, strategy, step_batch, steps_per_epoch, epochs, total_updates)
+    return Plan(info, train_split, eval_split, recipe, strategy, train_examples, step_batch, steps_per_epoch, epochs, total_updates)
+
+
+def training_range(count: int, offset: float = 0.0, fraction: float = 1.0) -> range:
+    """The examples [offset * count, (offset + fraction) * count) of a split, at least one when it has any."""
+    if not (0.0 <= offset < 1.0 and 0.0 < fraction <= 1.0 and offset + fraction <= 1.0 + 1e-9):
+        raise ValueError(
+            f"--train_offset {offset} and --train_fraction {fraction} must satisfy 0 <= offset < 1, 0 < fraction <= 1 "
+            f"and offset + fraction <= 1."
+        )
+    start = round(offset * count)
+    return range(start, min(count, max(start + 1, round((offset + fraction) * count))))
 
 
 def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
@@ -224,6 +255,8 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
     masked_patch = run.recipe.task == "masked_patch"
     if masked_patch:  # the encoder alone: its representation is what fine-tuning starts from
         options["include_top"] = False
+    if args.model == "ResNet":
+        return _build_resnet(args, run)
     with run.strategy.scope():
         model = keras_vit.create_model(
             args.model,
@@ -238,6 +271,28 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
         )
         if masked_patch:
             model = keras_vit.MaskedPatchPrediction(model)
+        run.recipe.compile(
+            model, run.total_updates, jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution
+        )
+    distribute.enable_multi_worker_fit(model)
+    return model
+
+
+def _build_resnet(args: argparse.Namespace, run: Plan) -> keras_vit.ResNet:
+    """`keras_vit.ResNet` with the flags given, from `.keras`/`.weights.h5` weights when given (strict)."""
+    options = {flag: getattr(args, flag) for flag in RESNET_FLAGS if getattr(args, flag) is not None}
+    source = args.weights or args.init_from
+    if source and not source.endswith((".keras", ".weights.h5")):
+        raise ValueError(f"--model ResNet loads .keras or .weights.h5 files of a keras_vit.ResNet, not {source!r}.")
+    with run.strategy.scope():
+        model = keras_vit.ResNet(
+            image_size=tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0],
+            classes=run.info.num_classes,
+            crop_fraction=args.crop_fraction,
+            **options,
+        )
+        if source:
+            model.load_weights(source)
         run.recipe.compile(
             model, run.total_updates, jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution
         )
@@ -265,7 +320,8 @@ def build_data(args: argparse.Namespace, run: Plan, model: keras.Model):
     def load(split: str):
         return datasets.load(run.info, split, args.data_dir)
 
-    train_ds = pipeline.train_dataset(load(run.train_split), prep, run.step_batch, seed=args.seed, task=task)
+    examples = load(run.train_split).skip(run.train_examples.start).take(len(run.train_examples))
+    train_ds = pipeline.train_dataset(examples, prep, run.step_batch, seed=args.seed, task=task)
     eval_ds = pipeline.eval_dataset(load(run.eval_split), prep, run.step_batch, task=task)
     fewshot_ds = None
     if args.fewshot_every:
@@ -305,7 +361,7 @@ def train(args: argparse.Namespace) -> dict:
     image_size = (model.backbone if isinstance(model, keras_vit.MaskedPatchPrediction) else model).image_size
     print(
         f"Training {args.model} ({model.count_params():,} parameters) at {'x'.join(map(str, image_size))}px on {args.dataset} "
-        f"({run.info.num_examples[run.train_split]} examples, {run.info.num_classes} classes): "
+        f"({len(run.train_examples)} examples, {run.info.num_classes} classes): "
         f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
         f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe} ({run.recipe.source}){resumed}."
     )

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -17,7 +17,7 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save(figure, path: str | os.PathLike) -> str:
+def save_figure(figure, path: str | os.PathLike) -> str:
     folder = os.path.dirname(os.fspath(path))
     if folder:
         os.makedirs(folder, exist_ok=True)
@@ -45,7 +45,7 @@ def upsample(grid_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def plot_attention(images: np.ndarray, rollouts: np.ndarray, path, title: str = "Attention rollout") -> str:
     """One row per image: the input, the rollout on the patch grid, and the input masked by it (Fig. 6)."""
     count = len(images)
-    figure = _figure(9, 3 * count + 0.4)
+    figure = new_figure(9, 3 * count + 0.4)
     figure.suptitle(title)
     axes = figure.subplots(count, 3, squeeze=False)
     for row, (image, rollout) in enumerate(zip(images, rollouts)):
@@ -59,13 +59,13 @@ def plot_attention(images: np.ndarray, rollouts: np.ndarray, path, title: str = 
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_distance(distance: np.ndarray, path, title: str = "Mean attention distance", patch_stride=None) -> str:
     """The paper's Figure 7 (right): each head's mean attention distance against its block's depth."""
     layers, heads = distance.shape
-    figure = _figure(6, 4.5)
+    figure = new_figure(6, 4.5)
     ax = figure.subplots()
     depth = np.repeat(np.arange(1, layers + 1)[:, None], heads, axis=1)
     colours = np.broadcast_to(np.arange(1, heads + 1)[None], distance.shape)
@@ -80,14 +80,14 @@ def plot_distance(distance: np.ndarray, path, title: str = "Mean attention dista
     ax.set_xlim(0.5, layers + 0.5)
     stride = f"\n{patch_stride[0]}x{patch_stride[1]} input pixels per token" if patch_stride else ""
     ax.set_title(f"{title}{stride}", fontsize=10)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_position_similarity(similarity: np.ndarray, path, title: str = "Position embedding similarity") -> str:
     """The paper's Figure 7 (center): for each grid position, its cosine similarity to every other position."""
     gh, gw = similarity.shape[:2]
     cell = min(1.0, 10.0 / max(gh, gw))
-    figure = _figure(gw * cell + 1.4, gh * cell + 0.8)
+    figure = new_figure(gw * cell + 1.4, gh * cell + 0.8)
     figure.suptitle(title)
     axes = figure.subplots(gh, gw, squeeze=False)
     shown = None
@@ -102,7 +102,7 @@ def plot_position_similarity(similarity: np.ndarray, path, title: str = "Positio
     figure.supxlabel("input patch column")
     figure.supylabel("input patch row")
     figure.colorbar(shown, ax=axes, fraction=0.03, label="cosine similarity")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_filters(filters: np.ndarray, ratios: np.ndarray, path, title: str = "Patch embedding filters") -> str:
@@ -115,7 +115,7 @@ def plot_filters(filters: np.ndarray, ratios: np.ndarray, path, title: str = "Pa
         )
     columns = min(7, count)
     rows = -(-count // columns)
-    figure = _figure(max(1.3 * columns, 6.5), 1.45 * rows + 0.8)
+    figure = new_figure(max(1.3 * columns, 6.5), 1.45 * rows + 0.8)
     figure.suptitle(f"{title}\nfirst {count} principal components ({ratios.sum():.0%} of the variance)", fontsize=10)
     axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
@@ -126,4 +126,4 @@ def plot_filters(filters: np.ndarray, ratios: np.ndarray, path, title: str = "Pa
         ax = axes.flat[index]
         ax.imshow(image[..., 0] if channels == 1 else image, cmap="gray" if channels == 1 else None)
         ax.set_title(f"{index + 1}: {ratio:.1%}", fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)

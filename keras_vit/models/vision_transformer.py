@@ -12,32 +12,15 @@ from keras_vit.layers import (
     PatchEmbedding,
     ResidualUnit,
     SequencePooling,
-    StdConv2D,
     TransformerBlock,
 )
 from keras_vit.layers.pooling import CLASSIFIERS
 from keras_vit.layers.position_embedding import POSITION_EMBEDDINGS
-from keras_vit.layers.residual_unit import group_norm
 from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
+from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.preprocessing import preprocessing_layer
-from keras_vit.utils import to_pair
-
-#: The hybrids' stem downsamples 4x; each ResNet stage after the first halves the map again.
-STEM_STRIDE = 4
-
-
-class _GraphViews:
-    """Functional models over parts of a VisionTransformer's graph, built once on first use.
-
-    A plain holder, neither a Keras layer nor a container, so neither Keras'
-    saving nor TF's object tracking walks into these views: they share every
-    layer with the model that owns them.
-    """
-
-    def __init__(self):
-        self.models: dict[tuple, keras.Model] = {}
-
+from keras_vit.utils import GraphViews, to_pair
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class VisionTransformer(keras.Model):
@@ -151,26 +134,10 @@ class VisionTransformer(keras.Model):
 
         # === Layers ===
         self.preprocessing = preprocessing_layer(dtype=dtype) if include_preprocessing else None
-        self.conv_root = self.gn_root = None
-        self.resnet_stages: tuple[tuple[ResidualUnit, ...], ...] = ()
-        if resnet_layers is not None:
-            width = 64 * resnet_width
-            self.conv_root = StdConv2D(
-                width, 7, strides=2, padding="same", use_bias=False, dtype=dtype, name="conv_root"
-            )
-            self.gn_root = group_norm("gn_root", dtype)
-            self.resnet_stages = tuple(
-                tuple(
-                    ResidualUnit(
-                        width * 2**stage,
-                        strides=2 if stage > 0 and unit == 0 else 1,
-                        dtype=dtype,
-                        name=f"block{stage + 1}_unit{unit + 1}",
-                    )
-                    for unit in range(units)
-                )
-                for stage, units in enumerate(resnet_layers)
-            )
+        resnet = ResNetLayers.build(resnet_layers, resnet_width, dtype) if resnet_layers is not None else None
+        self.conv_root = resnet.conv_root if resnet else None
+        self.gn_root = resnet.gn_root if resnet else None
+        self.resnet_stages: tuple[tuple[ResidualUnit, ...], ...] = resnet.stages if resnet else ()
         self.embedding = PatchEmbedding(patch_size, hidden_size, dtype=dtype, name="embedding")
         self.class_token = ClassToken(dtype=dtype, name="cls") if classifier == "token" else None
         self.posembed_input = None  # built below with the encoder blocks, once the grid is known
@@ -190,11 +157,8 @@ class VisionTransformer(keras.Model):
         # === Functional model ===
         inputs = keras.Input((*image_size, channels), name="images")
         x = self.preprocessing(inputs) if self.preprocessing is not None else inputs
-        if self.conv_root is not None:
-            x = keras.layers.ReLU(dtype=dtype, name="relu_root")(self.gn_root(self.conv_root(x)))
-            x = keras.layers.MaxPooling2D(3, strides=2, padding="same", dtype=dtype, name="pool_root")(x)
-            for unit in (u for stage in self.resnet_stages for u in stage):
-                x = unit(x)
+        if resnet is not None:
+            x = resnet(x, dtype)
         feature_size = tuple(x.shape[1:3])
         if feature_size[0] % patch_size[0] or feature_size[1] % patch_size[1]:
             source = "image size" if resnet_layers is None else f"ResNet feature map {feature_size} of the image size"
@@ -264,7 +228,7 @@ class VisionTransformer(keras.Model):
         self.crop_fraction = crop_fraction
         self._variant = variant
         self._grid_size = grid
-        self._views = _GraphViews()
+        self._views = GraphViews()
         if dtype is not None:
             self.dtype_policy = keras.dtype_policies.get(dtype)
 
@@ -288,9 +252,7 @@ class VisionTransformer(keras.Model):
     @property
     def resnet_stride(self) -> int:
         """How much the hybrid's ResNet downsamples (1 for a plain ViT)."""
-        if self.resnet_layers is None:
-            return 1
-        return STEM_STRIDE * 2 ** max(len(self.resnet_layers) - 1, 0)
+        return 1 if self.resnet_layers is None else resnet_stride(self.resnet_layers)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -376,26 +338,26 @@ class VisionTransformer(keras.Model):
         return indices
 
     def _view(self, kind: str, *options) -> keras.Model:
-        key = (kind, *options)
-        if key not in self._views.models:
-            inputs = self.input
-            if kind == "features":
-                outputs = self.encoder_norm.output
-            elif kind == "embed_patches":
-                outputs = self.embedding.output
-            elif kind == "encode":
-                inputs, outputs = self.embedding.output, self.encoder_norm.output
-            elif kind == "representation":
-                outputs = (self.pre_logits or self.pool).output
-            elif kind == "encoder_input":
-                outputs = self._encoder_blocks[0].input
-            else:
-                indices, norm = options
-                outputs = [self._encoder_blocks[i].output for i in indices]
-                if norm:
-                    outputs = [self.encoder_norm(x) for x in outputs]
-            self._views.models[key] = keras.Model(inputs, outputs, name=f"{self.name}_{kind}")
-        return self._views.models[key]
+        return self._views.get((kind, *options), lambda: self._build_view(kind, *options))
+
+    def _build_view(self, kind: str, *options) -> keras.Model:
+        inputs = self.input
+        if kind == "features":
+            outputs = self.encoder_norm.output
+        elif kind == "embed_patches":
+            outputs = self.embedding.output
+        elif kind == "encode":
+            inputs, outputs = self.embedding.output, self.encoder_norm.output
+        elif kind == "representation":
+            outputs = (self.pre_logits or self.pool).output
+        elif kind == "encoder_input":
+            outputs = self._encoder_blocks[0].input
+        else:
+            indices, norm = options
+            outputs = [self._encoder_blocks[i].output for i in indices]
+            if norm:
+                outputs = [self.encoder_norm(x) for x in outputs]
+        return keras.Model(inputs, outputs, name=f"{self.name}_{kind}")
 
     # --- Serialization --------------------------------------------------------------------------
 

@@ -1,0 +1,46 @@
+"""training.study: every study's arms, and a --quick run that writes its table and plot."""
+
+import pytest
+from PIL import Image
+
+from training import study, train
+from support import run_module
+
+
+def test_training_range():
+    assert train.training_range(1437) == range(0, 1437)
+    assert train.training_range(1437, 0.0, 0.1) == range(0, 144)
+    assert train.training_range(1437, 0.5, 0.5) == range(718, 1437)
+    assert train.training_range(10, 0.0, 0.01) == range(0, 1)  # at least one example
+    with pytest.raises(ValueError, match="offset \\+ fraction <= 1"):
+        train.training_range(100, 0.6, 0.5)
+
+
+def test_each_study_parses_into_training_flags():
+    for name, spec in study.studies().items():
+        for arm in spec.arms:
+            for flags in filter(None, (arm.flags, arm.pretrain)):
+                args = train.parser().parse_args([*flags, "--output_dir", "x"])
+                assert args.model in ("ViT", "ResNet")
+    scale = study.studies()["data_scale"]
+    assert {arm.series for arm in scale.arms} == {"ViT", "hybrid", "ResNet"}
+    assert sorted({arm.x for arm in scale.arms}) == [0.1, 0.25, 0.5, 1.0]
+
+
+def test_a_quick_study_writes_its_table_and_plot(tmp_path):
+    out = tmp_path / "cls.md"
+    result = run_module("training.study", "classifier", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = out.read_text()
+    assert "| token, lr 0.003 |" in table and "| gap, lr 0.001125 |" in table and "1-shot (%)" in table
+    with Image.open(tmp_path / "cls.png") as image:
+        assert image.format == "PNG" and image.size[0] >= 600
+    assert len(list((tmp_path / "cls_runs").iterdir())) == 3
+    # Started again, it reuses the finished runs.
+    again = run_module("training.study", "classifier", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
+    assert again.returncode == 0 and again.stdout.count("Nothing to do") == 3
+
+
+def test_resnet_refuses_transformer_flags(capsys):
+    assert train.main(["--model", "ResNet", "--patch_size", "4", "--output_dir", "x"]) == 2
+    assert "--model ResNet has no Transformer: --patch_size are for ViT models" in capsys.readouterr().err

@@ -1,0 +1,263 @@
+"""The paper's ablations and data-scale study in small, re-run on one dataset with several seeds.
+
+    python -m training.study posemb           --dataset digits --out posemb.md   # Table 8: none / 1-D / 2-D / relative
+    python -m training.study classifier       --dataset digits --out cls.md      # Fig. 9: class token vs GAP, own lr
+    python -m training.study data_scale       --dataset digits --out scale.md    # Fig. 3/4: ViT vs hybrid vs ResNet
+    python -m training.study self_supervision --dataset digits --out ssl.md      # 4.6: scratch / masked patch / supervised
+
+Every arm of a study trains the same small model family on the same data,
+for the same steps, with the same seeds, through `training.train` (each run
+a folder under --runs_dir: a study started again reuses its finished runs).
+Each run reports its test accuracy and few-shot linear accuracy (1/5/10
+shots, big_vision's protocol) of its representation; the study writes a
+Markdown table (mean +- standard deviation over seeds) and a PNG beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+
+#: The small ViT of the studies (the demo's): 16x16 inputs, 4x4 patches (16 tokens), 4 blocks of D 64.
+VIT = ("--model", "ViT", "--image_size", "16", "--patch_size", "4", "--hidden_size", "64", "--mlp_dim", "128",
+       "--num_heads", "4", "--num_layers", "4")
+#: The same Transformer on the hybrid's ResNet root and one unit (stride 4: a 4x4 map, patch 1, 16 tokens).
+HYBRID = ("--model", "ViT", "--image_size", "16", "--resnet_layers", "1", "--patch_size", "1", "--hidden_size", "64",
+          "--mlp_dim", "128", "--num_heads", "4", "--num_layers", "4")
+#: A ResNet of the hybrid's units, two stages.
+RESNET = ("--model", "ResNet", "--image_size", "16", "--resnet_layers", "1", "1")
+#: Fine-tuning a pre-trained run's model: its architecture comes from its file.
+FINETUNE = ("--model", "ViT", "--image_size", "16")
+#: Training flags every run shares (the demo's recipe); --learning_rate may be overridden by an arm.
+TRAINING = ("--batch_size", "32", "--warmup_steps", "100", "--label_smoothing", "0", "--dropout_rate", "0", "--jit_compile")
+LEARNING_RATE = 3e-3
+SHOTS = (1, 5, 10)
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One configuration of a study: the flags of its run, and optionally of a run it starts from."""
+
+    name: str
+    flags: tuple[str, ...]
+    pretrain: tuple[str, ...] | None = None  # a pre-training run whose model.keras this arm's run starts from
+    series: str = ""  # data_scale: the model family
+    x: float | None = None  # data_scale: the training fraction
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    title: str
+    source: str
+    arms: tuple[Arm, ...]
+    epochs: int  # default epochs of each run (of the full training split)
+    seeds: int  # default seeds
+
+
+def lr(value: float) -> tuple[str, ...]:
+    return ("--learning_rate", f"{value:g}")
+
+
+def studies() -> dict[str, Study]:
+    """The studies, each a list of arms."""
+    half, rest = ("--train_fraction", "0.5"), ("--train_offset", "0.5", "--train_fraction", "0.5")
+    return {
+        "posemb": Study(
+            "Position embeddings", "paper Table 8 (appendix D.4)",
+            tuple(Arm(kind, VIT + lr(LEARNING_RATE) + ("--position_embedding", kind))
+                  for kind in ("none", "learned_1d", "learned_2d", "relative")),
+            epochs=30, seeds=3,
+        ),
+        "classifier": Study(
+            "Class token vs global average pooling", "paper Figure 9 (appendix D.3)",
+            (
+                Arm(f"token, lr {LEARNING_RATE:g}", VIT + lr(LEARNING_RATE) + ("--classifier", "token")),
+                Arm(f"gap, lr {LEARNING_RATE:g}", VIT + lr(LEARNING_RATE) + ("--classifier", "gap")),
+                Arm(f"gap, lr {LEARNING_RATE * 3 / 8:g}", VIT + lr(LEARNING_RATE * 3 / 8) + ("--classifier", "gap")),
+            ),
+            epochs=30, seeds=3,
+        ),
+        "data_scale": Study(
+            "ViT, hybrid and ResNet as the training data grows", "paper Figures 3 and 4, in small",
+            tuple(
+                Arm(f"{family} {fraction:.0%}", flags + lr(LEARNING_RATE) + ("--train_fraction", str(fraction)),
+                    series=family, x=fraction)
+                for family, flags in (("ViT", VIT), ("hybrid", HYBRID), ("ResNet", RESNET))
+                for fraction in FRACTIONS
+            ),
+            epochs=20, seeds=2,
+        ),
+        "self_supervision": Study(
+            "Fine-tuning from scratch, from masked patch prediction, from supervised pre-training",
+            "paper section 4.6 (pre-training on the first half of the training split, fine-tuning on the other half)",
+            (
+                Arm("scratch", VIT + lr(LEARNING_RATE) + rest),
+                Arm("masked patch pre-training", FINETUNE + lr(LEARNING_RATE) + rest,
+                    pretrain=VIT + lr(LEARNING_RATE) + half + ("--recipe", "masked_patch")),
+                Arm("supervised pre-training", FINETUNE + lr(LEARNING_RATE) + rest, pretrain=VIT + lr(LEARNING_RATE) + half),
+            ),
+            epochs=30, seeds=3,
+        ),
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.study", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
+    )
+    p.add_argument("study", choices=("posemb", "classifier", "data_scale", "self_supervision"))
+    p.add_argument("--dataset", default="digits", help="digits, folder:PATH or a tensorflow-datasets name")
+    p.add_argument("--data_dir", default=None, help="tensorflow-datasets data directory")
+    p.add_argument("--out", required=True, help="the Markdown table to write; the PNG goes beside it")
+    p.add_argument("--runs_dir", default=None, help="where the runs go (default: OUT without .md, plus _runs)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the study's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of the full training split per run (default: the study's)")
+    p.add_argument("--quick", action="store_true", help="a few steps, one seed: checks the study runs, measures nothing")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        run_study(args)
+    except (ValueError, OSError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
+    study = studies()[args.study]
+    seeds = 1 if args.quick else args.seeds or study.seeds
+    epochs = 1 if args.quick else args.epochs or study.epochs
+    arms = study.arms
+    if args.quick and args.study == "data_scale":
+        arms = tuple(arm for arm in arms if arm.x in (0.25, 1.0))
+    runs_dir = args.runs_dir or os.path.splitext(args.out)[0] + "_runs"
+    common = TRAINING + ("--dataset", args.dataset, "--verbose", "0")
+    if args.quick:  # compiling costs more than a few steps
+        common = tuple(flag for flag in common if flag != "--jit_compile")
+    if args.data_dir:
+        common += ("--data_dir", args.data_dir)
+    # Every run takes the same steps: `epochs` passes over the whole split (a fraction of it repeats more often).
+    from training import datasets
+
+    info = datasets.describe(args.dataset, args.data_dir)
+    full_steps = max(1, info.num_examples[info.train_split] // int(TRAINING[TRAINING.index("--batch_size") + 1]))
+    length = ("--epochs", "1", "--steps_per_epoch", "3") if args.quick else ("--epochs", str(epochs), "--steps_per_epoch", str(full_steps))
+    rows: dict[str, list[dict]] = {arm.name: [] for arm in arms}
+    start = time.perf_counter()
+    for seed in range(seeds):
+        for index, arm in enumerate(arms):
+            flags = common + ("--seed", str(seed)) + length
+            init = ()
+            if arm.pretrain is not None:
+                folder = os.path.join(runs_dir, f"arm{index}-pretrain-seed{seed}")
+                _train(arm.pretrain + flags, folder)
+                init = ("--init_from", os.path.join(folder, "model.keras"))
+            folder = os.path.join(runs_dir, f"arm{index}-seed{seed}")
+            result = _train(arm.flags + init + flags, folder)
+            result.update(_fewshot(folder, args.dataset, args.data_dir))
+            rows[arm.name].append(result)
+            print(f"[{time.perf_counter() - start:5.0f}s] seed {seed} {arm.name}: accuracy {result['accuracy']:.2%}, "
+                  + ", ".join(f"{k}-shot {result[f'{k}shot']:.2%}" for k in SHOTS), flush=True)
+    table = markdown(study, arms, rows, args, seeds, epochs)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(table)
+    image = plot(study, arms, rows, os.path.splitext(args.out)[0] + ".png")
+    print(table)
+    print(f"Wrote {args.out} and {image}")
+    return rows
+
+
+def _train(flags: tuple[str, ...], output_dir: str) -> dict:
+    """One `training.train` run in this process (a finished one is recognised and not repeated)."""
+    import keras
+
+    from training import train
+
+    keras.backend.clear_session()
+    result = train.train(train.parser().parse_args([*flags, "--output_dir", output_dir]))
+    keras.config.set_dtype_policy("float32")
+    return dict(result)
+
+
+def _fewshot(folder: str, dataset: str, data_dir: str | None) -> dict:
+    """{f"{k}shot": mean few-shot accuracy over big_vision's seeds} of a run's model."""
+    import keras_vit
+    from training import datasets, fewshot, pipeline
+
+    model = keras_vit.load_model(os.path.join(folder, "model.keras"))
+    info = datasets.describe(dataset, data_dir)
+    prep = pipeline.Preprocessing.for_model(model, flip=False, num_classes=info.num_classes)
+    train_split, test_split = (
+        fewshot.features(model, pipeline.eval_dataset(datasets.load(info, split, data_dir), prep, 256))
+        for split in (info.train_split, info.eval_split)
+    )
+    results = fewshot.fewshot_accuracies(train_split, test_split, info.num_classes, shots=SHOTS)
+    return {f"{k}shot": mean for k, (mean, _) in results.items()}
+
+
+def _cell(values: list[float]) -> str:
+    values = np.asarray(values) * 100
+    return f"{values.mean():.1f}" if len(values) == 1 else f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
+def markdown(study: Study, arms, rows: dict[str, list[dict]], args, seeds: int, epochs: int) -> str:
+    header = "| arm | test accuracy (%) | " + " | ".join(f"{k}-shot (%)" for k in SHOTS) + " | train seconds |"
+    lines = [
+        f"# {study.title}",
+        "",
+        f"{study.source}. Dataset {args.dataset}; {seeds} seed(s) per arm, mean ± standard deviation over seeds; "
+        f"{'--quick (a few steps: not a measurement)' if args.quick else f'{epochs} epochs of the full training split per run'}. "
+        f"Few-shot: linear, on the representation, big_vision's protocol.",
+        "",
+        header,
+        "|" + "---|" * (3 + len(SHOTS)),
+    ]
+    for arm in arms:
+        results = rows[arm.name]
+        cells = [_cell([r["accuracy"] for r in results])] + [_cell([r[f"{k}shot"] for r in results]) for k in SHOTS]
+        seconds = np.mean([r["train_seconds"] for r in results])
+        lines.append(f"| {arm.name} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(study: Study, arms, rows: dict[str, list[dict]], path: str) -> str:
+    """Test and 10-shot accuracy per arm (bars), or against the training fraction per model (data_scale)."""
+    from keras_vit.analysis.plots import new_figure, save_figure
+
+    figure = new_figure(8, 4.5)
+    figure.suptitle(f"{study.title} ({study.source})", fontsize=10)
+    axes = figure.subplots(1, 2)
+    for ax, key, label in zip(axes, ("accuracy", f"{SHOTS[-1]}shot"), ("test accuracy", f"{SHOTS[-1]}-shot accuracy")):
+        stats = {arm.name: np.asarray([r[key] for r in rows[arm.name]]) * 100 for arm in arms}
+        if all(arm.x is not None for arm in arms):
+            for series in dict.fromkeys(arm.series for arm in arms):
+                members = [arm for arm in arms if arm.series == series]
+                ax.errorbar([a.x * 100 for a in members], [stats[a.name].mean() for a in members],
+                            yerr=[stats[a.name].std() for a in members], marker="o", capsize=3, label=series)
+            ax.set_xscale("log")
+            ax.set_xlabel("training examples used (% of the split)")
+            ax.legend()
+        else:
+            names = [arm.name for arm in arms]
+            ax.bar(range(len(names)), [stats[n].mean() for n in names], yerr=[stats[n].std() for n in names], capsize=3)
+            ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+            low = min(stats[n].min() for n in names)
+            ax.set_ylim(max(0, low - 10), 100)
+        ax.set_ylabel(f"{label} (%)")
+        ax.grid(alpha=0.3)
+    return save_figure(figure, path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
