@@ -68,8 +68,8 @@ class PatchCorruption:
         return tf.where(replaced, other, positions), masked, corrupted
 
     def __call__(self, inputs, pixels, seed):
-        """A batch of model inputs and its [0, 255] pixels -> ({images, source, masked}, colour classes, weights)."""
+        """A batch of model inputs and its [0, 255] pixels -> ({images, source, masked 0/1}, colour classes, weights)."""
         source, masked, corrupted = self.plan(tf.shape(pixels)[0], seed)
         targets = color_classes(pixels, self.patch_stride, self.color_bits)
-        features = {IMAGES: inputs, SOURCE: source, MASKED: masked}
+        features = {IMAGES: inputs, SOURCE: source, MASKED: tf.cast(masked, tf.int32)}  # no bool: strategies sum inputs
         return features, targets, tf.cast(corrupted, tf.float32)

@@ -121,6 +121,7 @@ def test_a_short_masked_patch_run_lowers_its_loss_and_fine_tunes(tmp_path):
     result = run_module(
         "training.train", "--recipe", "masked_patch", *TINY_MODEL, "--dataset", "digits", "--batch_size", "64",
         "--learning_rate", "2e-3", "--warmup_steps", "10", "--epochs", "4", "--steps_per_epoch", "10",
+        "--strategy", "mirrored", "--logical_cpus", "2",  # two replicas: the corruption inputs are distributed too
         "--output_dir", str(pretrain), "--verbose", "2",
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -34,7 +34,7 @@ class MaskedPatchPrediction(keras.Model):
         color_bits: bits per channel of the target colours.
 
     Shapes:
-        inputs: {"images": [batch, h, w, c], "source": int [batch, G], "masked": bool [batch, G]}.
+        inputs: {"images": [batch, h, w, c], "source": int [batch, G], "masked": 0/1 int [batch, G]}.
         output: colour logits [batch, G, 2 ** (3 * color_bits)], float32.
     """
 

@@ -22,6 +22,7 @@ from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.preprocessing import preprocessing_layer
 from keras_vit.utils import GraphViews, to_pair
 
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class VisionTransformer(keras.Model):
     """The Vision Transformer of Dosovitskiy et al. (ICLR 2021), and its ResNet hybrids.
