@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_vit  # noqa: E402
-from serving import export, signatures  # noqa: E402
-from serving.client import RestClient  # noqa: E402
+from keras_vit.serving import export, signatures  # noqa: E402
+from keras_vit.serving.client import RestClient  # noqa: E402
 
 
 def raw_throughput(path: str, images: list[bytes], seconds: float, batch: int = 32) -> float:
@@ -82,7 +82,7 @@ def start_server(base_path: str, batching: bool) -> tuple[subprocess.Popen, str]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", str(port),
+    command = [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port),
                "--model_name", "vit", "--model_base_path", base_path, "--file_system_poll_wait_seconds", "0"]
     if batching:
         command += ["--enable_batching", "--batching_parameters_file", os.path.join(base_path, "batching_parameters.txt")]

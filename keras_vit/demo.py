@@ -17,9 +17,11 @@ import keras_vit
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
-    parser.add_argument("--fixtures", type=pathlib.Path, default=default, help="folder with fixtures.json")
+    parser.add_argument("--fixtures", type=pathlib.Path, default=pathlib.Path("../shared/fixtures"),
+                        help="folder with fixtures.json (default: ../shared/fixtures, beside the repository's root)")
     args = parser.parse_args(argv)
+    if not (args.fixtures / "fixtures.json").is_file():
+        parser.error(f"no fixtures.json in {args.fixtures}: pass --fixtures FOLDER")
 
     specs = json.loads((args.fixtures / "fixtures.json").read_text())["fixtures"]
     worst = 0.0

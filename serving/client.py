@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from serving import signatures
+from keras_vit.serving import signatures
 
 Prediction = list[tuple[str, float]]  # (label or class index, probability), best first
 

@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-from serving import signatures
-from serving.client import RestClient
+from keras_vit.serving import signatures
+from keras_vit.serving.client import RestClient
 
 # A ViT small enough to train in a couple of minutes on 2 CPU cores: 16x16 inputs, 4x4 patches (16 tokens).
 TRAIN_ARGS = [
@@ -50,18 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     model_path = os.path.join(args.output_dir, "model.keras")
     if not (args.reuse and os.path.exists(model_path)):
         _step(f"1/6 training on digits ({args.epochs} epochs)")
-        _run("training.train", *TRAIN_ARGS, "--epochs", str(args.epochs), "--output_dir", args.output_dir, "--verbose", "2")
+        _run("keras_vit.training.train", *TRAIN_ARGS, "--epochs", str(args.epochs), "--output_dir", args.output_dir, "--verbose", "2")
     train_seconds = time.perf_counter() - started
 
     _step("2/6 exporting for TensorFlow Serving")
-    _run("serving.export", "--model", model_path, "--model_base_path", args.model_base_path)  # labels.txt travels
+    _run("keras_vit.serving.export", "--model", model_path, "--model_base_path", args.model_base_path)  # labels.txt travels
 
     rest_port, grpc_port = args.rest_api_port, args.port
     _step(f"3/6 starting serving.server (REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port})")
     server = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--model_name", "vit", "--model_base_path", args.model_base_path, "--enable_batching"],
-        env=_env(),
     )
     try:
         RestClient(f"http://127.0.0.1:{rest_port}", "vit").wait_until_available(process=server)
@@ -92,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _query(model_path: str, rest_port: int, grpc_port: int, batch: int) -> dict:
     import keras_vit
-    from serving.client import GrpcClient
-    from serving.export import encode_png
-    from training import datasets
-    from training.evaluate import evaluate
+    from keras_vit.serving.client import GrpcClient
+    from keras_vit.serving.export import encode_png
+    from keras_vit.training import datasets
+    from keras_vit.training.evaluate import evaluate
 
     info = datasets.describe("digits")
     images, labels = [], []
@@ -126,14 +125,9 @@ def _query(model_path: str, rest_port: int, grpc_port: int, batch: int) -> dict:
 
 
 def _run(module: str, *args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", module, *args], env=_env())
+    result = subprocess.run([sys.executable, "-m", module, *args])
     if result.returncode:
         raise SystemExit(f"python -m {module} failed with exit code {result.returncode}")
-
-
-def _env() -> dict[str, str]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
 
 
 def _step(text: str) -> None:

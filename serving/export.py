@@ -39,9 +39,9 @@ import keras
 import keras_vit
 from keras_vit.labels import labels_beside, read_labels
 from keras_vit.preprocessing import decode_for_eval, model_inputs
-from serving import signatures
-from serving.batching import BatchingOptions
-from serving.model_manager import version_of
+from keras_vit.serving import signatures
+from keras_vit.serving.batching import BatchingOptions
+from keras_vit.serving.model_manager import version_of
 
 #: Head activations whose outputs are served as they are; None and "linear" (logits) get a softmax.
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")

@@ -12,9 +12,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import protos
-from serving.errors import ServingError, invalid_argument
-from serving.model_manager import ModelManager
+from keras_vit.serving import protos
+from keras_vit.serving.errors import ServingError, invalid_argument
+from keras_vit.serving.model_manager import ModelManager
 
 
 def _spec(request_spec) -> tuple[str, int | None, str | None]:

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from serving.errors import invalid_argument
+from keras_vit.serving.errors import invalid_argument
 
 ROW, COLUMNAR = "row", "columnar"
 

@@ -7,10 +7,10 @@ import logging
 import os
 import threading
 
-from serving.batching import BatchingOptions
-from serving.errors import invalid_argument, not_found
-from serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
-from serving.servable import Servable
+from keras_vit.serving.batching import BatchingOptions
+from keras_vit.serving.errors import invalid_argument, not_found
+from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
+from keras_vit.serving.servable import Servable
 
 logger = logging.getLogger(__name__)
 

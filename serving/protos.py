@@ -5,8 +5,8 @@ from __future__ import annotations
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from serving.model_manager import ModelManager
-from serving.servable import Servable
+from keras_vit.serving.model_manager import ModelManager
+from keras_vit.serving.servable import Servable
 
 SIGNATURE_DEF = "signature_def"
 

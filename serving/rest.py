@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving import json_codec
-from serving.errors import ServingError, invalid_argument, not_found
-from serving.model_manager import ModelManager
-from serving import protos
+from keras_vit.serving import json_codec
+from keras_vit.serving.errors import ServingError, invalid_argument, not_found
+from keras_vit.serving.model_manager import ModelManager
+from keras_vit.serving import protos
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from serving.batching import Batcher, BatchingOptions, Tensors
-from serving.errors import ServingError, invalid_argument
+from keras_vit.serving.batching import Batcher, BatchingOptions, Tensors
+from keras_vit.serving.errors import ServingError, invalid_argument
 
-from serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS, check_image
-from serving.signatures import DEFAULT_SIGNATURE, IMAGES_INPUT, PREDICT_METHOD
+from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS, check_image
+from keras_vit.serving.signatures import DEFAULT_SIGNATURE, IMAGES_INPUT, PREDICT_METHOD
 
 
 class Servable:

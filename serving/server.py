@@ -19,9 +19,9 @@ import signal
 import sys
 import threading
 
-from serving.batching import BatchingOptions
-from serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
-from serving.model_manager import ModelConfig, ModelManager, read_model_config_file
+from keras_vit.serving.batching import BatchingOptions
+from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
+from keras_vit.serving.model_manager import ModelConfig, ModelManager, read_model_config_file
 
 logger = logging.getLogger("serving.server")
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if not manager.served[name]:
             logger.warning("No servable version of %s found yet under %s", name, manager.configs[name].base_path)
 
-    from serving.grpc_service import make_grpc_server
+    from keras_vit.serving.grpc_service import make_grpc_server
 
     # Our handlers stand behind uvicorn's: it installs its own while it runs, restores ours and
     # re-raises the signal after its graceful shutdown, which then lands here instead of killing
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rest_api_port:
             import uvicorn
 
-            from serving.rest import make_app
+            from keras_vit.serving.rest import make_app
 
             app = make_app(manager, args.rest_api_num_threads, args.max_request_bytes)
             config = uvicorn.Config(app, host=args.host, port=args.rest_api_port, log_level="warning", timeout_graceful_shutdown=10)

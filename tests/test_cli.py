@@ -4,7 +4,7 @@ import pytest
 
 import keras_vit
 from support import run_module
-from training import datasets
+from keras_vit.training import datasets
 
 
 @pytest.fixture(scope="module")

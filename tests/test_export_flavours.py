@@ -11,8 +11,8 @@ import keras
 import keras_vit
 from harness import randomize
 from keras_vit.preprocessing import eval_resize, model_inputs
-from serving import export, signatures
-from serving.client import RestClient
+from keras_vit.serving import export, signatures
+from keras_vit.serving.client import RestClient
 from support import REPO, env, free_port
 
 TINY = dict(patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=2, classes=3)

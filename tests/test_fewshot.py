@@ -4,7 +4,7 @@ import numpy as np
 import keras
 
 import keras_vit
-from training import fewshot
+from keras_vit.training import fewshot
 
 
 def big_vision_protocol(train_x, train_y, test_x, test_y, num_classes, shots, seeds, l2_reg):

@@ -16,8 +16,8 @@ import grpc
 import pytest
 from PIL import Image
 
-from serving import export, image_limits
-from serving.client import GrpcClient
+from keras_vit.serving import export, image_limits
+from keras_vit.serving.client import GrpcClient
 from support import REPO, env, free_port
 from test_serving import assert_still_serving, exported, server, tiny_model  # noqa: F401  (the module's served models)
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from support import TINY_MODEL, run_module, start_module
-from training import backup
+from keras_vit.training import backup
 
 EPOCHS = 3
 COMMAND = [*TINY_MODEL, "--epochs", str(EPOCHS), "--steps_per_epoch", "12", "--batch_size", "16", "--backup_freq", "5",

@@ -19,8 +19,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 import keras_vit
 from harness import randomize
-from serving import export
-from serving.client import GrpcClient, RestClient
+from keras_vit.serving import export
+from keras_vit.serving.client import GrpcClient, RestClient
 from support import REPO, env, free_port
 
 LABELS = ["cat", "dog", "bird"]

@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from training import study, train
+from keras_vit.training import study, train
 from support import run_module
 
 

@@ -11,11 +11,11 @@ import keras
 import tensorflow as tf
 
 import keras_vit
-from serving import signatures
-from training import datasets, distribute, pipeline
-from training.recipes import build_recipe, excluded_from_weight_decay
+from keras_vit.serving import signatures
+from keras_vit.training import datasets, distribute, pipeline
+from keras_vit.training.recipes import build_recipe, excluded_from_weight_decay
 from keras_vit.schedules import WarmupDecay
-from training.train import default_batch_size
+from keras_vit.training.train import default_batch_size
 from support import TINY_MODEL, env, free_port, run_module, start_module
 
 

@@ -7,17 +7,17 @@ The names below are imported on first use, so that `python -m training.fewshot`
 import importlib
 
 _EXPORTS = {
-    "FewShotEvaluation": "training.fewshot",
-    "fewshot_accuracies": "training.fewshot",
-    "Preprocessing": "training.pipeline",
-    "eval_dataset": "training.pipeline",
-    "train_dataset": "training.pipeline",
-    "RECIPES": "training.recipes",
-    "Recipe": "training.recipes",
-    "build_recipe": "training.recipes",
-    "excluded_from_weight_decay": "training.recipes",
-    "enable_multi_worker_fit": "training.distribute",
-    "make_strategy": "training.distribute",
+    "FewShotEvaluation": "keras_vit.training.fewshot",
+    "fewshot_accuracies": "keras_vit.training.fewshot",
+    "Preprocessing": "keras_vit.training.pipeline",
+    "eval_dataset": "keras_vit.training.pipeline",
+    "train_dataset": "keras_vit.training.pipeline",
+    "RECIPES": "keras_vit.training.recipes",
+    "Recipe": "keras_vit.training.recipes",
+    "build_recipe": "keras_vit.training.recipes",
+    "excluded_from_weight_decay": "keras_vit.training.recipes",
+    "enable_multi_worker_fit": "keras_vit.training.distribute",
+    "make_strategy": "keras_vit.training.distribute",
     "WarmupDecay": "keras_vit.schedules",
 }
 

@@ -20,7 +20,7 @@ import time
 
 import keras
 
-from training import outputs
+from keras_vit.training import outputs
 
 WEIGHTS = "model.weights.h5"
 METADATA = "training_metadata.json"

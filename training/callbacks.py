@@ -6,7 +6,7 @@ import os
 
 import keras
 
-from training import backup, outputs
+from keras_vit.training import backup, outputs
 
 
 def run_callbacks(output_dir: str, chief: bool, backup_dir: str, backup_freq: str | int = "epoch") -> list:

@@ -12,8 +12,8 @@ import sys
 import keras
 
 import keras_vit
-from training import datasets, pipeline
-from training.recipes import classification_loss
+from keras_vit.training import datasets, pipeline
+from keras_vit.training.recipes import classification_loss
 
 
 def evaluate(model: keras_vit.VisionTransformer, info: datasets.DatasetInfo, split: str, batch_size: int = 256, data_dir: str | None = None) -> dict:

@@ -140,7 +140,7 @@ class FewShotEvaluation(keras.callbacks.Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training import datasets, pipeline
+    from keras_vit.training import datasets, pipeline
 
     parser = argparse.ArgumentParser(description="Few-shot linear evaluation of a trained model's representation.")
     parser.add_argument("--model", required=True, help="a .keras file saved by training.train")

@@ -147,7 +147,7 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     if args.data_dir:
         common += ("--data_dir", args.data_dir)
     # Every run takes the same steps: `epochs` passes over the whole split (a fraction of it repeats more often).
-    from training import datasets
+    from keras_vit.training import datasets
 
     info = datasets.describe(args.dataset, args.data_dir)
     full_steps = max(1, info.num_examples[info.train_split] // int(TRAINING[TRAINING.index("--batch_size") + 1]))
@@ -182,7 +182,7 @@ def _train(flags: tuple[str, ...], output_dir: str) -> dict:
     """One `training.train` run in this process (a finished one is recognised and not repeated)."""
     import keras
 
-    from training import train
+    from keras_vit.training import train
 
     keras.backend.clear_session()
     result = train.train(train.parser().parse_args([*flags, "--output_dir", output_dir]))
@@ -193,7 +193,7 @@ def _train(flags: tuple[str, ...], output_dir: str) -> dict:
 def _fewshot(folder: str, dataset: str, data_dir: str | None) -> dict:
     """{f"{k}shot": mean few-shot accuracy over big_vision's seeds} of a run's model."""
     import keras_vit
-    from training import datasets, fewshot, pipeline
+    from keras_vit.training import datasets, fewshot, pipeline
 
     model = keras_vit.load_model(os.path.join(folder, "model.keras"))
     info = datasets.describe(dataset, data_dir)

@@ -30,8 +30,8 @@ import tensorflow as tf
 
 import keras_vit
 from keras_vit.layers.position_embedding import POSITION_EMBEDDINGS
-from training import backup, callbacks as run_callbacks, datasets, distribute, fewshot, outputs, pipeline
-from training.recipes import RECIPES, Recipe, build_recipe
+from keras_vit.training import backup, callbacks as run_callbacks, datasets, distribute, fewshot, outputs, pipeline
+from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 #: Flags that describe a custom architecture (`--model ViT`); their defaults are VisionTransformer's.

@@ -46,7 +46,7 @@ def read_images(paths: list[str], model) -> np.ndarray:
 
 def dataset_images(name: str, model, count: int, split: str | None = None, data_dir: str | None = None) -> np.ndarray:
     """The first `count` images of a dataset split (default: its evaluation split), as `read_images` gives them."""
-    from training import datasets
+    from keras_vit.training import datasets
 
     info = datasets.describe(name, data_dir)
     examples = datasets.load(info, split or info.eval_split, data_dir).take(count)
