@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 
 from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.errors import invalid_argument, not_found
@@ -13,6 +14,18 @@ from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 from keras_vit.serving.servable import Servable
 
 logger = logging.getLogger(__name__)
+
+#: Longest wait between two attempts at a version that fails to load (the wait doubles from the poll interval).
+MAX_RETRY_SECONDS = 300.0
+
+
+@dataclasses.dataclass
+class LoadFailure:
+    """A version that failed to load: retried after `retry_at`, or at once when its saved_model.pb changes."""
+
+    stamp: tuple[int, int] | None  # (mtime_ns, size) of its saved_model.pb when it failed
+    attempts: int
+    retry_at: float
 
 
 @dataclasses.dataclass
@@ -84,6 +97,8 @@ class ModelManager:
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
+        self.failures: dict[tuple[str, int], LoadFailure] = {}
+        self.empty_folders: set[str] = set()  # version folders without a saved_model.pb, logged once each
 
     def start(self) -> None:
         self.poll()
@@ -106,19 +121,15 @@ class ModelManager:
 
     def poll(self) -> None:
         for name, config in self.configs.items():
+            self._log_empty_folders(config.base_path)
             wanted = config.select(available_versions(config.base_path))
             current = self.served[name]
             loaded = {}
             for version in wanted:
-                if version in current:
-                    continue
-                try:
-                    loaded[version] = Servable(
-                        name, version, os.path.join(config.base_path, str(version)), self.batching, self.max_image_pixels
-                    )
-                    logger.info("Loaded %s version %d", name, version)
-                except Exception:
-                    logger.exception("Could not load %s version %d", name, version)
+                if version not in current and self._due(name, config.base_path, version):
+                    servable = self._load(name, config.base_path, version)
+                    if servable is not None:
+                        loaded[version] = servable
             if not loaded and set(wanted) == set(current):
                 continue
             candidates = {**current, **loaded}
@@ -131,6 +142,41 @@ class ModelManager:
                 if version not in serving:
                     servable.close()
                     logger.info("Unloaded %s version %d", name, version)
+
+    def _due(self, name: str, base_path: str, version: int) -> bool:
+        """Whether to try loading a version: never failed, its back-off is over, or its saved_model.pb changed."""
+        failure = self.failures.get((name, version))
+        return failure is None or failure.stamp != _stamp(base_path, version) or time.monotonic() >= failure.retry_at
+
+    def _load(self, name: str, base_path: str, version: int) -> Servable | None:
+        """The version's servable; on failure None, logged once (with its traceback at DEBUG), retried with back-off."""
+        path = os.path.join(base_path, str(version))
+        stamp = _stamp(base_path, version)
+        try:
+            servable = Servable(name, version, path, self.batching, self.max_image_pixels)
+        except Exception as error:
+            previous = self.failures.get((name, version))
+            attempts = previous.attempts + 1 if previous is not None and previous.stamp == stamp else 1
+            delay = min(MAX_RETRY_SECONDS, max(self.poll_seconds, 1.0) * 2**attempts)
+            self.failures[(name, version)] = LoadFailure(stamp, attempts, time.monotonic() + delay)
+            summary = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            if attempts == 1:
+                logger.error(
+                    "Could not load %s version %d from %s (%s); retrying with back-off, and at once when its "
+                    "saved_model.pb changes", name, version, path, summary[:500],
+                )
+            logger.debug("Loading %s version %d failed (attempt %d)", name, version, attempts, exc_info=True)
+            return None
+        self.failures.pop((name, version), None)
+        logger.info("Loaded %s version %d", name, version)
+        return servable
+
+    def _log_empty_folders(self, base_path: str) -> None:
+        """Logs once each version folder that has no saved_model.pb (it is not served until it has one)."""
+        empty = set(empty_version_folders(base_path))
+        for folder in sorted(empty - self.empty_folders):
+            logger.warning("Version folder %s has no saved_model.pb: not served until it has one", folder)
+        self.empty_folders = {f for f in self.empty_folders if os.path.dirname(f) != base_path} | empty
 
     def get(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         """The servable a request names: the latest version, a specific one, or a labelled one."""
@@ -171,3 +217,23 @@ def available_versions(base_path: str) -> list[int]:
         version_of(d) for d in os.listdir(base_path)
         if version_of(d) is not None and os.path.exists(os.path.join(base_path, d, "saved_model.pb"))
     ]
+
+
+def empty_version_folders(base_path: str) -> list[str]:
+    """Paths of version folders (ASCII digits) under `base_path` without a saved_model.pb."""
+    if not os.path.isdir(base_path):
+        return []
+    return [
+        os.path.join(base_path, d) for d in os.listdir(base_path)
+        if version_of(d) is not None and os.path.isdir(os.path.join(base_path, d))
+        and not os.path.exists(os.path.join(base_path, d, "saved_model.pb"))
+    ]
+
+
+def _stamp(base_path: str, version: int) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a version's saved_model.pb, or None when it has none."""
+    try:
+        info = os.stat(os.path.join(base_path, str(version), "saved_model.pb"))
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
