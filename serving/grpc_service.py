@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from concurrent import futures
 
 import grpc
+import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
@@ -29,18 +32,54 @@ def _abort(context: grpc.ServicerContext, error: ServingError):
     context.abort(error.grpc_status, error.message)
 
 
+def read_tensor(name: str, proto, signature, max_bytes: int) -> np.ndarray:
+    """An input TensorProto as an array, after checking its dtype against the signature's (no casting, as TF
+    Serving) and that it expands to at most `max_bytes` (a compact proto of one value can declare any shape)."""
+    expected = signature.inputs[name].dtype if name in signature.inputs else proto.dtype
+    if proto.dtype != expected:
+        raise invalid_argument(
+            f"Expects input {name!r} to be {_dtype_name(expected)} but {_dtype_name(proto.dtype)} is provided."
+        )
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if proto.tensor_shape.unknown_rank or any(d < 0 for d in dims):
+        raise invalid_argument(f"Input {name!r} has no fully defined shape: {dims}.")
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+        itemsize = 1 if dtype == tf.string else np.dtype(dtype.as_numpy_dtype).itemsize
+    except (TypeError, ValueError):
+        raise invalid_argument(f"Input {name!r} has dtype {_dtype_name(proto.dtype)}, which a request cannot carry.") from None
+    elements = math.prod(dims)
+    size = sum(len(v) for v in proto.string_val) if dtype == tf.string else elements * itemsize
+    if size > max_bytes:
+        raise invalid_argument(
+            f"Input {name!r} of shape {dims} expands to {size:,} bytes, more than the limit of {max_bytes:,} bytes."
+        )
+    try:
+        return tf.make_ndarray(proto)
+    except (TypeError, ValueError) as error:
+        raise invalid_argument(f"Could not read input tensor {name!r}: {error}") from None
+
+
+def _dtype_name(enum: int) -> str:
+    """"float", "int32", ...: TF Serving's names of a DataType enum value (DT_FLOAT is "float")."""
+    try:
+        return tf.dtypes.as_dtype(enum).name.replace("float32", "float").replace("float64", "double")
+    except TypeError:
+        return types_pb2.DataType.Name(enum) if enum in types_pb2.DataType.values() else f"dtype {enum}"
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager):
+    """Predict and metadata; inputs expand to at most `max_tensor_bytes` each (the largest message accepted)."""
+
+    def __init__(self, manager: ModelManager, max_tensor_bytes: int = 64 << 20):
         self.manager = manager
+        self.max_tensor_bytes = max_tensor_bytes
 
     def Predict(self, request, context):
         try:
             servable = self.manager.get(*_spec(request.model_spec))
-            key, _ = servable.signature(request.model_spec.signature_name)
-            try:
-                inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
-            except (TypeError, ValueError) as error:
-                raise invalid_argument(f"Could not read input tensors: {error}") from error
+            key, signature = servable.signature(request.model_spec.signature_name)
+            inputs = {name: read_tensor(name, proto, signature, self.max_tensor_bytes) for name, proto in request.inputs.items()}
             outputs = servable.predict(key, inputs)
             wanted = list(request.output_filter) or list(outputs)
             unknown = [n for n in wanted if n not in outputs]
@@ -92,7 +131,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def make_grpc_server(manager: ModelManager, address: str, max_workers: int = 32, max_message_bytes: int = 64 << 20) -> grpc.Server:
     options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, max_message_bytes), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
     if server.add_insecure_port(address) == 0:
         raise OSError(f"Could not bind the gRPC server to {address}.")

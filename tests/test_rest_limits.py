@@ -145,3 +145,39 @@ def test_a_decompression_bomb_is_refused_undecoded_over_rest_and_grpc(server, ex
         GrpcClient(server["grpc"], "vit").predict_images([bomb])
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "over the server's limit" in raised.value.details()
     assert_still_serving(server, exported)
+
+
+def grpc_predict_error(server, proto, signature="predict_pixels", name="pixels"):
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest(model_spec={"name": "vit", "signature_name": signature})
+    request.inputs[name].CopyFrom(proto)
+    with grpc.insecure_channel(server["grpc"]) as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    return error.value.code(), error.value.details()
+
+
+def test_grpc_compact_tensors_and_dtypes_are_checked_before_they_expand(server, exported):
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    def proto(dtype, shape, **values):
+        dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in shape]
+        return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims), **values)
+
+    # 50 bytes declaring 245 MB (and 10^8 images): refused before anything is allocated.
+    for shape in ([20000, 32, 32, 3], [10**8, 16, 16, 3]):
+        code, details = grpc_predict_error(server, proto(types_pb2.DT_FLOAT, shape, float_val=[1.0]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "expands to" in details and "more than the limit" in details
+    # No silent casts, as TF Serving: the signature takes float.
+    for dtype, name in [(types_pb2.DT_INT32, "int32"), (types_pb2.DT_DOUBLE, "double"), (types_pb2.DT_HALF, "float16"),
+                        (types_pb2.DT_BOOL, "bool"), (types_pb2.DT_VARIANT, "variant"), (types_pb2.DT_RESOURCE, "resource")]:
+        code, details = grpc_predict_error(server, proto(dtype, [1, 16, 16, 3]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (name, details)
+        assert f"Expects input 'pixels' to be float but {name} is provided" in details
+    code, details = grpc_predict_error(server, tf.make_tensor_proto([1.0]), signature="", name="images")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "to be string but float is provided" in details
+    code, details = grpc_predict_error(server, proto(types_pb2.DT_FLOAT, [-1, 16, 16, 3]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "no fully defined shape" in details
+    assert_still_serving(server, exported)
