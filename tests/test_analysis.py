@@ -238,3 +238,10 @@ def test_command_errors_are_one_line(fixtures_dir, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert analysis_main(["attention", "--model", checkpoint, "--image", str(tmp_path / "x.jpg"), "--out", "a.png"]) == 2
     assert "x.jpg' does not exist" in capsys.readouterr().err
+
+
+def test_a_resnet_is_refused_in_one_line(tmp_path, capsys):
+    path = str(tmp_path / "resnet.keras")
+    keras_vit.ResNet(image_size=16, resnet_layers=(1,), classes=3).save(path)
+    assert analysis_main(["posemb", "--model", path, "--out", str(tmp_path / "p.png")]) == 2
+    assert "holds a ResNet; the analyses read a VisionTransformer's attention" in capsys.readouterr().err

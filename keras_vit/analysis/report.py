@@ -25,8 +25,13 @@ def analysed_model(source: str, variant: str | None = None, image_size=None):
     """The VisionTransformer to analyse: `keras_vit.loading.open_model`, or the encoder of a masked-patch model."""
     from keras_vit.loading import open_model
 
+    from keras_vit.models.vision_transformer import VisionTransformer
+
     model = open_model(source, variant, image_size)
-    return getattr(model, "backbone", model)
+    model = getattr(model, "backbone", model)
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"{source} holds a {type(model).__name__}; the analyses read a VisionTransformer's attention.")
+    return model
 
 
 def read_images(paths: list[str], model) -> np.ndarray:
