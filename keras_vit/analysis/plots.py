@@ -87,8 +87,8 @@ def plot_position_similarity(similarity: np.ndarray, path, title: str = "Positio
     """The paper's Figure 7 (center): for each grid position, its cosine similarity to every other position."""
     gh, gw = similarity.shape[:2]
     cell = min(1.0, 10.0 / max(gh, gw))
-    figure = new_figure(gw * cell + 1.4, gh * cell + 0.8)
-    figure.suptitle(title)
+    figure = new_figure(max(gw * cell + 1.4, 6.5), gh * cell + 0.8)
+    figure.suptitle(title, fontsize=10)
     axes = figure.subplots(gh, gw, squeeze=False)
     shown = None
     for i in range(gh):
