@@ -91,7 +91,7 @@ def studies() -> dict[str, Study]:
                 for family, flags in (("ViT", VIT), ("hybrid", HYBRID), ("ResNet", RESNET))
                 for fraction in FRACTIONS
             ),
-            epochs=20, seeds=2,
+            epochs=15, seeds=2,
         ),
         "self_supervision": Study(
             "Fine-tuning from scratch, from masked patch prediction, from supervised pre-training",
