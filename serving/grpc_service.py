@@ -49,7 +49,12 @@ def read_tensor(name: str, proto, signature, max_bytes: int) -> np.ndarray:
     except (TypeError, ValueError):
         raise invalid_argument(f"Input {name!r} has dtype {_dtype_name(proto.dtype)}, which a request cannot carry.") from None
     elements = math.prod(dims)
-    size = sum(len(v) for v in proto.string_val) if dtype == tf.string else elements * itemsize
+    if dtype == tf.string:  # padded with its last value, one Python object per element
+        values = proto.string_val
+        size = sum(len(v) for v in values) + max(elements - len(values), 0) * len(values[-1] if values else b"")
+        size += elements * np.dtype(object).itemsize
+    else:
+        size = elements * itemsize
     if size > max_bytes:
         raise invalid_argument(
             f"Input {name!r} of shape {dims} expands to {size:,} bytes, more than the limit of {max_bytes:,} bytes."

@@ -176,6 +176,10 @@ def test_grpc_compact_tensors_and_dtypes_are_checked_before_they_expand(server, 
         code, details = grpc_predict_error(server, proto(dtype, [1, 16, 16, 3]))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (name, details)
         assert f"Expects input 'pixels' to be float but {name} is provided" in details
+    code, details = grpc_predict_error(
+        server, proto(types_pb2.DT_STRING, [10**8], string_val=[b"png"]), signature="", name="images"
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "expands to" in details  # strings are padded too
     code, details = grpc_predict_error(server, tf.make_tensor_proto([1.0]), signature="", name="images")
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "to be string but float is provided" in details
     code, details = grpc_predict_error(server, proto(types_pb2.DT_FLOAT, [-1, 16, 16, 3]))
