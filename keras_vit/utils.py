@@ -41,6 +41,16 @@ def keeps_first_load_error(load_own_variables: Callable) -> Callable:
     return load
 
 
+def config_with_dtype_policy(config: dict) -> dict:
+    """A model's saved config with its serialised dtype policy turned back into a policy, for `from_config`."""
+    config = dict(config)
+    if isinstance(config.get("dtype"), dict):
+        import keras
+
+        config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+    return config
+
+
 class GraphViews:
     """Functional models over parts of a model's graph, by key, each built once on first use.
 

@@ -8,7 +8,7 @@ import keras
 from keras_vit.layers import ClassifierHead
 from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.preprocessing import preprocessing_layer
-from keras_vit.utils import GraphViews, to_pair
+from keras_vit.utils import GraphViews, config_with_dtype_policy, to_pair
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -93,8 +93,10 @@ class ResNet(keras.Model):
 
     def representation(self, images, training: bool = False):
         """What the head sees: the globally pooled last stage, [batch, C]."""
-        view = self._views.get("representation", lambda: keras.Model(self.input, self.pool.output, name=f"{self.name}_representation"))
-        return view(images, training=training)
+        def build() -> keras.Model:
+            return keras.Model(self.input, self.pool.output, name=f"{self.name}_representation")
+
+        return self._views.get("representation", build)(images, training=training)
 
     def get_config(self) -> dict:
         return {
@@ -114,7 +116,4 @@ class ResNet(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict) -> "ResNet":
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return cls(**config_with_dtype_policy(config))

@@ -20,7 +20,7 @@ from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
 from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.preprocessing import preprocessing_layer
-from keras_vit.utils import GraphViews, to_pair
+from keras_vit.utils import GraphViews, config_with_dtype_policy, to_pair
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -394,10 +394,7 @@ class VisionTransformer(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict) -> "VisionTransformer":
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return cls(**config_with_dtype_policy(config))
 
 
 def _validate(args: dict) -> None:
