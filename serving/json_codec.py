@@ -71,20 +71,7 @@ def decode_predict_request(doc: dict, input_infos) -> tuple[dict[str, np.ndarray
             raise invalid_argument(f"JSON Value: {_debug(doc)} Expecting 'instances' to be an list/array")
         if not instances:
             raise invalid_argument(f"JSON Value: {_debug(doc)} No values in 'instances' array")
-        columns: dict[str, list] = {n: [] for n in names}
-        for i, instance in enumerate(instances):
-            named = isinstance(instance, dict) and "b64" not in instance
-            if len(names) > 1 and not named:
-                raise invalid_argument(
-                    "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map"
-                )
-            if named:
-                for n in names:
-                    if n not in instance:
-                        raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON object: {_debug(instance)} does not have named input: {n}")
-                    columns[n].append(instance[n])
-            else:
-                columns[names[0]].append(instance)
+        columns = _instance_columns(instances, names)
         arrays = {n: _to_array(columns[n], dtypes[n], f"'instances' list, input {n}") for n in names}
         return arrays, ROW
     inputs = doc["inputs"]
@@ -96,6 +83,47 @@ def decode_predict_request(doc: dict, input_infos) -> tuple[dict[str, np.ndarray
     if len(names) > 1:
         raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map")
     return {names[0]: _to_array(inputs, dtypes[names[0]], f"input {names[0]}")}, COLUMNAR
+
+
+def _is_named(instance) -> bool:
+    """An instance object of named inputs; {"b64": "<string>"} alone is a value (json_tensor.cc's IsValBase64Object)."""
+    return isinstance(instance, dict) and not (len(instance) == 1 and isinstance(instance.get("b64"), str))
+
+
+def _instance_columns(instances: list, names: list[str]) -> dict[str, list]:
+    """Each input's values over the instances, by json_tensor.cc's rules.
+
+    The first instance decides the form: all objects naming exactly the
+    signature's inputs, or all bare values (one input only); a mix, an unknown
+    name or a missing one is INVALID_ARGUMENT with TF Serving's message.
+    """
+    named = _is_named(instances[0])
+    if len(names) > 1 and not named:
+        raise invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map"
+        )
+    columns: dict[str, list] = {n: [] for n in names}
+    for i, instance in enumerate(instances):
+        if not named:
+            if _is_named(instance):
+                raise invalid_argument(f"Expecting value/list but got object at item {i} of input list")
+            columns[names[0]].append(instance)
+            continue
+        if not _is_named(instance):
+            raise invalid_argument(f"Expecting object but got list at item {i} of input list")
+        for key, value in instance.items():
+            if key not in columns:
+                raise invalid_argument(
+                    f"Failed to process element: {i} key: {key} of 'instances' list. "
+                    f"Error: INVALID_ARGUMENT: JSON object: does not have named input: {key}"
+                )
+            columns[key].append(value)
+        if set(instance) != set(names):
+            raise invalid_argument(
+                f"Failed to process element: {i} of 'instances' list. JSON object: {_debug(instance)} "
+                f"keys must be equal to: {','.join(names)}"
+            )
+    return columns
 
 
 def _to_array(value, dtype: tf.dtypes.DType, where: str) -> np.ndarray:

@@ -69,6 +69,27 @@ def test_malformed_json_is_a_400_without_a_traceback(server, exported, body, mes
     assert_still_serving(server, exported)
 
 
+B64 = {"b64": base64.b64encode(b"not decoded: the rows are refused first").decode()}
+
+
+@pytest.mark.parametrize("instances, message", [  # json_tensor.cc's row-format rules, with its messages
+    ([{"images": B64, "extra": 1}],
+     "Failed to process element: 0 key: extra of 'instances' list. Error: INVALID_ARGUMENT: JSON object: "
+     "does not have named input: extra"),
+    ([{"pixels": [[[0.0]]]}], "does not have named input: pixels"),
+    ([{}], "Failed to process element: 0 of 'instances' list. JSON object: {} keys must be equal to: images"),
+    ([B64, {"images": B64}], "Expecting value/list but got object at item 1 of input list"),
+    ([{"images": B64}, B64], "Expecting object but got list at item 1 of input list"),
+    ([{"images": B64}, "plain"], "Expecting object but got list at item 1 of input list"),
+])
+def test_row_format_objects_and_values_follow_tf_serving(server, exported, instances, message):
+    status, content_type, answer = request(server, "POST", "/v1/models/vit:predict",
+                                           body=json.dumps({"instances": instances}).encode(),
+                                           headers={"Content-Type": "application/json"})
+    assert status == 400 and message in json_error(status, content_type, answer)
+    assert_still_serving(server, exported)
+
+
 @pytest.mark.parametrize("method, path, status", [
     ("GET", "/v1/models/vit/versions/" + "9" * 5000, 400),  # not an int64
     ("GET", "/v1/models/vit/versions/%D9%A1", 404),  # ARABIC-INDIC DIGIT ONE names no version
