@@ -17,6 +17,7 @@ from tensorflow_serving.apis import (
 
 from keras_vit.serving import protos
 from keras_vit.serving.errors import ServingError, invalid_argument
+from keras_vit.serving.connections import ConnectionLimits
 from keras_vit.serving.model_manager import ModelManager
 
 
@@ -133,8 +134,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "Reloading the model config over gRPC is not supported.")
 
 
-def make_grpc_server(manager: ModelManager, address: str, max_workers: int = 32, max_message_bytes: int = 64 << 20) -> grpc.Server:
-    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+def make_grpc_server(manager: ModelManager, address: str, max_workers: int = 32, max_message_bytes: int = 64 << 20,
+                     limits: ConnectionLimits = ConnectionLimits()) -> grpc.Server:
+    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes),
+               *limits.grpc_options()]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, max_message_bytes), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)

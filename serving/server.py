@@ -20,6 +20,7 @@ import sys
 import threading
 
 from keras_vit.serving.batching import BatchingOptions
+from keras_vit.serving.connections import ConnectionLimits, rest_protocol
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 from keras_vit.serving.model_manager import ModelConfig, ModelManager, read_model_config_file
 
@@ -40,6 +41,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rest_api_num_threads", type=int, default=32, help="threads running REST requests")
     p.add_argument("--grpc_max_threads", type=int, default=32, help="threads running gRPC requests")
     p.add_argument("--max_request_bytes", type=int, default=64 << 20, help="largest accepted request body")
+    p.add_argument("--header_timeout_seconds", type=float, default=ConnectionLimits.header_timeout_seconds,
+                   help="a connection that has not sent a whole request head by then is closed (408)")
+    p.add_argument("--idle_timeout_seconds", type=float, default=ConnectionLimits.idle_timeout_seconds,
+                   help="kept-alive connections idle this long are closed")
+    p.add_argument("--max_connections", type=int, default=ConnectionLimits.max_connections,
+                   help="open connections per server (REST, gRPC); more are answered 503 and closed")
     p.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                    help="encoded images declaring more pixels are refused before decoding (default %(default)s)")
     return p
@@ -66,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    limits = ConnectionLimits(args.header_timeout_seconds, args.idle_timeout_seconds, args.max_connections)
+    try:
+        limits.check_file_limit(servers=bool(args.port) + bool(args.rest_api_port))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     manager.start()
     for name in manager.configs:
         if not manager.served[name]:
@@ -82,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     grpc_server = None
     try:
         if args.port:
-            grpc_server = make_grpc_server(manager, f"{args.host}:{args.port}", args.grpc_max_threads, args.max_request_bytes)
+            grpc_server = make_grpc_server(
+                manager, f"{args.host}:{args.port}", args.grpc_max_threads, args.max_request_bytes, limits
+            )
             grpc_server.start()
             logger.info("gRPC server listening on %s:%d", args.host, args.port)
         if args.rest_api_port:
@@ -91,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             from keras_vit.serving.rest import make_app
 
             app = make_app(manager, args.rest_api_num_threads, args.max_request_bytes)
-            config = uvicorn.Config(app, host=args.host, port=args.rest_api_port, log_level="warning", timeout_graceful_shutdown=10)
+            config = uvicorn.Config(
+                app, host=args.host, port=args.rest_api_port, log_level="warning", timeout_graceful_shutdown=10,
+                http=rest_protocol(limits), timeout_keep_alive=limits.idle_timeout_seconds,
+            )
             logger.info("REST server listening on http://%s:%d", args.host, args.rest_api_port)
             uvicorn.Server(config).run()  # returns after SIGTERM/SIGINT, once in-flight requests are answered
         else:
