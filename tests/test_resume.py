@@ -139,3 +139,28 @@ def test_a_damaged_newest_backup_falls_back_to_the_previous_whole_one(killed_in_
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "skipped a damaged backup" in result.stderr and "state-99999" in result.stderr
     assert epochs_logged(out) == list(range(EPOCHS))
+
+
+def test_the_best_model_is_replaced_only_whole(tmp_path):
+    """A failed write of a better model (here: its temporary name is taken) keeps the previous best intact."""
+    import keras
+    import numpy as np
+
+    import keras_vit
+    from keras_vit.training.callbacks import BestModel
+
+    model = keras_vit.ViT(image_size=8, patch_size=4, hidden_size=8, mlp_dim=8, num_heads=1, num_layers=1, classes=2)
+    path = tmp_path / "best.keras"
+    callback = BestModel(str(path), "val_accuracy", best=0.5)
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"val_accuracy": 0.4})
+    assert not path.exists()  # not better than the threshold carried over from the history
+    callback.on_epoch_end(1, {"val_accuracy": 0.6})
+    saved = keras.saving.load_model(path).get_weights()
+    model.set_weights([w + 1 for w in model.get_weights()])
+    (tmp_path / "best.partial.keras").mkdir()
+    with pytest.raises(OSError):
+        callback.on_epoch_end(2, {"val_accuracy": 0.7})
+    for kept, before in zip(keras.saving.load_model(path).get_weights(), saved):
+        np.testing.assert_array_equal(kept, before)
+    assert callback.best == 0.6

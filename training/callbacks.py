@@ -20,18 +20,34 @@ def run_callbacks(output_dir: str, chief: bool, backup_dir: str, backup_freq: st
     if chief:
         history = os.path.join(output_dir, outputs.HISTORY)
         callbacks += [
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(output_dir, outputs.BEST_MODEL),
-                monitor="val_accuracy",
-                mode="max",
-                save_best_only=True,
-                initial_value_threshold=outputs.best_so_far(history, "val_accuracy"),
+            BestModel(
+                os.path.join(output_dir, outputs.BEST_MODEL), "val_accuracy", outputs.best_so_far(history, "val_accuracy")
             ),
             keras.callbacks.CSVLogger(history, append=True),
             keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
         ]
     callbacks.append(backup.AtomicBackup(backup_dir, save_freq=backup_freq))
     return callbacks
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves the model to `path` at each epoch end where `monitor` exceeds its best so far.
+
+    The file is written under a temporary name and renamed into place, so a
+    run killed while saving keeps its previous best whole (Keras'
+    ModelCheckpoint overwrites the file in place).
+    """
+
+    def __init__(self, path: str, monitor: str, best: float | None = None):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or (self.best is not None and value <= self.best):
+            return
+        outputs.write_atomically(self.path, self.model.save)
+        self.best = float(value)
 
 
 class LearningRateLog(keras.callbacks.Callback):
