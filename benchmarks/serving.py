@@ -1,14 +1,15 @@
-"""Serving throughput and latency: serving.server with and without batching, against the raw model.
+"""Serving throughput and latency: the REST server with and without batching, against the raw SavedModel.
 
-    python benchmarks/serving.py [--seconds 5] [--clients 1 8 32]
+    python benchmarks/serving.py [--model ViT_Ti16] [--image_size 224] [--seconds 10] [--clients 1 16 64]
 
-Exports ViT-Ti/16 at 32x32 (random weights; the cost does not depend on
-them), measures the raw SavedModel's batched throughput in this process
-(batches of 32 encoded images through `serving_default`), then starts
-`python -m serving.server` on 127.0.0.1 without and with `--enable_batching`
-and drives it with 1, 8 and 32 concurrent REST clients, one PNG per
-request. Prints requests/s, p50/p99 latency and the ratio to the raw
-throughput. Clients and server share this machine's cores.
+Exports the model (random weights; the cost does not depend on them),
+measures the raw SavedModel's batched throughput in this process (batches of
+32 encoded images through `serving_default`, the server's own signature),
+then starts `python -m keras_vit.serving.server` on 127.0.0.1 without and
+with `--enable_batching` and drives it with concurrent REST clients, one PNG
+per request (threads of this process). Prints requests/s, p50/p99 latency,
+the ratio to the raw throughput, and the CPU seconds per second the server
+and the clients took: they share this machine's cores.
 """
 
 from __future__ import annotations
@@ -27,14 +28,22 @@ import time
 import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import harness  # noqa: E402
 import keras_vit  # noqa: E402
 from keras_vit.serving import export, signatures  # noqa: E402
 from keras_vit.serving.client import RestClient  # noqa: E402
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_throughput(path: str, images: list[bytes], seconds: float, batch: int = 32) -> float:
@@ -42,13 +51,13 @@ def raw_throughput(path: str, images: list[bytes], seconds: float, batch: int = 
     inputs = tf.constant((images * batch)[:batch])
     function(images=inputs)  # warm up
     done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    while done < 3 * batch or time.perf_counter() - start < seconds:
         function(images=inputs)
         done += batch
     return done / (time.perf_counter() - start)
 
 
-def drive(url: str, images: list[bytes], clients: int, seconds: float) -> dict:
+def drive(url: str, images: list[bytes], clients: int, seconds: float, server_pid: int) -> dict:
     bodies = [json.dumps({"instances": [{"b64": base64.b64encode(image).decode()}]}).encode() for image in images]
     stop = time.perf_counter() + seconds
 
@@ -58,23 +67,25 @@ def drive(url: str, images: list[bytes], clients: int, seconds: float) -> dict:
             request = urllib.request.Request(url, data=bodies[i % len(bodies)], headers={"Content-Type": "application/json"})
             start = time.perf_counter()
             try:
-                with urllib.request.urlopen(request, timeout=60) as response:
+                with urllib.request.urlopen(request, timeout=120) as response:
                     response.read()
                 latencies.append(time.perf_counter() - start)
             except OSError:
                 failures += 1
         return latencies, failures
 
-    begin = time.perf_counter()
+    begin, clients_cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu_seconds(server_pid)
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(client, range(clients)))
     elapsed = time.perf_counter() - begin
     latencies = np.concatenate([r[0] for r in results]) * 1000
     return {
         "rps": len(latencies) / elapsed,
-        "p50": float(np.percentile(latencies, 50)),
-        "p99": float(np.percentile(latencies, 99)),
+        "p50": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+        "p99": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
         "failures": sum(r[1] for r in results),
+        "clients_cpu": (time.process_time() - clients_cpu) / elapsed,
+        "server_cpu": (process_cpu_seconds(server_pid) - server_cpu) / elapsed,
     }
 
 
@@ -98,35 +109,41 @@ def start_server(base_path: str, batching: bool) -> tuple[subprocess.Popen, str]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="measurement time per configuration")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
+    parser.add_argument("--model", default="ViT_Ti16", help="a variant of keras_vit.VARIANTS")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement time per configuration")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64], help="concurrent clients")
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="keras_vit_bench_")
-    model = keras_vit.ViT_Ti16(image_size=32, classes=10)
+    model = keras_vit.create_model(args.model, image_size=args.image_size, classes=1000)
     path = export.export(model, os.path.join(workdir, "vit"))
     rng = np.random.default_rng(0)
-    images = [export.encode_png(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(64)]
+    size = (args.image_size, args.image_size, 3)
+    images = [export.encode_png(rng.integers(0, 256, size, dtype=np.uint8)) for _ in range(64)]
     raw = raw_throughput(path, images, args.seconds)
 
     rows = []
     for batching in (False, True):
         process, url = start_server(os.path.join(workdir, "vit"), batching)
         try:
-            drive(f"{url}:predict", images, 4, 1.0)  # warm up
+            drive(f"{url}:predict", images, 4, 2.0, process.pid)  # warm up
             for clients in args.clients:
-                result = drive(f"{url}:predict", images, clients, args.seconds)
-                rows.append((batching, clients, result))
+                rows.append((batching, clients, drive(f"{url}:predict", images, clients, args.seconds, process.pid)))
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
 
-    print(f"ViT-Ti/16 at 32x32, {os.cpu_count()} CPU cores; raw SavedModel, batches of 32: {raw:.0f} images/s\n")
-    print("| batching | clients | requests/s | p50 ms | p99 ms | failures | vs raw batched |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for batching, clients, r in rows:
-        print(f"| {'on' if batching else 'off'} | {clients} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
-              f"{r['failures']} | {r['rps'] / raw:.2f} |")
+    print(harness.cpu_description())
+    print(f"{args.model} at {args.image_size}x{args.image_size}, one PNG per request; raw SavedModel "
+          f"(`serving_default`, batches of 32 PNGs, this process): {raw:.1f} images/s\n")
+    print(harness.markdown_table(
+        ["batching", "clients", "requests/s", "p50 ms", "p99 ms", "failures", "vs raw batched",
+         "server CPU s/s", "clients CPU s/s"],
+        [[("on" if batching else "off"), str(clients), f"{r['rps']:.1f}", f"{r['p50']:.0f}", f"{r['p99']:.0f}",
+          str(r["failures"]), f"{r['rps'] / raw:.2f}", f"{r['server_cpu']:.2f}", f"{r['clients_cpu']:.2f}"]
+         for batching, clients, r in rows],
+    ))
     return 0
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import keras
+import tensorflow as tf
 
 import keras_vit
 from harness import predict, random_images, randomize
@@ -152,3 +153,22 @@ def test_architecture_is_read_from_the_checkpoint(name, fixtures_dir, fixture_sp
     if config["resnet"] is not None:
         expected.update(resnet_layers=tuple(config["resnet"]["num_layers"]), resnet_width=config["resnet"]["width_factor"])
     assert architecture == expected
+
+
+def test_auto_jit_compile_is_xla_on_cpu_and_keeps_the_reference_logits(fixtures_dir, fixture_specs):
+    """Keras leaves XLA off on CPU-only machines; a float32 VisionTransformer turns it on, outputs unchanged."""
+    model = fixture_model(fixtures_dir, "vit_tiny_token")
+    images = np.load(fixtures_dir / "vit_tiny_token_inputs.npy")
+    reference = np.load(fixtures_dir / "vit_tiny_token_logits.npy")
+    atol = fixture_specs["vit_tiny_token"]["tolerance"]["logits_atol"]
+    assert model.jit_compile is True  # uncompiled: predict's default
+    model.compile()
+    assert model.jit_compile is True
+    np.testing.assert_allclose(model.predict_on_batch(images), reference, atol=atol, rtol=0)
+    model.compile(jit_compile=False)
+    assert model.jit_compile is False
+    np.testing.assert_allclose(model.predict_on_batch(images), reference, atol=atol, rtol=0)
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():  # Keras' own exception stays
+        distributed = fixture_model(fixtures_dir, "vit_tiny_token")
+    assert distributed.jit_compile is False
+    assert fixture_model(fixtures_dir, "vit_tiny_token", dtype="mixed_bfloat16").jit_compile is False  # oneDNN's bf16

@@ -1,0 +1,95 @@
+"""What every benchmark table needs: the machine it ran on, workers in their own processes, medians over rounds.
+
+Each measurement runs in a fresh Python process (`run_worker`), so that no
+system inherits another's thread pools, caches or allocator state, and the
+systems alternate round by round (`alternate`): a drift in the machine's
+speed during the run then shows in every system's spread instead of
+favouring whichever ran first. Tables report medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from typing import Callable, Iterable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: The CPU flags that decide which precision paths the hardware really has.
+FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> str:
+    """One line: CPU model, cores this process may use, and which of FLAGS_OF_INTEREST the CPU has."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    present = [f for f in FLAGS_OF_INTEREST if f in flags]
+    absent = [f for f in FLAGS_OF_INTEREST if f not in flags]
+    return f"{model}, {cores} cores; flags: {' '.join(present) or 'none'} (absent: {' '.join(absent) or 'none'})"
+
+
+def run_worker(script: str, arguments: list[str], timeout: float = 1800) -> dict:
+    """Runs `python script --worker arguments...` and returns the JSON object its last stdout line holds.
+
+    A worker that fails returns {"error": its last stderr line}, so that one
+    missing peer does not end the whole benchmark.
+    """
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    try:
+        done = subprocess.run(
+            [sys.executable, script, "--worker", *arguments],
+            capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return {"error": errors[-1] if errors else f"exit code {done.returncode}"}
+    return json.loads(lines[-1])
+
+
+def alternate(systems: list[str], rounds: int, measure: Callable[[str, int], dict],
+              report: Callable[[str, int, dict], None] = lambda *_: None) -> dict[str, list[dict]]:
+    """Measures every system `rounds` times, rotating their order each round; results per system."""
+    results: dict[str, list[dict]] = {system: [] for system in systems}
+    for r in range(rounds):
+        for system in systems[r % len(systems):] + systems[: r % len(systems)]:
+            result = measure(system, r)
+            report(system, r, result)
+            results[system].append(result)
+    return results
+
+
+def median(results: Iterable[dict], key: str) -> float | None:
+    """Median of `key` over the results that have it (None when every run failed)."""
+    values = [r[key] for r in results if key in r]
+    return statistics.median(values) if values else None
+
+
+def first_error(results: Iterable[dict]) -> str | None:
+    return next((r["error"] for r in results if "error" in r), None)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def print_progress(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)

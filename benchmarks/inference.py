@@ -1,0 +1,233 @@
+"""Inference and training speed of keras_vit against its peers, on this machine, in the same run.
+
+    pip install -e ".[benchmarks]"        # keras-hub, transformers, torch==2.13.0 (CPU)
+    python benchmarks/inference.py [--variants ViT_Ti16 ViT_S16 ViT_B16] [--batches 1 16] [--rounds 3]
+
+Systems, each in its own process, alternating round by round:
+  keras_vit   `keras_vit.ViT_*` without head, `model.predict_on_batch` (Keras' compiled predict)
+  keras_hub   keras-hub's `ViTBackbone` of the same width, `predict_on_batch` (TensorFlow backend)
+  hf_torch    Hugging Face transformers' `ViTModel` on PyTorch's CPU build, under `torch.inference_mode()`
+  keras_hub_xla  (only with --systems) keras-hub compiled with `jit_compile=True`
+
+Each system runs as its users get it by default: Keras' `jit_compile="auto"`
+leaves XLA off on CPU-only machines, keras_vit's models turn it on there
+(`VisionTransformer._resolve_auto_jit_compile`).
+
+Random weights at 224x224 (the cost does not depend on them). Prints images/s
+(median over rounds), the matrix-multiply GFLOP/s this achieves (ViT-B/16
+costs 35.1 GFLOP per image), its fraction of this machine's measured float32
+GEMM peak (TensorFlow, 2048^3), and keras_vit's ratio to the best peer. With
+`--train` (default on) it also times one training step, forward + backward +
+AdamW, of ViT-S/16 with a 1000-class head. Peers that are not installed show
+as "n/a"; the CPU's flags head the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+SYSTEMS = ["keras_vit", "keras_hub", "hf_torch"]
+#: Measured on request (--systems): keras-hub with XLA forced on, which Keras leaves off on CPU-only machines.
+EXTRA_SYSTEMS = ["keras_hub_xla"]
+IMAGE_SIZE = 224
+TRAIN_VARIANT, TRAIN_BATCH, CLASSES = "ViT_S16", 16, 1000
+
+
+def encoder_config(variant: str) -> dict:
+    """Patch size and widths of `variant` from keras_vit's table: every system is built from the same row."""
+    from keras_vit.models.variants import get_variant
+
+    return get_variant(variant).config
+
+
+def forward_gflop(variant: str, image_size: int = IMAGE_SIZE) -> float:
+    """GFLOP (2 per multiply-add) of the encoder's matrix products for one image.
+
+    Patch projection N*P*P*3*D; per block the q, k, v and output projections
+    4*T*D*D, the attention logits and weighted sum 2*T*T*D, the MLP 2*T*D*M,
+    with N patches and T = N + 1 tokens.
+    """
+    c = encoder_config(variant)
+    patches = (image_size // c["patch_size"]) ** 2
+    tokens, d, m = patches + 1, c["hidden_size"], c["mlp_dim"]
+    block = 4 * tokens * d * d + 2 * tokens * tokens * d + 2 * tokens * d * m
+    return 2 * (patches * c["patch_size"] ** 2 * 3 * d + c["num_layers"] * block) / 1e9
+
+
+# --- Workers: each builds one system and times it -----------------------------------------------
+
+
+def timed(step, batch: int, seconds: float, warmup: int = 2, minimum: int = 3) -> float:
+    """Images per second of `step()` over at least `seconds` and `minimum` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    calls, start = 0, time.perf_counter()
+    while calls < minimum or time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    return calls * batch / (time.perf_counter() - start)
+
+
+def keras_step(system: str, variant: str, batch: int, train: bool):
+    import numpy as np
+    import keras
+
+    c = encoder_config(variant)
+    if system == "keras_vit":
+        import keras_vit
+
+        model = keras_vit.ViT(**c, image_size=IMAGE_SIZE, include_top=train, classes=CLASSES)
+    else:
+        import keras_hub
+
+        backbone = keras_hub.models.ViTBackbone(
+            image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), patch_size=c["patch_size"], num_layers=c["num_layers"],
+            num_heads=c["num_heads"], hidden_dim=c["hidden_size"], mlp_dim=c["mlp_dim"],
+        )
+        model = keras_hub.models.ViTImageClassifier(backbone, CLASSES, preprocessor=None) if train else backbone
+    jit_compile = True if system == "keras_hub_xla" else "auto"
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (batch, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    if not train:
+        model.compile(jit_compile=jit_compile)
+        return lambda: model.predict_on_batch(images)
+    labels = rng.integers(0, CLASSES, batch)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return lambda: model.train_on_batch(images, labels)
+
+
+def torch_step(variant: str, batch: int, train: bool):
+    import torch
+    import transformers
+
+    c = encoder_config(variant)
+    config = transformers.ViTConfig(
+        hidden_size=c["hidden_size"], num_hidden_layers=c["num_layers"], num_attention_heads=c["num_heads"],
+        intermediate_size=c["mlp_dim"], image_size=IMAGE_SIZE, patch_size=c["patch_size"], num_labels=CLASSES,
+    )
+    torch.manual_seed(0)
+    images = torch.rand(batch, 3, IMAGE_SIZE, IMAGE_SIZE) * 2 - 1
+    if not train:
+        model = transformers.ViTModel(config, add_pooling_layer=False).eval()
+
+        def infer():
+            with torch.inference_mode():
+                model(pixel_values=images)
+
+        return infer
+    model = transformers.ViTForImageClassification(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    labels = torch.randint(0, CLASSES, (batch,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(pixel_values=images, labels=labels).loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def gemm_peak(seconds: float) -> float:
+    """float32 GFLOP/s of TensorFlow's 2048^3 matrix product on this machine."""
+    import tensorflow as tf
+
+    a = tf.random.normal((2048, 2048))
+    product = tf.function(lambda: tf.matmul(a, a))
+    return timed(lambda: product().numpy(), 1, seconds) * 2 * 2048**3 / 1e9
+
+
+def worker(system: str, variant: str, batch: int, mode: str, seconds: float) -> dict:
+    if system == "gemm":
+        return {"gflops": gemm_peak(seconds)}
+    train = mode == "train"
+    step = torch_step(variant, batch, train) if system == "hf_torch" else keras_step(system, variant, batch, train)
+    return {"images_per_s": timed(step, batch, seconds)}
+
+
+# --- The orchestrator -----------------------------------------------------------------------------
+
+
+def measure_rows(configs: list[tuple[str, int, str]], systems: list[str], rounds: int, seconds: float) -> list[dict]:
+    script = os.path.abspath(__file__)
+    rows = []
+    for variant, batch, mode in configs:
+        def measure(system: str, _round: int) -> dict:
+            return harness.run_worker(script, [system, variant, str(batch), mode, str(seconds)])
+
+        def report(system: str, r: int, result: dict) -> None:
+            figure = f"{result['images_per_s']:.2f} images/s" if "images_per_s" in result else result["error"]
+            harness.print_progress(f"round {r + 1}: {variant} batch {batch} {mode} {system}: {figure}")
+
+        results = harness.alternate(systems, rounds, measure, report)
+        rows.append({"variant": variant, "batch": batch, "mode": mode, "results": results})
+    return rows
+
+
+def format_rows(rows: list[dict], systems: list[str], peak: float | None) -> str:
+    header = ["model", "batch", "step", *systems, "keras_vit GFLOP/s", "of GEMM peak", "keras_vit / best peer"]
+    table = []
+    for row in rows:
+        speeds = {s: harness.median(row["results"][s], "images_per_s") for s in systems}
+        cells = [f"{speeds[s]:.2f}" if speeds[s] else "n/a" for s in systems]
+        ours = speeds.get("keras_vit")
+        peers = [v for s, v in speeds.items() if s != "keras_vit" and v]
+        gflop = forward_gflop(row["variant"]) * (3 if row["mode"] == "train" else 1)  # backward ~ 2x forward
+        achieved = ours * gflop if ours else None
+        table.append([
+            row["variant"], str(row["batch"]), row["mode"], *cells,
+            f"{achieved:.0f}" if achieved else "n/a",
+            f"{achieved / peak:.0%}" if achieved and peak else "n/a",
+            f"{ours / max(peers):.2f}x" if ours and peers else "n/a",
+        ])
+    return harness.markdown_table(header, table)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=["ViT_Ti16", "ViT_S16", "ViT_B16"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--systems", nargs="+", default=SYSTEMS, choices=SYSTEMS + EXTRA_SYSTEMS)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the table shows medians")
+    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement, after warm-up")
+    parser.add_argument("--no_train", dest="train", action="store_false", help="skip the ViT-S/16 training step")
+    parser.add_argument("--worker", nargs=5, metavar=("SYSTEM", "VARIANT", "BATCH", "MODE", "SECONDS"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        system, variant, batch, mode, seconds = args.worker
+        print(json.dumps(worker(system, variant, int(batch), mode, float(seconds))))
+        return 0
+
+    print(harness.cpu_description())
+    peak = harness.median(
+        [harness.run_worker(os.path.abspath(__file__), ["gemm", "-", "1", "-", "3"]) for _ in range(args.rounds)],
+        "gflops",
+    )
+    configs = [(v, b, "infer") for v in args.variants for b in args.batches]
+    if args.train:
+        configs.append((TRAIN_VARIANT, TRAIN_BATCH, "train"))
+    rows = measure_rows(configs, args.systems, args.rounds, args.seconds)
+    print(f"float32 GEMM peak (TensorFlow, 2048^3): {peak:.0f} GFLOP/s" if peak else "GEMM peak: n/a")
+    print(f"images/s at {IMAGE_SIZE}x{IMAGE_SIZE}, float32, medians of {args.rounds} alternating rounds\n")
+    print(format_rows(rows, args.systems, peak))
+    for row in rows:
+        for system in args.systems:
+            error = harness.first_error(row["results"][system])
+            if error:
+                print(f"\n{system} {row['variant']} batch {row['batch']} {row['mode']}: {error}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
