@@ -16,12 +16,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 import resource
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
-
-logger = logging.getLogger("serving.server")
 
 #: File descriptors kept for everything but client sockets (model files, logs, gRPC's own).
 RESERVED_FILES = 256
