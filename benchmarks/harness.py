@@ -15,6 +15,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from typing import Callable, Iterable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,6 +62,17 @@ def run_worker(script: str, arguments: list[str], timeout: float = 1800) -> dict
         errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
         return {"error": errors[-1] if errors else f"exit code {done.returncode}"}
     return json.loads(lines[-1])
+
+
+def timed(step, batch: int, seconds: float, warmup: int = 2, minimum: int = 3) -> float:
+    """Images per second of `step()` over at least `seconds` and `minimum` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    calls, start = 0, time.perf_counter()
+    while calls < minimum or time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    return calls * batch / (time.perf_counter() - start)
 
 
 def alternate(systems: list[str], rounds: int, measure: Callable[[str, int], dict],

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -65,17 +64,6 @@ def forward_gflop(variant: str, image_size: int = IMAGE_SIZE) -> float:
 
 
 # --- Workers: each builds one system and times it -----------------------------------------------
-
-
-def timed(step, batch: int, seconds: float, warmup: int = 2, minimum: int = 3) -> float:
-    """Images per second of `step()` over at least `seconds` and `minimum` calls, after `warmup` calls."""
-    for _ in range(warmup):
-        step()
-    calls, start = 0, time.perf_counter()
-    while calls < minimum or time.perf_counter() - start < seconds:
-        step()
-        calls += 1
-    return calls * batch / (time.perf_counter() - start)
 
 
 def keras_step(system: str, variant: str, batch: int, train: bool):
@@ -144,7 +132,7 @@ def gemm_peak(seconds: float) -> float:
 
     a = tf.random.normal((2048, 2048))
     product = tf.function(lambda: tf.matmul(a, a))
-    return timed(lambda: product().numpy(), 1, seconds) * 2 * 2048**3 / 1e9
+    return harness.timed(lambda: product().numpy(), 1, seconds) * 2 * 2048**3 / 1e9
 
 
 def worker(system: str, variant: str, batch: int, mode: str, seconds: float) -> dict:
@@ -152,7 +140,7 @@ def worker(system: str, variant: str, batch: int, mode: str, seconds: float) -> 
         return {"gflops": gemm_peak(seconds)}
     train = mode == "train"
     step = torch_step(variant, batch, train) if system == "hf_torch" else keras_step(system, variant, batch, train)
-    return {"images_per_s": timed(step, batch, seconds)}
+    return {"images_per_s": harness.timed(step, batch, seconds)}
 
 
 # --- The orchestrator -----------------------------------------------------------------------------

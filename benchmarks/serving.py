@@ -49,12 +49,7 @@ def process_cpu_seconds(pid: int) -> float:
 def raw_throughput(path: str, images: list[bytes], seconds: float, batch: int = 32) -> float:
     function = tf.saved_model.load(path).signatures[signatures.DEFAULT_SIGNATURE]
     inputs = tf.constant((images * batch)[:batch])
-    function(images=inputs)  # warm up
-    done, start = 0, time.perf_counter()
-    while done < 3 * batch or time.perf_counter() - start < seconds:
-        function(images=inputs)
-        done += batch
-    return done / (time.perf_counter() - start)
+    return harness.timed(lambda: function(images=inputs), batch, seconds, warmup=1)
 
 
 def drive(url: str, images: list[bytes], clients: int, seconds: float, server_pid: int) -> dict:
