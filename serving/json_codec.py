@@ -25,20 +25,40 @@ def parse_body(body: bytes) -> dict:
     if not body.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_int=_json_integer, parse_float=_json_float)
         _check_strings(doc)  # a lone surrogate escape ("\ud800") is valid JSON but no text
     except (json.JSONDecodeError, UnicodeError) as error:
         raise invalid_argument(f"JSON Parse error: {error}") from None
     except RecursionError:
         raise invalid_argument("JSON Parse error: the document nests too deeply") from None
-    except ValueError as error:  # e.g. an integer of more digits than Python converts
-        raise invalid_argument(f"JSON Parse error: {str(error).splitlines()[0]}") from None
+    except ValueError as error:  # a number past a double's range
+        raise invalid_argument(f"JSON Parse error: {error}") from None
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_debug(doc)} Is not object")
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
         raise invalid_argument(f"JSON Value: {_debug(doc)} not formatted correctly. 'signature_name' key must be a string value.")
     return doc
+
+
+_UINT64_MAX = 2**64 - 1
+
+
+def _json_float(text: str) -> float:
+    """A JSON number as RapidJSON reads it: a double, and an error past the double's range (1e400)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("Number too big to be stored in double")
+    return value
+
+
+def _json_integer(text: str) -> int | float:
+    """A JSON integer as RapidJSON reads it: exact within int64/uint64, a double beyond (digits are never int()ed)."""
+    if len(text) <= 21:
+        value = int(text)
+        if -(2**63) <= value <= _UINT64_MAX:
+            return value
+    return _json_float(text)
 
 
 def _check_strings(value, depth: int = 0) -> None:
