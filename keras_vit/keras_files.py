@@ -5,7 +5,8 @@ layer that fails, leaving the ones before it changed; a file with more
 blocks than the model loads "successfully", its extra blocks ignored.
 `check_weights_file` reads every array the file holds and compares it with
 what the model would write (Keras' own saving traversal, recorded without
-copying any data), so that `keras_vit.load_weights` loads all or nothing.
+copying any data), so that `keras_vit.load_weights` and every keras_vit
+model's `load_weights` load all or nothing.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from typing import Callable
 
 import h5py
+import keras
 import numpy as np
 from keras.src.saving import saving_lib  # private: the traversal that names each layer's group in the file
 
@@ -120,3 +123,27 @@ def variables_of(stored: dict, group: str) -> list[np.ndarray]:
     """The numbered variables ("0", "1", ...) stored for one group, in order."""
     keys = sorted((int(key) for g, key in stored if g == group and key.isdigit()))
     return [stored[(group, str(key))] for key in keys]
+
+
+def assign_or_restore(model, load: Callable[[], None]) -> None:
+    """Runs `load`; if it raises, every variable of `model` gets its value from before, and the error propagates."""
+    snapshot = [keras.ops.convert_to_numpy(v) for v in model.weights]
+    try:
+        load()
+    except Exception:
+        for variable, value in zip(model.weights, snapshot):
+            variable.assign(value)
+        raise
+
+
+def load_checked(model, path: str | os.PathLike) -> None:
+    """Keras' own load of a `.keras`/`.weights.h5` file into `model`, once every weight of the file fits it exactly.
+
+    For models without keras_vit's head policy and position resizing (`keras_vit.ResNet`,
+    `keras_vit.MaskedPatchPrediction`); the ValueError names the file and the first mismatching weights.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Weights file not found: {path!r}.")
+    check_weights_file(model, path, resizable=set(), optional=set())
+    assign_or_restore(model, lambda: keras.Model.load_weights(model, path))

@@ -158,17 +158,15 @@ def _load_keras_weights(model, path: str) -> None:
     if head is not None:
         group = next((g for g, name in names.items() if name == head.name), None)
         keep = keep_head(model, [np.shape(v) for v in keras_files.variables_of(stored, group)])
-    snapshot = [keras.ops.convert_to_numpy(v) for v in model.weights]
-    try:
+
+    def load() -> None:  # Keras' own method: the model's `load_weights` comes back here
         if head is None or keep:
-            model.load_weights(path)
+            keras.Model.load_weights(model, path)
         else:
             with head.skipping_load():
-                model.load_weights(path)
-    except Exception:
-        for variable, value in zip(model.weights, snapshot):
-            variable.assign(value)
-        raise
+                keras.Model.load_weights(model, path)
+
+    keras_files.assign_or_restore(model, load)
 
 
 def _load_backbone_weights(model, path: str) -> None:

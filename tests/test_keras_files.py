@@ -33,7 +33,8 @@ def assert_unchanged(model, before):
     (dict(classifier="gap"), r"missing weight layers/class_token/0"),
     (dict(mlp_dim=48), r"the file holds shape \(32, 48\), the model needs \(32, 64\)"),
 ])
-def test_a_file_of_another_architecture_changes_nothing_and_names_the_weight(fmt, other, message, tmp_path):
+@pytest.mark.parametrize("load", ["keras_vit.load_weights", "model.load_weights"])
+def test_a_file_of_another_architecture_changes_nothing_and_names_the_weight(fmt, other, message, load, tmp_path):
     source = keras_vit.ViT(**dict(TINY, **other))
     randomize(source, 1)
     save(source, tmp_path / fmt)
@@ -41,7 +42,7 @@ def test_a_file_of_another_architecture_changes_nothing_and_names_the_weight(fmt
     randomize(target, 2)
     before = values(target)
     with pytest.raises(ValueError, match=message) as raised:
-        keras_vit.load_weights(target, tmp_path / fmt)
+        keras_vit.load_weights(target, tmp_path / fmt) if load == "keras_vit.load_weights" else target.load_weights(tmp_path / fmt)
     assert str(tmp_path / fmt) in str(raised.value) and "array(" not in str(raised.value) and "[[" not in str(raised.value)
     assert_unchanged(target, before)
 
@@ -73,6 +74,24 @@ def test_truncated_files_name_the_path(fmt, keep, tmp_path):
     with pytest.raises(ValueError, match=rf"{tmp_path / fmt} is not a readable"):
         keras_vit.load_weights(target, tmp_path / fmt)
     assert_unchanged(target, before)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_resnet_loads_only_a_file_that_fits_it(fmt, tmp_path):
+    small = dict(image_size=16, resnet_layers=(1, 1), resnet_width=1, classes=3)
+    source = keras_vit.ResNet(**dict(small, resnet_layers=(1, 2)))
+    randomize(source, 1)
+    save(source, tmp_path / fmt)
+    target = keras_vit.ResNet(**small)
+    randomize(target, 2)
+    before = values(target)
+    with pytest.raises(ValueError, match=rf"{tmp_path / fmt} does not fit model .* no place for"):
+        target.load_weights(tmp_path / fmt)
+    assert_unchanged(target, before)
+    same = keras_vit.ResNet(**dict(small, resnet_layers=(1, 2)))
+    same.load_weights(tmp_path / fmt)
+    for a, b in zip(values(same), values(source)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_training_from_a_deeper_file_is_one_clear_line(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_vit import keras_files
 from keras_vit.layers.corrupt_patches import CorruptPatches
 from keras_vit.masked_patches import (
     COLOR_BITS, CORRUPTION_RATE, IMAGES, MASK_SHARE, MASKED, RANDOM_SHARE, SOURCE, PatchCorruption,
@@ -89,6 +90,12 @@ class MaskedPatchPrediction(keras.Model):
     def representation(self, images, training: bool = False):
         """The backbone's representation of uncorrupted images (for few-shot evaluation during pre-training)."""
         return self.backbone.representation(images, training=training)
+
+    def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
+        """Keras' `load_weights`, all or nothing: a file that does not fit exactly raises and changes nothing."""
+        if skip_mismatch or kwargs:
+            return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+        keras_files.load_checked(self, filepath)
 
     def get_config(self) -> dict:
         return {

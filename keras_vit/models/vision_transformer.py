@@ -6,6 +6,7 @@ import numpy as np
 import keras
 from keras.src.trainers.trainer import model_supports_jit
 
+from keras_vit import loading
 from keras_vit.layers import (
     AddPositionEmbedding,
     ClassifierHead,
@@ -270,6 +271,20 @@ class VisionTransformer(keras.Model):
     def head(self) -> ClassifierHead | None:
         """The classification head (a Dense to `classes` logits), or None with `include_top=False`."""
         return self._head
+
+    # --- Loading ---------------------------------------------------------------------------------
+
+    def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
+        """`keras_vit.load_weights`: all or nothing, with position embeddings resized and the head policy.
+
+        Takes `.keras`, `.weights.h5` and `.npz` files and known weight names;
+        a file that does not fit raises a ValueError naming it and the first
+        mismatching weight, and changes no variable. `skip_mismatch=True` (or
+        other Keras options) is Keras' own lenient load.
+        """
+        if skip_mismatch or kwargs:
+            return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+        loading.load_weights(self, filepath)
 
     # --- Compiling --------------------------------------------------------------------------------
 
