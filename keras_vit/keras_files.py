@@ -65,8 +65,8 @@ def stored_weights(path: str) -> dict[tuple[str, str], np.ndarray]:
         else:
             source = h5py.File(path, "r")
     except (OSError, KeyError, zipfile.BadZipFile, EOFError) as error:
-        kind = "a .keras archive" if path.endswith(".keras") else "an HDF5 weights file"
-        raise ValueError(f"{path} is not a readable {kind} ({error}); it may be truncated or not a Keras file.") from None
+        kind = ".keras archive" if path.endswith(".keras") else "HDF5 weights file"
+        raise ValueError(f"{path} is not a readable {kind} ({error}); it may be truncated or not a Keras file") from None
     out = {}
     with source:
         def visit(name, item):  # datasets sit at "<group>/vars/<key>" ("vars/<key>" for the model itself)

@@ -113,8 +113,8 @@ def past_the_last_epoch(state):
 
 @pytest.mark.parametrize("damage, message", [
     (damage_metadata, "training_metadata.json: unreadable"),
-    (damage_weights, "model.weights.h5: "),
-    (empty_weights, "model.weights.h5: "),
+    (damage_weights, "model.weights.h5 is not a readable HDF5 weights file"),
+    (empty_weights, "model.weights.h5 is not a readable HDF5 weights file"),
     (past_the_last_epoch, "is at epoch 9, past --epochs 3"),
 ])
 def test_a_damaged_backup_is_one_clear_line_naming_the_file(damage, message, killed_in_epoch_one, tmp_path):

@@ -74,7 +74,8 @@ def restore(model: keras.Model, backup_dir: str) -> int:
                 model.optimizer.build(model.trainable_variables)
             model.load_weights(weights)
         except (OSError, ValueError) as error:
-            problems.append(f"{weights}: {_one_line(error)}")
+            problem = _one_line(error)
+            problems.append(problem if weights in problem else f"{weights}: {problem}")
             continue
         for problem in problems:
             print(f"warning: skipped a damaged backup: {problem}", file=sys.stderr)
