@@ -2,6 +2,7 @@
 
 from keras_vit import analysis, layers
 from keras_vit.checkpoints import load_npz, save_npz
+from keras_vit.imagenet import decode_predictions
 from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, TransformerBlock
 from keras_vit.loading import load_model, load_weights
 from keras_vit.models.constructors import CONSTRUCTORS, ViT, create_model
@@ -43,6 +44,7 @@ __all__ = [
     "ResNet",
     "WarmupDecay",
     "create_model",
+    "decode_predictions",
     "get_variant",
     "layers",
     "load_model",

@@ -8,6 +8,9 @@ from keras import ops
 #: "token": the class token's output (index 0); "gap": the mean of all tokens.
 CLASSIFIERS = ("token", "gap")
 
+#: keras.applications' `pooling` for feature extraction: the mean or the maximum of the patch tokens.
+POOLINGS = ("avg", "max")
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class SequencePooling(keras.layers.Layer):
@@ -15,24 +18,30 @@ class SequencePooling(keras.layers.Layer):
 
     Args:
         mode: "token" takes the class token (index 0); "gap" averages all
-            tokens (the reference's `gap` models have no class token).
+            tokens (the reference's `gap` models have no class token); "avg"
+            and "max" pool the patch tokens, after `num_prefix_tokens`.
+        num_prefix_tokens: tokens before the patch tokens (1: the class token).
     """
 
-    def __init__(self, mode: str = "token", **kwargs):
+    def __init__(self, mode: str = "token", num_prefix_tokens: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if mode not in CLASSIFIERS:
-            raise ValueError(f"Unknown classifier {mode!r}; expected one of {CLASSIFIERS}.")
+        if mode not in CLASSIFIERS + POOLINGS:
+            raise ValueError(f"Unknown pooling {mode!r}; expected one of {CLASSIFIERS + POOLINGS}.")
         self.mode = mode
+        self.num_prefix_tokens = num_prefix_tokens
 
     def call(self, inputs):
         if self.mode == "token":
             return inputs[:, 0]
-        return ops.mean(inputs, axis=1)
+        if self.mode == "gap":
+            return ops.mean(inputs, axis=1)
+        patches = inputs[:, self.num_prefix_tokens :]
+        return ops.mean(patches, axis=1) if self.mode == "avg" else ops.max(patches, axis=1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])
 
     def get_config(self):
         config = super().get_config()
-        config.update(mode=self.mode)
+        config.update(mode=self.mode, num_prefix_tokens=self.num_prefix_tokens)
         return config

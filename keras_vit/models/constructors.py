@@ -21,7 +21,8 @@ _DOC = """Builds {reference} ({summary}) as a `keras_vit.VisionTransformer`.
             trained at when it is a known name (384 for the ImageNet
             fine-tuned files), else 224.
         include_top: with the classification head; else the model outputs the
-            pooled representation.
+            pooled representation (`pooling="avg"` or `"max"` pools the patch
+            tokens instead).
         weights: None, a path to an original `.npz`, a `.keras` or a
             `.weights.h5` file, or a known name: {known}.
         classes: number of classes of the head.
@@ -78,7 +79,8 @@ def make_constructor(name: str) -> Callable[..., VisionTransformer]:
         kwargs.setdefault("dropout_rate", variant.dropout_rate)
         return ViT(
             weights=weights,
-            image_size=default_image_size(constructor.__name__, weights) if image_size is None else image_size,
+            image_size=image_size if image_size is not None or "input_shape" in kwargs
+            else default_image_size(constructor.__name__, weights),
             include_top=include_top,
             classes=classes,
             name=name or constructor.__name__.lower(),

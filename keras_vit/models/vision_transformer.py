@@ -16,7 +16,7 @@ from keras_vit.layers import (
     SequencePooling,
     TransformerBlock,
 )
-from keras_vit.layers.pooling import CLASSIFIERS
+from keras_vit.layers.pooling import CLASSIFIERS, POOLINGS
 from keras_vit.layers.position_embedding import POSITION_EMBEDDINGS
 from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
 from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
@@ -44,14 +44,17 @@ class VisionTransformer(keras.Model):
     or `keras_vit.load_weights`.
 
     Args:
-        image_size: input height and width (int or (h, w)); each must divide by
-            the patch size (hybrids: the ResNet's feature map must).
+        image_size: input height and width (int or (h, w); default 224); each
+            must divide by the patch size (hybrids: the ResNet's feature map must).
         patch_size, hidden_size, mlp_dim, num_heads, num_layers: the encoder.
         resnet_layers: hybrids only: units per ResNet stage, e.g. (3, 4, 9);
             `()` is the stem alone; None (default) is a plain ViT.
         resnet_width: hybrids only: ResNet width factor (the stem has 64 * width).
         include_top: with the head; else the model outputs the pooled
             representation [batch, representation_size or hidden_size].
+        pooling: with `include_top=False` (keras.applications' argument):
+            None pools as `classifier` does; "avg" or "max" pool the patch
+            tokens' outputs (the class token left out).
         classes: number of classes of the head.
         head_bias_init: initial bias of every class logit; the head's kernel
             starts at zero. 0 (default) for softmax training and fine-tuning;
@@ -73,6 +76,8 @@ class VisionTransformer(keras.Model):
         include_preprocessing: take [0, 255] images and scale them to [-1, 1]
             inside the model (`keras_vit.preprocess_input`).
         channels: input channels.
+        input_shape: keras.applications' spelling of `image_size` and
+            `channels`: (h, w, channels); not stored apart from them.
         crop_fraction: the evaluation crop this model expects (timm's
             `crop_pct`): images are resized to `image_size / crop_fraction` and
             center-cropped. It does not change the forward pass; evaluation and
@@ -86,12 +91,13 @@ class VisionTransformer(keras.Model):
     Shapes:
         input: [batch, h, w, channels].
         output: [batch, classes] (float32, also under mixed precision), or the
-        representation [batch, D'] with `include_top=False`.
+        representation [batch, D'] with `include_top=False` (in the policy's
+        compute dtype).
     """
 
     def __init__(
         self,
-        image_size: int | tuple[int, int] = 224,
+        image_size: int | tuple[int, int] | None = None,
         patch_size: int | tuple[int, int] = 16,
         hidden_size: int = 768,
         mlp_dim: int = 3072,
@@ -100,6 +106,7 @@ class VisionTransformer(keras.Model):
         resnet_layers: tuple[int, ...] | None = None,
         resnet_width: int = 1,
         include_top: bool = True,
+        pooling: str | None = None,
         classes: int = 1000,
         head_bias_init: float = 0.0,
         classifier: str = "token",
@@ -116,9 +123,12 @@ class VisionTransformer(keras.Model):
         variant: str | None = None,
         name: str = "vit",
         dtype=None,
+        input_shape: tuple[int, int, int] | None = None,
         **kwargs,
     ):
-        image_size = to_pair(image_size, "image_size")
+        if input_shape is not None:
+            image_size, channels = _from_input_shape(input_shape, image_size, channels)
+        image_size = to_pair(224 if image_size is None else image_size, "image_size")
         patch_size = to_pair(patch_size, "patch_size")
         resnet_layers = None if resnet_layers is None else tuple(int(n) for n in resnet_layers)
         _validate(locals())
@@ -147,7 +157,9 @@ class VisionTransformer(keras.Model):
         self.encoder_norm = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, dtype=dtype, name="encoder_norm"
         )
-        self.pool = SequencePooling(classifier, dtype=dtype, name="pool")
+        self.pool = SequencePooling(
+            pooling or classifier, num_prefix_tokens=int(classifier == "token"), dtype=dtype, name="pool"
+        )
         self.pre_logits = None
         if representation_size is not None:
             self.pre_logits = keras.layers.Dense(representation_size, activation="tanh", dtype=dtype, name="pre_logits")
@@ -216,6 +228,7 @@ class VisionTransformer(keras.Model):
         self.resnet_layers = resnet_layers
         self.resnet_width = resnet_width
         self.include_top = include_top
+        self.pooling = pooling
         self.classes = classes
         self.head_bias_init = head_bias_init
         self.classifier = classifier
@@ -417,6 +430,7 @@ class VisionTransformer(keras.Model):
             "resnet_layers": self.resnet_layers,
             "resnet_width": self.resnet_width,
             "include_top": self.include_top,
+            "pooling": self.pooling,
             "classes": self.classes,
             "head_bias_init": self.head_bias_init,
             "classifier": self.classifier,
@@ -447,6 +461,11 @@ def _validate(args: dict) -> None:
         )
     if args["hidden_size"] % args["num_heads"]:
         raise ValueError(f"hidden_size {args['hidden_size']} is not divisible by num_heads {args['num_heads']}.")
+    if args["pooling"] is not None and (args["pooling"] not in POOLINGS or args["include_top"]):
+        raise ValueError(
+            f"pooling={args['pooling']!r}: expected None or one of {POOLINGS}, with include_top=False "
+            "(the head takes the classifier's representation)."
+        )
     if args["include_top"] and args["classes"] < 1:
         raise ValueError(f"classes must be positive with include_top=True, got {args['classes']}.")
     for key in ("patch_size", "image_size"):
@@ -454,3 +473,14 @@ def _validate(args: dict) -> None:
             raise ValueError(f"{key} must be positive, got {args[key]}.")
     if not 0.0 < args["crop_fraction"] <= 1.0:
         raise ValueError(f"crop_fraction must be in (0, 1], got {args['crop_fraction']}.")
+
+
+def _from_input_shape(input_shape, image_size, channels) -> tuple[tuple[int, int], int]:
+    """(image_size, channels) of keras.applications' `input_shape` (h, w, channels); refuses a conflicting image_size."""
+    if len(input_shape) != 3 or any(not isinstance(n, int) or n < 1 for n in input_shape):
+        raise ValueError(f"input_shape must be (height, width, channels) of positive ints, got {input_shape!r}.")
+    if image_size is not None and to_pair(image_size, "image_size") != tuple(input_shape[:2]):
+        raise ValueError(f"input_shape {tuple(input_shape)} and image_size {image_size!r} disagree; give one of them.")
+    if channels not in (3, input_shape[2]):
+        raise ValueError(f"input_shape {tuple(input_shape)} and channels {channels} disagree; give one of them.")
+    return tuple(input_shape[:2]), input_shape[2]
