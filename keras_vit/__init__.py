@@ -1,6 +1,6 @@
 """keras_vit: the Vision Transformer (Dosovitskiy et al., ICLR 2021) for Keras 3 and TensorFlow."""
 
-from keras_vit import analysis, layers
+from keras_vit import analysis, imagenet, layers, losses
 from keras_vit.checkpoints import load_npz, save_npz
 from keras_vit.imagenet import decode_predictions
 from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, TransformerBlock
@@ -46,10 +46,12 @@ __all__ = [
     "create_model",
     "decode_predictions",
     "get_variant",
+    "imagenet",
     "layers",
     "load_model",
     "load_npz",
     "load_weights",
+    "losses",
     "preprocess_input",
     "save_npz",
     *VARIANTS,
