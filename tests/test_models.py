@@ -63,8 +63,8 @@ def test_variant_harness(name, tmp_path):
 def test_large_variant_predicts(name):
     size = SMALL_IMAGE.get(name, keras_vit.VARIANTS[name].patch_size)
     model = getattr(keras_vit, name)(image_size=size, classes=3)
-    out = model.predict(random_images((1, size, size, 3)), verbose=0)
-    assert out.shape == (1, 3)
+    out = model(random_images((1, size, size, 3)), training=False)  # eager: no XLA compile of the large graphs
+    assert tuple(out.shape) == (1, 3) and np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
     keras.backend.clear_session()
 
 
