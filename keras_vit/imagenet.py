@@ -23,8 +23,8 @@ NUM_CLASSES = 1000
 def imagenet_classes() -> tuple[tuple[str, str], ...]:
     """The 1,000 ImageNet-1k classes in head order, as (WordNet ID, name): ("n01440764", "tench"), ...
 
-    The name is the synset's first lemma, as keras.applications' class index
-    gives it ("great white shark", where Keras writes "great_white_shark").
+    The name is the synset's first lemma ("great white shark", which
+    keras.applications' class index writes "great_white_shark").
     """
     spec = importlib.util.find_spec("tensorflow_datasets")
     if spec is None or spec.origin is None:
