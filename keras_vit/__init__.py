@@ -1,58 +1,48 @@
-"""keras_vit: the Vision Transformer (Dosovitskiy et al., ICLR 2021) for Keras 3 and TensorFlow."""
+"""keras_vit: the Vision Transformer (Dosovitskiy et al., ICLR 2021) for Keras 3 and TensorFlow.
 
-from keras_vit import analysis, imagenet, layers, losses
-from keras_vit.checkpoints import load_npz, save_npz
-from keras_vit.imagenet import decode_predictions
-from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, TransformerBlock
-from keras_vit.loading import load_model, load_weights
-from keras_vit.models.constructors import CONSTRUCTORS, ViT, create_model
-from keras_vit.models.masked_patch_prediction import MaskedPatchPrediction
-from keras_vit.models.resnet import ResNet
-from keras_vit.models.variants import VARIANTS, get_variant
-from keras_vit.models.vision_transformer import VisionTransformer
-from keras_vit.preprocessing import preprocess_input
-from keras_vit.schedules import PerUpdate, WarmupDecay
+The public names are imported on first use, so that the command-line tools
+answer `--help` without starting TensorFlow. Keras still finds keras_vit's
+layers and models when it loads a `.keras` file after a plain
+`import keras_vit`: they are registered as soon as Keras is imported
+(`keras_vit._registration`).
+"""
+
+from keras_vit._lazy import lazy_attributes
+from keras_vit._registration import register_with_keras
+from keras_vit.models.variants import VARIANTS
 
 __version__ = "0.2.0"
 
-ViT_Ti16 = CONSTRUCTORS["ViT_Ti16"]
-ViT_S16 = CONSTRUCTORS["ViT_S16"]
-ViT_S32 = CONSTRUCTORS["ViT_S32"]
-ViT_B8 = CONSTRUCTORS["ViT_B8"]
-ViT_B16 = CONSTRUCTORS["ViT_B16"]
-ViT_B32 = CONSTRUCTORS["ViT_B32"]
-ViT_L16 = CONSTRUCTORS["ViT_L16"]
-ViT_L32 = CONSTRUCTORS["ViT_L32"]
-ViT_H14 = CONSTRUCTORS["ViT_H14"]
-R50_ViT_B16 = CONSTRUCTORS["R50_ViT_B16"]
-R26_ViT_S32 = CONSTRUCTORS["R26_ViT_S32"]
-R26_ViT_B32 = CONSTRUCTORS["R26_ViT_B32"]
-R50_ViT_L32 = CONSTRUCTORS["R50_ViT_L32"]
-R_ViT_Ti16 = CONSTRUCTORS["R_ViT_Ti16"]
+#: Public name -> the module that defines it (or, for a sub-package, the sub-package).
+_EXPORTS = {
+    "analysis": "keras_vit.analysis",
+    "imagenet": "keras_vit.imagenet",
+    "layers": "keras_vit.layers",
+    "losses": "keras_vit.losses",
+    "AddPositionEmbedding": "keras_vit.layers",
+    "ClassToken": "keras_vit.layers",
+    "PatchEmbedding": "keras_vit.layers",
+    "TransformerBlock": "keras_vit.layers",
+    "load_npz": "keras_vit.checkpoints",
+    "save_npz": "keras_vit.checkpoints",
+    "decode_predictions": "keras_vit.imagenet",
+    "load_model": "keras_vit.loading",
+    "load_weights": "keras_vit.loading",
+    "CONSTRUCTORS": "keras_vit.models.constructors",
+    "ViT": "keras_vit.models.constructors",
+    "create_model": "keras_vit.models.constructors",
+    **{name: "keras_vit.models.constructors" for name in VARIANTS},  # ViT_B16, ...
+    "get_variant": "keras_vit.models.variants",
+    "MaskedPatchPrediction": "keras_vit.models.masked_patch_prediction",
+    "ResNet": "keras_vit.models.resnet",
+    "VisionTransformer": "keras_vit.models.vision_transformer",
+    "preprocess_input": "keras_vit.preprocessing",
+    "PerUpdate": "keras_vit.schedules",
+    "WarmupDecay": "keras_vit.schedules",
+}
 
-__all__ = [
-    "AddPositionEmbedding",
-    "ClassToken",
-    "PatchEmbedding",
-    "TransformerBlock",
-    "VARIANTS",
-    "ViT",
-    "VisionTransformer",
-    "analysis",
-    "MaskedPatchPrediction",
-    "PerUpdate",
-    "ResNet",
-    "WarmupDecay",
-    "create_model",
-    "decode_predictions",
-    "get_variant",
-    "imagenet",
-    "layers",
-    "load_model",
-    "load_npz",
-    "load_weights",
-    "losses",
-    "preprocess_input",
-    "save_npz",
-    *VARIANTS,
-]
+__all__ = sorted(["VARIANTS", *_EXPORTS])
+__getattr__, __dir__ = lazy_attributes(globals(), _EXPORTS)
+
+# Everything the package exports is imported once Keras is: its layers, models, losses and schedules get registered.
+register_with_keras(sorted({module for module in _EXPORTS.values() if module != "keras_vit.analysis"}))

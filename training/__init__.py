@@ -4,10 +4,10 @@ The names below are imported on first use, so that `python -m training.fewshot`
 (and the other commands) run their module once, and `--help` needs no TensorFlow.
 """
 
-import importlib
+from keras_vit._lazy import lazy_attributes
 
 _EXPORTS = {
-    "FewShotEvaluation": "keras_vit.training.fewshot",
+    "FewShotEvaluation": "keras_vit.training.callbacks",
     "fewshot_accuracies": "keras_vit.training.fewshot",
     "Preprocessing": "keras_vit.training.pipeline",
     "eval_dataset": "keras_vit.training.pipeline",
@@ -22,9 +22,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'training' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_attributes(globals(), _EXPORTS)

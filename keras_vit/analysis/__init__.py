@@ -7,27 +7,22 @@
 
 `images` are model inputs, as for `model.predict`. From the command line,
 `python -m keras_vit.analysis {attention,distance,posemb,filters,report}`
-writes the figures as PNGs (matplotlib: `pip install 'keras_vit[analysis]'`).
+writes the figures as PNGs (matplotlib: `pip install 'keras_vit[analysis]'`). The
+names are imported on first use: the command's `--help` needs no TensorFlow.
 """
 
-from keras_vit.analysis.attention import (
-    attention_distance,
-    attention_rollout,
-    mean_attention_distance,
-    patch_distances,
-    rollout_matrix,
-    select_rollout,
-)
-from keras_vit.analysis.embeddings import embedding_filters, position_embedding_similarity, principal_components
+from keras_vit._lazy import lazy_attributes
 
-__all__ = [
-    "attention_distance",
-    "attention_rollout",
-    "embedding_filters",
-    "mean_attention_distance",
-    "patch_distances",
-    "position_embedding_similarity",
-    "principal_components",
-    "rollout_matrix",
-    "select_rollout",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        ("attention_distance", "attention_rollout", "mean_attention_distance", "patch_distances", "rollout_matrix",
+         "select_rollout"),
+        "keras_vit.analysis.attention",
+    ),
+    **dict.fromkeys(
+        ("embedding_filters", "position_embedding_similarity", "principal_components"), "keras_vit.analysis.embeddings"
+    ),
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_attributes(globals(), _EXPORTS)

@@ -5,11 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-#: "token": the class token's output (index 0); "gap": the mean of all tokens.
-CLASSIFIERS = ("token", "gap")
-
-#: keras.applications' `pooling` for feature extraction: the mean or the maximum of the patch tokens.
-POOLINGS = ("avg", "max")
+from keras_vit.options import CLASSIFIERS, POOLINGS
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")

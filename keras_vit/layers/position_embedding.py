@@ -10,9 +10,6 @@ from keras_vit.layers.attention import GRID_KEY
 from keras_vit.resize import RESIZE_METHODS, resize_position_embedding, resize_table
 from keras_vit.utils import keeps_first_load_error, to_pair
 
-#: Position embeddings of the paper's ablation (appendix D.4, Table 8).
-POSITION_EMBEDDINGS = ("none", "learned_1d", "learned_2d", "relative")
-
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class AddPositionEmbedding(keras.layers.Layer):

@@ -110,6 +110,7 @@ def make_constructor(name: str) -> Callable[..., VisionTransformer]:
 
 #: One constructor per row of the variant table.
 CONSTRUCTORS: dict[str, Callable[..., VisionTransformer]] = {name: make_constructor(name) for name in VARIANTS}
+globals().update(CONSTRUCTORS)  # ViT_B16, ... as this module's names
 
 
 def create_model(name: str, **kwargs) -> VisionTransformer:

@@ -16,8 +16,7 @@ from keras_vit.layers import (
     SequencePooling,
     TransformerBlock,
 )
-from keras_vit.layers.pooling import CLASSIFIERS, POOLINGS
-from keras_vit.layers.position_embedding import POSITION_EMBEDDINGS
+from keras_vit.options import CLASSIFIERS, POOLINGS, POSITION_EMBEDDINGS
 from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
 from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.models.variants import check_variant, variant_name
