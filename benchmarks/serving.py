@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 import harness  # noqa: E402
 import keras_vit  # noqa: E402
-from keras_vit.serving import export, signatures  # noqa: E402
+from keras_vit.serving import saved_model, signatures  # noqa: E402
 from keras_vit.serving.client import RestClient  # noqa: E402
 
 
@@ -112,10 +112,10 @@ def main() -> int:
 
     workdir = tempfile.mkdtemp(prefix="keras_vit_bench_")
     model = keras_vit.create_model(args.model, image_size=args.image_size, classes=1000)
-    path = export.export(model, os.path.join(workdir, "vit"))
+    path = saved_model.export(model, os.path.join(workdir, "vit"))
     rng = np.random.default_rng(0)
     size = (args.image_size, args.image_size, 3)
-    images = [export.encode_png(rng.integers(0, 256, size, dtype=np.uint8)) for _ in range(64)]
+    images = [saved_model.encode_png(rng.integers(0, 256, size, dtype=np.uint8)) for _ in range(64)]
     raw = raw_throughput(path, images, args.seconds)
 
     rows = []

@@ -36,7 +36,7 @@ def main() -> int:
     for name, command in list(RUNS.items())[: 2 if args.ti16 else 1]:
         out = tempfile.mkdtemp(prefix="digits_")
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "keras_vit.training.train", *command, "--output_dir", out, "--verbose", "0"],
+        subprocess.run([sys.executable, "-m", "keras_vit.training.train", *command, "--output_dir", out, "--progress", "0"],
                        cwd=ROOT, check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         results = json.load(open(os.path.join(out, "results.json")))
         rows.append((name, results["accuracy"], results["train_seconds"], time.perf_counter() - start))

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
@@ -17,6 +16,7 @@ from typing import Iterable
 
 import numpy as np
 
+from keras_vit import cli
 from keras_vit.serving import signatures
 
 Prediction = list[tuple[str, float]]  # (label or class index, probability), best first
@@ -111,9 +111,10 @@ def top_k(prediction: dict) -> Prediction:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.client", description=__doc__.splitlines()[0])
+    parser = cli.command_parser("python -m serving.client", __doc__, verbose=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser("predict", help="print the top-k labels of image files")
+    predict = commands.add_parser("predict", help="print the top-k labels of image files", formatter_class=cli.HelpFormatter)
+    cli.add_verbose_flag(predict)
     predict.add_argument("images", nargs="+", help="JPEG/PNG files")
     predict.add_argument("--url", default="http://127.0.0.1:8501", help="REST base URL")
     predict.add_argument("--grpc", default=None, help="host:port: use gRPC instead of REST")
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         if args.grpc:
+            cli.start_tensorflow(args.verbose)  # the gRPC stubs import TensorFlow's protos, which import TensorFlow
             client = GrpcClient(args.grpc, args.model_name, args.version)
             outputs = client.predict_images(images)
             rows = [{k: v[i] for k, v in outputs.items()} for i in range(len(images))]

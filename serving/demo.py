@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ import time
 
 import numpy as np
 
+from keras_vit import cli
 from keras_vit.serving import signatures
 from keras_vit.serving.client import RestClient
 
@@ -36,7 +36,7 @@ TRAIN_ARGS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__.splitlines()[0])
+    parser = cli.command_parser("python -m serving.demo", __doc__)
     parser.add_argument("--output_dir", default="runs/demo", help="training run folder")
     parser.add_argument("--model_base_path", default="models/vit", help="export folder (a version is added)")
     parser.add_argument("--epochs", type=int, default=60, help="training epochs")
@@ -45,22 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8500, help="the server's gRPC port (TF Serving's default)")
     parser.add_argument("--rest_api_port", type=int, default=8501, help="the server's REST port (TF Serving's default)")
     args = parser.parse_args(argv)
+    verbose = ("--verbose",) if args.verbose else ()
+    cli.start_tensorflow(args.verbose)
     started = time.perf_counter()
 
     model_path = os.path.join(args.output_dir, "model.keras")
     if not (args.reuse and os.path.exists(model_path)):
         _step(f"1/6 training on digits ({args.epochs} epochs)")
-        _run("keras_vit.training.train", *TRAIN_ARGS, "--epochs", str(args.epochs), "--output_dir", args.output_dir, "--verbose", "2")
+        _run("keras_vit.training.train", *TRAIN_ARGS, "--epochs", str(args.epochs), "--output_dir", args.output_dir, "--progress", "2",
+             *verbose)
     train_seconds = time.perf_counter() - started
 
     _step("2/6 exporting for TensorFlow Serving")
-    _run("keras_vit.serving.export", "--model", model_path, "--model_base_path", args.model_base_path)  # labels.txt travels
+    _run("keras_vit.serving.export", "--model", model_path, "--model_base_path", args.model_base_path, *verbose)  # labels travel
 
     rest_port, grpc_port = args.rest_api_port, args.port
     _step(f"3/6 starting serving.server (REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port})")
     server = subprocess.Popen(
         [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
-         "--model_name", "vit", "--model_base_path", args.model_base_path, "--enable_batching"],
+         "--model_name", "vit", "--model_base_path", args.model_base_path, "--enable_batching", *verbose],
     )
     try:
         RestClient(f"http://127.0.0.1:{rest_port}", "vit").wait_until_available(process=server)
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report_dir = os.path.join(args.output_dir, "report")
     _step("6/6 drawing what the model learned: attention rollout, attention distance, position embeddings, filters")
-    _run("keras_vit.analysis", "report", "--model", model_path, "--dataset", "digits", "--out", report_dir)
+    _run("keras_vit.analysis", "report", "--model", model_path, "--dataset", "digits", "--out", report_dir, *verbose)
 
     report["server_exit_code"] = server.returncode
     report["train_seconds"] = round(train_seconds, 1)
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 def _query(model_path: str, rest_port: int, grpc_port: int, batch: int) -> dict:
     import keras_vit
     from keras_vit.serving.client import GrpcClient
-    from keras_vit.serving.export import encode_png
+    from keras_vit.serving.saved_model import encode_png
     from keras_vit.training import datasets
     from keras_vit.training.evaluate import evaluate
 

@@ -18,17 +18,21 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
+from keras_vit import cli
 from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.connections import ConnectionLimits, rest_protocol
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
-from keras_vit.serving.model_manager import ModelConfig, ModelManager, read_model_config_file
+
+if TYPE_CHECKING:
+    from keras_vit.serving.model_manager import ModelManager
 
 logger = logging.getLogger("serving.server")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__.split("\n\n")[0])
+    p = cli.command_parser("python -m serving.server", __doc__)
     p.add_argument("--port", type=int, default=8500, help="gRPC port (0: no gRPC server)")
     p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: no REST server)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (TF Serving binds all; we default to loopback)")
@@ -48,11 +52,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max_connections", type=int, default=ConnectionLimits.max_connections,
                    help="open connections per server (REST, gRPC); more are answered 503 and closed")
     p.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
-                   help="encoded images declaring more pixels are refused before decoding (default %(default)s)")
+                   help="encoded images declaring more pixels are refused before decoding")
     return p
 
 
 def build_manager(args: argparse.Namespace) -> ModelManager:
+    from keras_vit.serving.model_manager import ModelConfig, ModelManager, read_model_config_file
+
     if args.model_config_file:
         configs = read_model_config_file(args.model_config_file)
     elif args.model_base_path:
@@ -68,6 +74,7 @@ def build_manager(args: argparse.Namespace) -> ModelManager:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    cli.start_tensorflow(args.verbose)
     try:
         manager = build_manager(args)
     except (ValueError, OSError) as error:

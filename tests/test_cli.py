@@ -1,10 +1,29 @@
-"""Every command-line mistake is one clear `error:` line and a non-zero exit, never a traceback."""
+"""Every command-line mistake is one clear `error:` line and a non-zero exit, never a traceback; help is instant."""
+
+import re
+import subprocess
+import sys
 
 import pytest
 
 import keras_vit
-from support import run_module
+from support import REPO, env, run_module
 from keras_vit.training import datasets
+
+#: Every command (with its sub-command, where it has them).
+COMMANDS = ["training.train", "training.evaluate", "training.fewshot", "training.study", "serving.export",
+            "serving.server", "serving.client predict", "serving.demo", "keras_vit.analysis report"]
+
+#: Runs a command as `python -m` does, then says whether Keras or TensorFlow got imported.
+HELP_PROBE = """
+import runpy, sys
+module = sys.argv[1]
+sys.argv = [module, *sys.argv[2:]]
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+finally:
+    print("imported:", sorted(name for name in ("keras", "tensorflow") if name in sys.modules))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +48,29 @@ def test_cli_errors_are_one_line(module, args, message, two_class_model, tmp_pat
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "RuntimeWarning" not in result.stderr
+    assert not re.search(r"^[IWEF]\d{4} |absl::InitializeLog", result.stderr, re.M), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_the_defaults_without_importing_tensorflow(command):
+    result = subprocess.run([sys.executable, "-c", HELP_PROBE, *command.split(), "--help"],
+                            cwd=REPO, env=env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(default: " in result.stdout and "--verbose" in result.stdout
+    assert result.stdout.rstrip().endswith("imported: []"), result.stdout[-300:]
+    assert result.stderr == ""
+
+
+def test_tensorflow_start_up_lines_only_with_verbose(tmp_path):
+    quiet_env = {k: v for k, v in env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    command = [sys.executable, "-m", "training.evaluate", "--model", str(tmp_path / "missing.keras")]
+    quiet = subprocess.run(command, cwd=REPO, env=quiet_env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 2
+    lines = quiet.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.keras' does not exist" in lines[0], quiet.stderr
+    verbose = subprocess.run([*command, "--verbose"], cwd=REPO, env=quiet_env, capture_output=True, text=True, timeout=120)
+    assert verbose.returncode == 2
+    assert re.search(r"^[IWE]\d{4} ", verbose.stderr, re.M), verbose.stderr  # TensorFlow's own log lines
 
 
 def test_fewshot_uses_the_datasets_labels_whatever_the_head(two_class_model, tmp_path):

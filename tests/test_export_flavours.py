@@ -11,7 +11,7 @@ import keras
 import keras_vit
 from harness import randomize
 from keras_vit.preprocessing import eval_resize, model_inputs
-from keras_vit.serving import export, signatures
+from keras_vit.serving import saved_model, signatures
 from keras_vit.serving.client import RestClient
 from support import REPO, env, free_port
 
@@ -51,7 +51,7 @@ def served(tmp_path_factory):
     config = ["model_config_list {"]
     for seed, (name, options) in enumerate(FLAVOURS.items()):
         models[name] = build(options, seed)
-        export.export(models[name], str(root / name))
+        saved_model.export(models[name], str(root / name))
         config.append(f'  config {{ name: "{name}" base_path: "{root / name}" model_platform: "tensorflow" }}')
     (root / "models.config").write_text("\n".join(config + ["}"]))
     port = free_port()
@@ -74,7 +74,7 @@ def test_served_outputs_equal_model_predict(served, name):
     model = models[name]
     # Photos of another size than the model's, so that the resize (and crop) matter.
     photos = np.random.default_rng(7).integers(0, 256, (3, 20, 28, 3), dtype=np.uint8)
-    answers = RestClient(url, name).predict_images(export.encode_png(p) for p in photos)
+    answers = RestClient(url, name).predict_images(saved_model.encode_png(p) for p in photos)
     want = expected(model, photos)
     if model.include_top:
         got = np.array([a[signatures.PROBABILITIES] for a in answers])
@@ -91,7 +91,7 @@ def test_the_crop_is_served(served):
     url, models = served
     photos = np.random.default_rng(8).integers(0, 256, (2, 20, 28, 3), dtype=np.uint8)
     cropped = np.array([a[signatures.PROBABILITIES] for a in RestClient(url, "cropped").predict_images(
-        export.encode_png(p) for p in photos)])
+        saved_model.encode_png(p) for p in photos)])
     uncropped = keras_vit.ViT(**dict(FLAVOURS["cropped"], crop_fraction=1.0))
     uncropped.set_weights(models["cropped"].get_weights())
     # The served answers are the cropped model's, and far from what the same weights answer without the crop.
@@ -103,4 +103,4 @@ def test_the_crop_is_served(served):
 def test_labels_for_a_headless_model_are_refused(tmp_path):
     model = keras_vit.ViT(**FLAVOURS["headless"])
     with pytest.raises(ValueError, match="without its head"):
-        export.export(model, str(tmp_path / "m"), labels=["a", "b", "c"])
+        saved_model.export(model, str(tmp_path / "m"), labels=["a", "b", "c"])

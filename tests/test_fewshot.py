@@ -4,7 +4,7 @@ import numpy as np
 import keras
 
 import keras_vit
-from keras_vit.training import fewshot
+from keras_vit.training import callbacks, fewshot
 
 
 def big_vision_protocol(train_x, train_y, test_x, test_y, num_classes, shots, seeds, l2_reg):
@@ -68,7 +68,7 @@ def test_callback_logs_the_numbers_the_cli_function_computes():
     images = rng.uniform(-1, 1, size=(90, 8, 8, 3)).astype("float32")
     labels = keras.ops.one_hot(np.arange(90) % 3, 3)
     batches = [(images[i:i + 30], labels[i:i + 30]) for i in range(0, 90, 30)]
-    callback = fewshot.FewShotEvaluation(batches, batches, 3, shots=(1, 5, 10))
+    callback = callbacks.FewShotEvaluation(batches, batches, 3, shots=(1, 5, 10))
     callback.set_model(model)
     logs = {}
     callback.on_epoch_end(0, logs)

@@ -122,7 +122,7 @@ def test_a_short_masked_patch_run_lowers_its_loss_and_fine_tunes(tmp_path):
         "training.train", "--recipe", "masked_patch", *TINY_MODEL, "--dataset", "digits", "--batch_size", "64",
         "--learning_rate", "2e-3", "--warmup_steps", "10", "--epochs", "4", "--steps_per_epoch", "10",
         "--strategy", "mirrored", "--logical_cpus", "2",  # two replicas: the corruption inputs are distributed too
-        "--output_dir", str(pretrain), "--verbose", "2",
+        "--output_dir", str(pretrain), "--progress", "2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(pretrain / "history.csv") as f:
@@ -134,7 +134,7 @@ def test_a_short_masked_patch_run_lowers_its_loss_and_fine_tunes(tmp_path):
     result = run_module(
         "training.train", "--model", "ViT", "--init_from", str(pretrain / "model.keras"), "--image_size", "16",
         "--dataset", "digits", "--epochs", "1", "--steps_per_epoch", "5", "--batch_size", "64",
-        "--output_dir", str(finetune), "--verbose", "2",
+        "--output_dir", str(finetune), "--progress", "2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((finetune / "run.json").read_text())  # a classification run of the pre-trained encoder

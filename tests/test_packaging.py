@@ -49,8 +49,17 @@ def test_the_installed_package_trains_and_loads_outside_the_tree(installed, tmp_
     result = run(
         installed, "-m", "keras_vit.training.train", "--model", "ViT", "--image_size", "8", "--patch_size", "4",
         "--hidden_size", "16", "--mlp_dim", "32", "--num_heads", "2", "--num_layers", "1", "--dataset", "digits",
-        "--epochs", "1", "--steps_per_epoch", "2", "--batch_size", "16", "--output_dir", "run", "--verbose", "0",
+        "--epochs", "1", "--steps_per_epoch", "2", "--batch_size", "16", "--output_dir", "run", "--progress", "0",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "model.keras").is_file() and (tmp_path / "run" / "labels.txt").is_file()
+
+
+def test_the_console_scripts_answer_help_under_their_own_name(installed, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(installed))
+    for script in ("keras-vit-train", "keras-vit-serve", "keras-vit-export"):
+        result = subprocess.run([str(installed / "bin" / script), "--help"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.startswith(f"usage: {script} "), result.stderr[-2000:]
+        assert "(default: " in result.stdout and result.stderr == ""

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from PIL import Image
 
-from keras_vit.serving import export, image_limits
+from keras_vit.serving import saved_model, image_limits
 from keras_vit.serving.client import GrpcClient
 from support import REPO, env, free_port
 from test_serving import assert_still_serving, exported, server, tiny_model  # noqa: F401  (the module's served models)
@@ -116,7 +116,7 @@ def test_absolute_form_targets_and_smuggling_headers(server, exported):
 
 def test_a_version_folder_with_a_non_ascii_digit_is_ignored_and_polling_goes_on(server, exported):
     (exported["root"] / "swap" / "\u00b2").mkdir()  # "²".isdigit() is True, int("²") fails
-    export.export(tiny_model(7), str(exported["root"] / "swap"))  # version 2, found only if polling goes on
+    saved_model.export(tiny_model(7), str(exported["root"] / "swap"))  # version 2, found only if polling goes on
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         status, _, body = request(server, "GET", "/v1/models/swap")

@@ -14,7 +14,7 @@ from keras_vit.training import backup
 
 EPOCHS = 3
 COMMAND = [*TINY_MODEL, "--epochs", str(EPOCHS), "--steps_per_epoch", "12", "--batch_size", "16", "--backup_freq", "5",
-           "--warmup_steps", "5", "--verbose", "2"]
+           "--warmup_steps", "5", "--progress", "2"]
 PAUSE = {backup.PAUSE_ENV: "0.4"}  # widens the window inside each backup write
 
 

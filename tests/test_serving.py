@@ -19,7 +19,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 import keras_vit
 from harness import randomize
-from keras_vit.serving import export
+from keras_vit.serving import saved_model
 from keras_vit.serving.client import GrpcClient, RestClient
 from support import REPO, env, free_port
 
@@ -45,7 +45,7 @@ def expected_probabilities(model: keras.Model, pixels: np.ndarray) -> np.ndarray
 
 
 def b64_png(pixels: np.ndarray) -> dict:
-    return {"b64": base64.b64encode(export.encode_png(pixels)).decode()}
+    return {"b64": base64.b64encode(saved_model.encode_png(pixels)).decode()}
 
 
 def post(url: str, body) -> tuple[int, dict]:
@@ -70,9 +70,9 @@ def get(url: str) -> tuple[int, dict]:
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     model = tiny_model(1)
-    path = export.export(model, str(root / "vit"), labels=LABELS)
+    path = saved_model.export(model, str(root / "vit"), labels=LABELS)
     swap_v1 = tiny_model(2)
-    export.export(swap_v1, str(root / "swap"))
+    saved_model.export(swap_v1, str(root / "swap"))
     config = root / "models.config"
     config.write_text(
         "model_config_list {\n"
@@ -129,16 +129,16 @@ def test_saved_model_cli_shows_the_signatures(exported):
 def test_export_layout_warmup_and_config_files(exported):
     vit = exported["root"] / "vit"
     assert sorted(p.name for p in vit.iterdir()) == ["1", "batching_parameters.txt", "models.config"]
-    records = list(tf.data.TFRecordDataset(str(vit / "1" / export.WARMUP_FILE)).as_numpy_iterator())
+    records = list(tf.data.TFRecordDataset(str(vit / "1" / saved_model.WARMUP_FILE)).as_numpy_iterator())
     from tensorflow_serving.apis import prediction_log_pb2
 
     log = prediction_log_pb2.PredictionLog.FromString(records[0])
     assert log.predict_log.request.model_spec.signature_name == "serving_default"
     assert tf.make_ndarray(log.predict_log.request.inputs["images"]).shape == (1,)
     assert 'base_path: "' + str(vit) + '"' in (vit / "models.config").read_text()
-    assert export.next_version(str(vit)) == 2
+    assert saved_model.next_version(str(vit)) == 2
     with pytest.raises(ValueError, match="Version 1 already exists"):
-        export.export(exported["model"], str(vit), version=1)
+        saved_model.export(exported["model"], str(vit), version=1)
 
 
 def test_rest_row_format_equals_in_process_predictions(server, exported):
@@ -178,13 +178,13 @@ def test_columnar_format_and_pixel_signature(server, exported):
 def test_grpc_predict_equals_rest(server, exported):
     pixels = images(4, seed=5)
     client = GrpcClient(server["grpc"], "vit")
-    outputs = client.predict_images([export.encode_png(p) for p in pixels])
+    outputs = client.predict_images([saved_model.encode_png(p) for p in pixels])
     client.close()
     np.testing.assert_allclose(outputs["probabilities"], expected_probabilities(exported["model"], pixels), atol=1e-5)
     assert [list(map(bytes.decode, row)) for row in outputs["labels"]] == [
         [LABELS[i] for i in row] for row in outputs["classes"]
     ]
-    rest = RestClient(server["rest"], "vit").predict_images([export.encode_png(p) for p in pixels])
+    rest = RestClient(server["rest"], "vit").predict_images([saved_model.encode_png(p) for p in pixels])
     np.testing.assert_allclose(outputs["scores"], [p["scores"] for p in rest], atol=1e-6)
 
 
@@ -301,7 +301,7 @@ def test_new_version_under_load_is_picked_up_without_failures(server, exported):
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(load) for _ in range(4)]
         time.sleep(1.0)
-        export.export(new_model, str(exported["root"] / "swap"))
+        saved_model.export(new_model, str(exported["root"] / "swap"))
         for f in futures:
             f.result()
     assert results["failed"] == 0, results
@@ -312,7 +312,7 @@ def test_new_version_under_load_is_picked_up_without_failures(server, exported):
 
 def test_client_cli_prints_top_labels(server, tmp_path):
     path = tmp_path / "image.png"
-    path.write_bytes(export.encode_png(images(1, seed=12)[0]))
+    path.write_bytes(saved_model.encode_png(images(1, seed=12)[0]))
     for transport in (["--url", server["rest"]], ["--grpc", server["grpc"]]):
         result = subprocess.run(
             [sys.executable, "-m", "serving.client", "predict", str(path), *transport, "--model_name", "vit"],

@@ -3,17 +3,17 @@
 import pytest
 from PIL import Image
 
-from keras_vit.training import study, train
+from keras_vit.training import study, train, trainer
 from support import run_module
 
 
 def test_training_range():
-    assert train.training_range(1437) == range(0, 1437)
-    assert train.training_range(1437, 0.0, 0.1) == range(0, 144)
-    assert train.training_range(1437, 0.5, 0.5) == range(718, 1437)
-    assert train.training_range(10, 0.0, 0.01) == range(0, 1)  # at least one example
+    assert trainer.training_range(1437) == range(0, 1437)
+    assert trainer.training_range(1437, 0.0, 0.1) == range(0, 144)
+    assert trainer.training_range(1437, 0.5, 0.5) == range(718, 1437)
+    assert trainer.training_range(10, 0.0, 0.01) == range(0, 1)  # at least one example
     with pytest.raises(ValueError, match="offset \\+ fraction <= 1"):
-        train.training_range(100, 0.6, 0.5)
+        trainer.training_range(100, 0.6, 0.5)
 
 
 def test_each_study_parses_into_training_flags():

@@ -15,7 +15,7 @@ from keras_vit.serving import signatures
 from keras_vit.training import datasets, distribute, pipeline
 from keras_vit.training.recipes import build_recipe, excluded_from_weight_decay
 from keras_vit.schedules import WarmupDecay
-from keras_vit.training.train import default_batch_size
+from keras_vit.training.trainer import default_batch_size
 from support import TINY_MODEL, env, free_port, run_module, start_module
 
 
@@ -173,7 +173,7 @@ def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     result = run_module("training.train", *TINY_MODEL, "--dataset", "digits", "--epochs", "10", "--batch_size", "32",
                         "--learning_rate", "3e-3", "--label_smoothing", "0", "--dropout_rate", "0", "--warmup_steps", "50",
-                        "--strategy", "one_device", "--output_dir", str(out), "--verbose", "2", "--fewshot_every", "5")
+                        "--strategy", "one_device", "--output_dir", str(out), "--progress", "2", "--fewshot_every", "5")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result
 
@@ -250,7 +250,7 @@ def test_finetune_at_higher_resolution(trained_run, tmp_path):
     # No architecture flags: --model ViT takes the architecture from the file it starts from.
     result = run_module("training.train", *TINY_MODEL[:2], "--image_size", "24", "--init_from", str(out / "model.keras"),
                         "--recipe", "finetune", "--batch_size", "64", "--steps", "20", "--learning_rate", "0.01",
-                        "--output_dir", str(tmp_path), "--verbose", "2")
+                        "--output_dir", str(tmp_path), "--progress", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     model = keras.models.load_model(tmp_path / "model.keras")
     assert model.input_shape == (None, 24, 24, 3)
@@ -260,7 +260,7 @@ def test_finetune_at_higher_resolution(trained_run, tmp_path):
 
 def test_mirrored_strategy_over_two_cpu_replicas(tmp_path):
     result = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "5", "--batch_size", "32",
-                        "--strategy", "mirrored", "--output_dir", str(tmp_path), "--verbose", "2", "--logical_cpus", "2")
+                        "--strategy", "mirrored", "--output_dir", str(tmp_path), "--progress", "2", "--logical_cpus", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "2 replica(s)" in result.stdout
     assert json.loads((tmp_path / "results.json").read_text())["epochs"] == 1
@@ -302,7 +302,7 @@ def test_gradient_accumulation_applies_the_schedule_and_weight_decay_once_per_up
 def test_gradient_accumulation_run_logs_the_schedule_per_update_and_is_refused_across_replicas(tmp_path):
     result = run_module("training.train", *TINY_MODEL, "--steps", "10", "--steps_per_epoch", "8", "--batch_size", "32",
                         "--grad_accum_steps", "4", "--learning_rate", "0.01", "--warmup_steps", "4",
-                        "--strategy", "one_device", "--output_dir", str(tmp_path), "--verbose", "2")
+                        "--strategy", "one_device", "--output_dir", str(tmp_path), "--progress", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "5 epochs x 8 steps" in result.stdout  # 10 updates of 4 micro-batches of 8
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
@@ -325,7 +325,7 @@ def test_two_worker_processes_train_identical_weights(tmp_path):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         workers.append(start_module(
             "training.train", *TINY_MODEL, "--epochs", "2", "--steps_per_epoch", "4", "--batch_size", "32",
-            "--strategy", "multi_worker", "--output_dir", str(tmp_path / f"worker{index}"), "--verbose", "2",
+            "--strategy", "multi_worker", "--output_dir", str(tmp_path / f"worker{index}"), "--progress", "2",
             "--steps_per_execution", "2", TF_CONFIG=config,
         ))
     outputs = []
@@ -371,7 +371,7 @@ def test_class_names_travel_from_training_into_the_export(trained_run, tmp_path)
 def test_a_non_square_image_size_trains_and_saves_its_grid(tmp_path):
     architecture = TINY_MODEL[:2] + TINY_MODEL[4:]
     result = run_module("training.train", *architecture, "--image_size", "16", "24", "--epochs", "1", "--steps_per_epoch", "2",
-                        "--batch_size", "16", "--output_dir", str(tmp_path), "--verbose", "2")
+                        "--batch_size", "16", "--output_dir", str(tmp_path), "--progress", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "at 16x24px" in result.stdout
     model = keras_vit.load_model(tmp_path / "model.keras")

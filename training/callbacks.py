@@ -1,4 +1,4 @@
-"""The callbacks of a training run: learning-rate log, best model, CSV history, TensorBoard, backups."""
+"""The callbacks of a training run: learning-rate log, best model, CSV history, TensorBoard, backups, few-shot accuracy."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import keras
 
 from keras_vit.training import backup, outputs
+from keras_vit.training.fewshot import L2_REG, SEEDS, SHOTS, features, fewshot_accuracies
 
 
 def run_callbacks(output_dir: str, chief: bool, backup_dir: str, backup_freq: str | int = "epoch") -> list:
@@ -59,3 +60,35 @@ class LearningRateLog(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         logs["updates"] = int(keras.ops.convert_to_numpy(optimizer.iterations))
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class FewShotEvaluation(keras.callbacks.Callback):
+    """Logs `fewshot_{k}shot` accuracies every `every` epochs (into the logs, so CSV and TensorBoard get them).
+
+    Args:
+        train_batches, test_batches: (images, one-hot labels) batches, not augmented.
+        num_classes: K.
+        shots, seeds, l2_reg: as `fewshot_accuracies` (big_vision's defaults).
+        every: epochs between evaluations.
+    """
+
+    def __init__(
+        self, train_batches, test_batches, num_classes: int, shots=SHOTS, seeds: int = SEEDS, l2_reg: float = L2_REG, every: int = 1
+    ):
+        super().__init__()
+        self.train_batches, self.test_batches = train_batches, test_batches
+        self.num_classes, self.shots, self.seeds, self.l2_reg, self.every = num_classes, tuple(shots), seeds, l2_reg, every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if (epoch + 1) % self.every:
+            # CSVLogger fixes its columns at the first epoch: keep them present, NaN when not evaluated.
+            logs.update({f"fewshot_{k}shot": float("nan") for k in self.shots})
+            return
+        results = fewshot_accuracies(
+            features(self.model, self.train_batches), features(self.model, self.test_batches),
+            self.num_classes, self.shots, self.seeds, self.l2_reg,
+        )
+        for k, (mean, _) in results.items():
+            logs[f"fewshot_{k}shot"] = mean

@@ -32,9 +32,10 @@ import types
 import keras
 import tensorflow as tf
 
+from keras_vit.training.choices import STRATEGIES
+
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 #: Keras versions whose TensorFlow trainer `enable_multi_worker_fit` was written against.
 MULTI_WORKER_KERAS_VERSIONS = ("3.15",)
 

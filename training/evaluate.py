@@ -1,23 +1,32 @@
-"""Evaluate a saved model on a dataset split.
+"""Evaluate a saved model on a dataset split: top-1 accuracy, and the cross-entropy without label smoothing.
 
     python -m training.evaluate --model runs/demo/model.keras --dataset digits
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-
-import keras
+from typing import TYPE_CHECKING
 
 import keras_vit
-from keras_vit.training import datasets, pipeline
-from keras_vit.training.recipes import classification_loss
+from keras_vit import cli
+
+if TYPE_CHECKING:
+    from keras_vit.training import datasets
 
 
 def evaluate(model: keras_vit.VisionTransformer, info: datasets.DatasetInfo, split: str, batch_size: int = 256, data_dir: str | None = None) -> dict:
-    """{"accuracy", "loss", "examples"} of a model on one split, preprocessed as the model expects."""
+    """{"accuracy", "loss", "examples"} of a model on one split, preprocessed as the model expects.
+
+    The loss is the softmax cross-entropy of the true labels, without label
+    smoothing, whatever the model was trained with.
+    """
+    import keras
+
+    from keras_vit.training import datasets, pipeline
+    from keras_vit.training.recipes import classification_loss
+
     if not model.include_top or model.classes != info.num_classes:
         head = f"{model.classes} classes" if model.include_top else "no classification head"
         raise ValueError(f"The model has {head}, {info.name} has {info.num_classes}: evaluate it on its own task "
@@ -33,7 +42,7 @@ def evaluate(model: keras_vit.VisionTransformer, info: datasets.DatasetInfo, spl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    parser = cli.command_parser("python -m training.evaluate", __doc__)
     parser.add_argument("--model", required=True, help="a .keras file saved by training.train")
     parser.add_argument("--dataset", default="digits", help="digits, folder:PATH or a tensorflow-datasets name")
     parser.add_argument("--split", default=None, help="default: the dataset's test (or validation) split")
@@ -41,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=256, help="evaluation batch size")
     parser.add_argument("--output", default=None, help="write the result as JSON here")
     args = parser.parse_args(argv)
+    cli.start_tensorflow(args.verbose)
+    from keras_vit.training import datasets
+
     try:
         info = datasets.describe(args.dataset, args.data_dir)
         model = keras_vit.load_model(args.model)

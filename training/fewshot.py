@@ -25,15 +25,13 @@ solves the same system directly in float64.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
-import keras
-
 import keras_vit
+from keras_vit import cli
 
 #: big_vision's defaults: shot counts, seeds, ridge strength and the bias feature's constant.
 SHOTS = (1, 5, 10, 25)
@@ -44,6 +42,8 @@ BIAS_CONSTANT = 100.0
 
 def features(model, batches) -> tuple[np.ndarray, np.ndarray]:
     """(representations [N, D] that the model's head would see, integer labels [N]) of (images, one-hot labels) batches."""
+    import keras
+
     xs, ys = [], []
     for images, labels in batches:
         xs.append(keras.ops.convert_to_numpy(model.representation(images)))
@@ -107,51 +107,19 @@ def fewshot_accuracies(
     return {k: (float(np.mean(a)), float(np.std(a))) for k, a in accuracies.items()}
 
 
-class FewShotEvaluation(keras.callbacks.Callback):
-    """Logs `fewshot_{k}shot` accuracies every `every` epochs (into the logs, so CSV and TensorBoard get them).
-
-    Args:
-        train_batches, test_batches: (images, one-hot labels) batches, not augmented.
-        num_classes: K.
-        shots, seeds, l2_reg: as `fewshot_accuracies` (big_vision's defaults).
-        every: epochs between evaluations.
-    """
-
-    def __init__(
-        self, train_batches, test_batches, num_classes: int, shots=SHOTS, seeds: int = SEEDS, l2_reg: float = L2_REG, every: int = 1
-    ):
-        super().__init__()
-        self.train_batches, self.test_batches = train_batches, test_batches
-        self.num_classes, self.shots, self.seeds, self.l2_reg, self.every = num_classes, tuple(shots), seeds, l2_reg, every
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        if (epoch + 1) % self.every:
-            # CSVLogger fixes its columns at the first epoch: keep them present, NaN when not evaluated.
-            logs.update({f"fewshot_{k}shot": float("nan") for k in self.shots})
-            return
-        results = fewshot_accuracies(
-            features(self.model, self.train_batches), features(self.model, self.test_batches),
-            self.num_classes, self.shots, self.seeds, self.l2_reg,
-        )
-        for k, (mean, _) in results.items():
-            logs[f"fewshot_{k}shot"] = mean
-
-
 def main(argv: list[str] | None = None) -> int:
-    from keras_vit.training import datasets, pipeline
-
-    parser = argparse.ArgumentParser(description="Few-shot linear evaluation of a trained model's representation.")
+    parser = cli.command_parser("python -m training.fewshot", __doc__)
     parser.add_argument("--model", required=True, help="a .keras file saved by training.train")
     parser.add_argument("--dataset", default="digits", help="digits, folder:PATH or a tensorflow-datasets name")
     parser.add_argument("--data_dir", default=None, help="tensorflow-datasets data directory")
-    parser.add_argument("--shots", type=int, nargs="+", default=list(SHOTS), help="examples per class (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, default=SEEDS, help="draws of the few-shot sets (default: %(default)s)")
-    parser.add_argument("--l2_reg", type=float, default=L2_REG, help="ridge regularisation (default: big_vision's %(default)s)")
+    parser.add_argument("--shots", type=int, nargs="+", default=list(SHOTS), help="examples per class")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="draws of the few-shot sets")
+    parser.add_argument("--l2_reg", type=float, default=L2_REG, help="ridge regularisation (big_vision's)")
     parser.add_argument("--batch_size", type=int, default=256, help="batch size of the feature extraction")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    cli.start_tensorflow(args.verbose)
+    from keras_vit.training import datasets, pipeline
 
     try:
         info = datasets.describe(args.dataset, args.data_dir)

@@ -26,7 +26,7 @@ RESULTS = "results.json"
 LABELS = LABELS_FILE
 BACKUP = "backup"
 #: Flags that change how a run is shown or where it lives, not what it computes.
-NOT_CONFIGURATION = ("verbose", "output_dir")
+NOT_CONFIGURATION = ("progress", "verbose", "output_dir")
 
 
 def run_config(args: argparse.Namespace) -> dict:

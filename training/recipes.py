@@ -1,14 +1,17 @@
-"""The paper's training recipes and the optimizer, loss and metrics they compile into a model."""
+"""The paper's training recipes and the optimizer, loss and metrics they compile into a model.
+
+The table imports without TensorFlow (the command line lists its names);
+Keras is imported where a recipe builds something.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
-import keras
-
-from keras_vit.losses import SigmoidCrossEntropy
-from keras_vit.schedules import PerUpdate, WarmupDecay
+if TYPE_CHECKING:
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,10 @@ class Recipe:
 
     def build_optimizer(self, model: keras.Model, total_steps: int) -> keras.optimizers.Optimizer:
         """The optimizer with its schedule; kernels alone are decayed."""
+        import keras
+
+        from keras_vit.schedules import PerUpdate, WarmupDecay
+
         warmup = self.warmup_steps
         if warmup >= total_steps:
             warmup = total_steps // 10
@@ -100,6 +107,8 @@ class Recipe:
         their accuracy, both over the corrupted patches only (the batches'
         sample weights).
         """
+        import keras
+
         if self.task == "masked_patch":
             if self.loss != "softmax" or self.label_smoothing:
                 raise ValueError("Masked patch prediction trains with the plain softmax loss (no sigmoid, no smoothing).")
@@ -193,6 +202,10 @@ def classification_loss(model, loss: str = "softmax", label_smoothing: float = 0
     the head ends in a softmax), smoothed by `label_smoothing`. "sigmoid":
     `SigmoidCrossEntropy` on logits.
     """
+    import keras
+
+    from keras_vit.losses import SigmoidCrossEntropy
+
     from_logits = model.classifier_activation in (None, "linear")
     if loss == "sigmoid":
         if not from_logits:

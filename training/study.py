@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from keras_vit import cli
+
 #: The small ViT of the studies (the demo's): 16x16 inputs, 4x4 patches (16 tokens), 4 blocks of D 64.
 VIT = ("--model", "ViT", "--image_size", "16", "--patch_size", "4", "--hidden_size", "64", "--mlp_dim", "128",
        "--num_heads", "4", "--num_layers", "4")
@@ -108,11 +110,8 @@ def studies() -> dict[str, Study]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m training.study", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
-    )
-    p.add_argument("study", choices=("posemb", "classifier", "data_scale", "self_supervision"))
+    p = cli.command_parser("python -m training.study", __doc__)
+    p.add_argument("study", choices=list(studies()), help="which study to run")
     p.add_argument("--dataset", default="digits", help="digits, folder:PATH or a tensorflow-datasets name")
     p.add_argument("--data_dir", default=None, help="tensorflow-datasets data directory")
     p.add_argument("--out", required=True, help="the Markdown table to write; the PNG goes beside it")
@@ -125,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    cli.start_tensorflow(args.verbose)
     try:
         run_study(args)
     except (ValueError, OSError, ImportError) as error:
@@ -141,7 +141,7 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     if args.quick and args.study == "data_scale":
         arms = tuple(arm for arm in arms if arm.x in (0.25, 1.0))
     runs_dir = args.runs_dir or os.path.splitext(args.out)[0] + "_runs"
-    common = TRAINING + ("--dataset", args.dataset, "--verbose", "0")
+    common = TRAINING + ("--dataset", args.dataset, "--progress", "0")
     if args.quick:  # compiling costs more than a few steps
         common = tuple(flag for flag in common if flag != "--jit_compile")
     if args.data_dir:
@@ -182,10 +182,10 @@ def _train(flags: tuple[str, ...], output_dir: str) -> dict:
     """One `training.train` run in this process (a finished one is recognised and not repeated)."""
     import keras
 
-    from keras_vit.training import train
+    from keras_vit.training import train, trainer
 
     keras.backend.clear_session()
-    result = train.train(train.parser().parse_args([*flags, "--output_dir", output_dir]))
+    result = trainer.train(train.parser().parse_args([*flags, "--output_dir", output_dir]))
     keras.config.set_dtype_policy("float32")
     return dict(result)
 

@@ -16,34 +16,17 @@ directory holding a run of another configuration is refused.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
-import json
-import math
-import os
 import sys
-import time
-
-import keras
-import numpy as np
-import tensorflow as tf
 
 import keras_vit
-from keras_vit.layers.position_embedding import POSITION_EMBEDDINGS
-from keras_vit.training import backup, callbacks as run_callbacks, datasets, distribute, fewshot, outputs, pipeline
-from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-#: Flags that describe a custom architecture (`--model ViT`); their defaults are VisionTransformer's.
-ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
-#: `--model ResNet`: the paper's convolutional baseline (`keras_vit.ResNet`), with these flags of the above.
-RESNET_FLAGS = ("resnet_layers", "resnet_width")
-#: Flags of `VisionTransformer` options that any model (a named variant too) may change.
-MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
+from keras_vit import cli
+from keras_vit.options import CLASSIFIERS, POSITION_EMBEDDINGS
+from keras_vit.training.choices import PRECISIONS, STRATEGIES
+from keras_vit.training.recipes import RECIPES
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    p = cli.command_parser("python -m training.train", __doc__)
     add = p.add_argument
     add("--model", default="ViT_Ti16",
         help=f"a variant ({', '.join(keras_vit.VARIANTS)}), ViT for a custom one, or ResNet (keras_vit.ResNet)")
@@ -57,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
                         help="ResNet units per stage: a hybrid ViT, or the ResNet's stages (no value: the root alone)")
     custom.add_argument("--resnet_width", type=int, default=None, help="ResNet width factor")
     head = p.add_argument_group("model options (any --model; default: the model's own)")
-    head.add_argument("--classifier", choices=("token", "gap"), default=None, help="class token or global average pooling")
+    head.add_argument("--classifier", choices=CLASSIFIERS, default=None, help="class token or global average pooling")
     head.add_argument("--representation_size", type=int, default=None, help="width of a tanh pre-logits layer")
     head.add_argument("--position_embedding", choices=POSITION_EMBEDDINGS, default=None,
                       help="the paper's appendix D.4 ablation")
@@ -76,12 +59,13 @@ def parser() -> argparse.ArgumentParser:
     length.add_argument("--epochs", type=int, default=None, help="passes over the training split (default 10)")
     length.add_argument("--steps", type=int, default=None, help="optimizer updates (the paper's steps)")
     add("--steps_per_epoch", type=int, default=None, help="batches per epoch (default: one pass over the data)")
-    add("--batch_size", type=int, default=None, help="global batch size (all replicas and accumulation steps)")
-    add("--strategy", default="auto", choices=distribute.STRATEGIES, help="tf.distribute strategy")
+    add("--batch_size", type=int, default=None,
+        help="global batch size (all replicas and accumulation steps; default: the recipe's, less for small datasets)")
+    add("--strategy", default="auto", choices=STRATEGIES, help="tf.distribute strategy")
     add("--logical_cpus", type=int, default=0, help="split the CPU into N logical devices (try strategies without GPUs)")
     add("--output_dir", required=True, help="where models, logs and backups go")
     add("--recipe", default="pretrain", choices=list(RECIPES),
-        help="jft, imagenet21k, imagenet1k and finetune are the paper's; pretrain is ours for small data (default)")
+        help="jft, imagenet21k, imagenet1k and finetune are the paper's; pretrain is ours for small data")
     recipe = p.add_argument_group("recipe overrides (default: the recipe's value)")
     recipe.add_argument("--optimizer", choices=("adam", "sgd"), default=None, help="adam (AdamW with weight decay) or sgd")
     recipe.add_argument("--learning_rate", type=float, default=None, help="peak learning rate")
@@ -109,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     add("--backup_freq", type=backup_frequency, default="epoch", help="'epoch' or a number of steps between backups")
     add("--fewshot_every", type=int, default=0, help="log few-shot accuracy every N epochs (0: off)")
     add("--seed", type=int, default=0, help="random seed")
-    add("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 1 bar, 2 a line per epoch")
+    add("--progress", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0 none, 1 a bar, 2 a line per epoch")
     return p
 
 
@@ -122,283 +106,17 @@ def backup_frequency(text: str) -> str | int:
         raise argparse.ArgumentTypeError(f"expected 'epoch' or a number of steps, got {text!r}") from None
 
 
-def default_batch_size(recipe_batch: int, num_examples: int) -> int:
-    """The recipe's batch, or for a small dataset the largest power of two giving >= 8 steps an epoch."""
-    if recipe_batch * 8 <= num_examples:
-        return recipe_batch
-    return max(1, 2 ** int(math.log2(max(1, num_examples // 8))))
-
-
-def weights_fingerprint(model: keras.Model) -> str:
-    """sha256 of every weight's bytes: equal on all workers of a synchronous run."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    cli.start_tensorflow(args.verbose)
+    from keras_vit.training import trainer
+
     try:
-        train(args)
+        trainer.train(args)
     except (ValueError, OSError) as error:  # bad flags, missing or unreachable files
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-@dataclasses.dataclass
-class Plan:
-    """What a run will do, settled from the command line before any work starts."""
-
-    info: datasets.DatasetInfo
-    train_split: str
-    eval_split: str
-    recipe: Recipe
-    strategy: tf.distribute.Strategy
-    train_examples: range  # which examples of the training split are trained on (--train_fraction)
-    step_batch: int  # global batch of one step (all replicas, one micro-batch)
-    steps_per_epoch: int
-    epochs: int
-    total_updates: int
-
-
-def plan(args: argparse.Namespace) -> Plan:
-    """Checks everything that can be wrong with the command, then sets up precision, seed and strategy."""
-    if args.model == "ResNet":
-        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if flag not in RESNET_FLAGS and getattr(args, flag) is not None]
-        if given:
-            raise ValueError(f"--model ResNet has no Transformer: {', '.join(given)} are for ViT models.")
-        if args.recipe == "masked_patch":
-            raise ValueError("Masked patch prediction trains a ViT's patch tokens; --model ResNet has none.")
-    elif args.model != "ViT":
-        keras_vit.get_variant(args.model)
-        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None]
-        if given:
-            raise ValueError(f"{args.model} fixes its architecture: {', '.join(given)} are for --model ViT.")
-    if len(args.image_size) > 2:
-        raise ValueError(f"--image_size takes one size or a height and a width, got {len(args.image_size)} numbers.")
-    if args.weights and args.init_from:
-        raise ValueError("Give --weights or --init_from, not both.")
-    info = datasets.describe(args.dataset, args.data_dir)
-    train_split = args.train_split or info.train_split
-    eval_split = args.eval_split or info.eval_split
-    train_examples = training_range(info.num_examples.get(train_split, 0), args.train_offset, args.train_fraction)
-    n_train = len(train_examples)
-    if not n_train:
-        raise ValueError(
-            f"Split {train_split!r} of {args.dataset} ({info.num_examples}) has no examples from --train_offset "
-            f"{args.train_offset} for --train_fraction {args.train_fraction}."
-        )
-    recipe = build_recipe(
-        args.recipe,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        schedule=args.schedule,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        momentum=args.momentum,
-        global_clipnorm=args.global_clipnorm,
-        label_smoothing=args.label_smoothing,
-        dropout_rate=args.dropout_rate,
-        loss=args.loss,
-        head_bias_init=args.head_bias_init,
-        ema_momentum=args.ema_momentum,
-        batch_size=args.batch_size or default_batch_size(RECIPES[args.recipe].batch_size, n_train),
-        grad_accum_steps=args.grad_accum_steps,
-    )
-
-    if args.logical_cpus:
-        distribute.split_cpu(args.logical_cpus)
-    keras.config.set_dtype_policy(args.precision)
-    keras.utils.set_random_seed(args.seed)
-    strategy = distribute.make_strategy(args.strategy)
-    step_batch = distribute.check_batch_size(recipe.batch_size, strategy, recipe.grad_accum_steps)
-    steps_per_epoch = args.steps_per_epoch or max(1, n_train // step_batch)
-    if args.steps is not None:
-        data_steps = args.steps * recipe.grad_accum_steps
-        steps_per_epoch = min(steps_per_epoch, data_steps)
-        epochs = math.ceil(data_steps / steps_per_epoch)
-    else:
-        epochs = args.epochs or 10
-    total_updates = max(1, epochs * steps_per_epoch // recipe.grad_accum_steps)
-    return Plan(info, train_split, eval_split, recipe, strategy, train_examples, step_batch, steps_per_epoch, epochs, total_updates)
-
-
-def training_range(count: int, offset: float = 0.0, fraction: float = 1.0) -> range:
-    """The examples [offset * count, (offset + fraction) * count) of a split, at least one when it has any."""
-    if not (0.0 <= offset < 1.0 and 0.0 < fraction <= 1.0 and offset + fraction <= 1.0 + 1e-9):
-        raise ValueError(
-            f"--train_offset {offset} and --train_fraction {fraction} must satisfy 0 <= offset < 1, 0 < fraction <= 1 "
-            f"and offset + fraction <= 1."
-        )
-    start = round(offset * count)
-    return range(start, min(count, max(start + 1, round((offset + fraction) * count))))
-
-
-def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
-    """The model under the strategy's scope: a named variant, or `--model ViT` with the flags given.
-
-    The masked patch recipe wraps the encoder (no head) in `keras_vit.MaskedPatchPrediction`.
-
-    Architecture flags and model options left out take, for `--model ViT`
-    with a `.keras` or `.npz` file to start from, that file's architecture,
-    else the model's defaults; initial weights follow
-    `keras_vit.load_weights` (and its head policy).
-    """
-    options = {flag: getattr(args, flag) for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if getattr(args, flag) is not None}
-    source = args.weights or args.init_from
-    if args.model == "ViT" and source and source.endswith((".keras", ".npz")):
-        options = {**keras_vit.loading.architecture_of(source), **options}  # the flags given override the file
-    if run.recipe.dropout_rate is not None:  # else the model's own
-        options["dropout_rate"] = run.recipe.dropout_rate
-    masked_patch = run.recipe.task == "masked_patch"
-    if masked_patch:  # the encoder alone: its representation is what fine-tuning starts from
-        options["include_top"] = False
-    if args.model == "ResNet":
-        return _build_resnet(args, run)
-    with run.strategy.scope():
-        model = keras_vit.create_model(
-            args.model,
-            image_size=tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0],
-            classes=run.info.num_classes,
-            weights=args.weights or args.init_from,
-            head_bias_init=run.recipe.head_bias_init,
-            attention_dropout_rate=args.attention_dropout_rate,
-            stochastic_depth_rate=args.stochastic_depth_rate,
-            crop_fraction=args.crop_fraction,
-            **options,
-        )
-        if masked_patch:
-            model = keras_vit.MaskedPatchPrediction(model)
-        run.recipe.compile(
-            model, run.total_updates, jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution
-        )
-    distribute.enable_multi_worker_fit(model)
-    return model
-
-
-def _build_resnet(args: argparse.Namespace, run: Plan) -> keras_vit.ResNet:
-    """`keras_vit.ResNet` with the flags given, from `.keras`/`.weights.h5` weights when given (strict)."""
-    options = {flag: getattr(args, flag) for flag in RESNET_FLAGS if getattr(args, flag) is not None}
-    source = args.weights or args.init_from
-    if source and not source.endswith((".keras", ".weights.h5")):
-        raise ValueError(f"--model ResNet loads .keras or .weights.h5 files of a keras_vit.ResNet, not {source!r}.")
-    with run.strategy.scope():
-        model = keras_vit.ResNet(
-            image_size=tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0],
-            classes=run.info.num_classes,
-            crop_fraction=args.crop_fraction,
-            **options,
-        )
-        if source:
-            model.load_weights(source)
-        run.recipe.compile(
-            model, run.total_updates, jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution
-        )
-    distribute.enable_multi_worker_fit(model)
-    return model
-
-
-def build_data(args: argparse.Namespace, run: Plan, model: keras.Model):
-    """(training batches, evaluation batches, few-shot (train, test) batches or None), fed as the model expects.
-
-    Few-shot evaluation always reads labelled images, whatever the task trains on.
-    """
-    task = model.corruption() if isinstance(model, keras_vit.MaskedPatchPrediction) else None
-    prep = pipeline.Preprocessing.for_model(
-        model.backbone if task else model,
-        num_classes=run.info.num_classes,
-        train_crop=run.info.train_crop if args.train_crop == "auto" else args.train_crop,
-        flip=run.info.flip if args.flip == "auto" else args.flip == "yes",
-        randaugment=(int(args.randaugment[0]), args.randaugment[1]) if args.randaugment else None,
-        mixup_alpha=args.mixup,
-    )
-    if task and args.mixup:
-        raise ValueError("MixUp blends labels; masked patch prediction has none to blend: drop --mixup.")
-
-    def load(split: str):
-        return datasets.load(run.info, split, args.data_dir)
-
-    examples = load(run.train_split).skip(run.train_examples.start).take(len(run.train_examples))
-    train_ds = pipeline.train_dataset(examples, prep, run.step_batch, seed=args.seed, task=task)
-    eval_ds = pipeline.eval_dataset(load(run.eval_split), prep, run.step_batch, task=task)
-    fewshot_ds = None
-    if args.fewshot_every:
-        fewshot_ds = tuple(pipeline.eval_dataset(load(split), prep, run.step_batch) for split in (run.train_split, run.eval_split))
-    return train_ds, eval_ds, fewshot_ds
-
-
-def train(args: argparse.Namespace) -> dict:
-    run = plan(args)
-    chief = distribute.is_chief()
-    config = outputs.run_config(args)
-    if chief:  # only the chief owns --output_dir; the other workers keep a backup folder there
-        status = outputs.check(args.output_dir, config)
-        if status == "finished" and not distribute.is_multi_worker(run.strategy):
-            with open(os.path.join(args.output_dir, outputs.RESULTS)) as f:
-                results = json.load(f)
-            print(f"{args.output_dir} holds this run, finished: accuracy {results['accuracy']:.2%}. Nothing to do.")
-            return results
-    model = build_model(args, run)
-    train_ds, eval_ds, fewshot_ds = build_data(args, run, model)
-
-    backup_dir = backup.directory(args.output_dir, chief, distribute.task()[1])
-    initial_epoch = backup.restore(model, backup_dir)
-    if initial_epoch > run.epochs:
-        raise ValueError(
-            f"The backup in {backup_dir} is at epoch {initial_epoch}, past --epochs {run.epochs}: "
-            f"it is not this run's. Remove {backup_dir} to start the run over."
-        )
-    if chief:
-        outputs.record(args.output_dir, config)
-        outputs.trim_history(os.path.join(args.output_dir, outputs.HISTORY), initial_epoch)
-    callbacks = run_callbacks.run_callbacks(args.output_dir, chief, backup_dir, args.backup_freq)
-    if fewshot_ds is not None:
-        callbacks.insert(0, fewshot.FewShotEvaluation(*fewshot_ds, run.info.num_classes, every=args.fewshot_every))
-
-    resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
-    image_size = (model.backbone if isinstance(model, keras_vit.MaskedPatchPrediction) else model).image_size
-    print(
-        f"Training {args.model} ({model.count_params():,} parameters) at {'x'.join(map(str, image_size))}px on {args.dataset} "
-        f"({len(run.train_examples)} examples, {run.info.num_classes} classes): "
-        f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
-        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe} ({run.recipe.source}){resumed}."
-    )
-    start = time.perf_counter()
-    model.fit(
-        train_ds,
-        epochs=run.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=run.steps_per_epoch,
-        validation_data=eval_ds,
-        callbacks=callbacks,
-        shuffle=False,  # the pipeline shuffles
-        verbose=args.verbose,
-    )
-    train_seconds = time.perf_counter() - start
-    final = model.evaluate(eval_ds, verbose=0, return_dict=True)
-    results = {
-        "model": args.model,
-        "task": run.recipe.task,  # the accuracy is over the colours of corrupted patches for masked_patch
-        "dataset": args.dataset,
-        "split": run.eval_split,
-        "examples": run.info.num_examples.get(run.eval_split),
-        "accuracy": float(final["accuracy"]),
-        "loss": float(final["loss"]),
-        "epochs": run.epochs,
-        "train_seconds": round(train_seconds, 1),
-        "weights_sha256": weights_fingerprint(model),
-    }
-    if chief:  # the model, then the results that mark the run finished, then the backups it no longer needs
-        outputs.write_atomically(os.path.join(args.output_dir, outputs.MODEL), model.save)
-        if run.recipe.task == "classification":
-            outputs.write_labels(args.output_dir, run.info.class_names)
-        outputs.write_json(os.path.join(args.output_dir, outputs.RESULTS), results)
-    backup.clear(backup_dir)
-    print(f"Final evaluation on {args.dataset}/{run.eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
-    print(f"Weights fingerprint: {results['weights_sha256']}")
-    return results
 
 
 if __name__ == "__main__":

@@ -15,16 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keras_vit import cli
+
 COMMANDS = ("attention", "distance", "posemb", "filters", "report")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m keras_vit.analysis",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cli.command_parser("python -m keras_vit.analysis", __doc__, verbose=False)
     commands = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     for name, help_text in zip(
         COMMANDS,
@@ -36,8 +33,8 @@ def parser() -> argparse.ArgumentParser:
             "every analysis on one page: OUT/index.html and its PNGs",
         ),
     ):
-        c = commands.add_parser(name, help=help_text, description=help_text,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        c = commands.add_parser(name, help=help_text, description=help_text, formatter_class=cli.HelpFormatter)
+        cli.add_verbose_flag(c)
         c.add_argument("--model", required=True, help="a .keras file, an original .npz, or a known weights name")
         c.add_argument("--variant", default=None, help="the released variant of a .npz or a weights name (ViT_B16)")
         c.add_argument("--image_size", type=int, nargs="+", default=None, metavar=("SIZE", "WIDTH"),
@@ -61,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    cli.start_tensorflow(args.verbose)
     try:
         run(args)
     except (ValueError, OSError, ImportError) as error:

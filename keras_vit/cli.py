@@ -1,0 +1,81 @@
+"""What every keras_vit command shares: its parser, and starting TensorFlow quietly once the flags are read.
+
+A command builds its parser from names that need no TensorFlow, so that
+`--help` and flag errors answer at once; `start_tensorflow` then imports it,
+without its C++ start-up lines unless `--verbose` asked for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each flag's default (where it has one worth showing) and keeps the description's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS or "default" in help_text:
+            return help_text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            default = action.default
+            shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+            return f"{help_text} (default: {shown})"
+        return help_text
+
+
+def command_parser(prog: str, doc: str, verbose: bool = True) -> argparse.ArgumentParser:
+    """A parser whose description is the first paragraph of `doc` and whose epilog is the rest.
+
+    `prog` is how the README runs it (`python -m training.train`), unless
+    it was started as its console script (`keras-vit-train`). With `verbose`,
+    it has the --verbose flag (a command with sub-commands gives it to each
+    of them instead, with `add_verbose_flag`).
+    """
+    script = os.path.basename(sys.argv[0])
+    prog = script if script.startswith("keras-vit-") else prog
+    description, _, epilog = doc.strip().partition("\n\n")
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog or None, formatter_class=HelpFormatter)
+    if verbose:
+        add_verbose_flag(parser)
+    return parser
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ start-up and log lines (hidden by default)")
+
+
+def start_tensorflow(verbose: bool = False) -> None:
+    """Imports TensorFlow (and Keras); without `verbose`, none of its C++ start-up or info lines reach stderr.
+
+    TensorFlow writes some lines before its logging is set up, straight to
+    file descriptor 2, so they are caught there while it loads; they are
+    replayed if the import fails. `TF_CPP_MIN_LOG_LEVEL` (3 unless the
+    environment sets it) silences the C++ log after that, such as
+    `failed call to cuInit` on machines without a GPU.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    if verbose:
+        importlib.import_module("keras")  # and TensorFlow
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            importlib.import_module("keras")
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,197 @@
+"""A keras_vit model as a SavedModel that TensorFlow Serving serves unchanged (what `python -m serving.export` writes).
+
+Layout: `<model_base_path>/<version>/saved_model.pb + variables/ + assets.extra/`
+(the version is the next integer when not given), plus `models.config` (a
+model_config_list) and `batching_parameters.txt` in `<model_base_path>` for
+`tensorflow_model_server --model_config_file ... --enable_batching
+--batching_parameters_file ...`; TF Serving only loads numeric sub-folders, so
+the two files do not disturb it.
+
+The graph follows the model's own config: images are decoded, resized and
+cropped as the model is evaluated (`keras_vit.preprocessing`, with the model's
+`crop_fraction`) and scaled unless the model scales them itself; logits get a
+softmax, a head that ends in softmax or sigmoid is served as it is.
+
+Signatures (names in `serving.signatures`):
+- `serving_default`: `images` DT_STRING [N] of encoded JPEG/PNG/GIF/BMP
+  images of any size.
+- `predict_pixels`: `pixels` DT_FLOAT [N, H, W, 3] in [0, 255] at the model's size.
+A classifier returns `probabilities` [N, classes], the top-k `classes`
+(DT_INT64) and `scores` [N, k], and with labels also `labels` (DT_STRING)
+[N, k]; a model without its head (`include_top=False`) returns `features` [N, D].
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+import keras_vit
+from keras_vit.preprocessing import decode_for_eval, model_inputs
+from keras_vit.serving import signatures
+from keras_vit.serving.batching import BatchingOptions
+from keras_vit.serving.model_manager import version_of
+
+#: Head activations whose outputs are served as they are; None and "linear" (logits) get a softmax.
+PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+class ServingModule(tf.Module):
+    """The serving graph around a keras_vit model, built from what the model says about itself."""
+
+    def __init__(self, model: keras_vit.VisionTransformer, labels: list[str] | None = None, top_k: int = 5):
+        super().__init__()
+        self.model = model
+        self.image_size = model.image_size
+        self.crop_fraction = model.crop_fraction
+        activation = model.classifier_activation
+        if model.include_top and activation not in (None, "linear", *PROBABILITY_ACTIVATIONS):
+            raise ValueError(f"Cannot serve probabilities from a head that ends in {activation!r}.")
+        self.apply_softmax = model.include_top and activation in (None, "linear")
+        if labels is not None and not model.include_top:
+            raise ValueError("Labels given for a model without its head (include_top=False): it serves features.")
+        if labels is not None and len(labels) != model.classes:
+            raise ValueError(f"{len(labels)} labels given for a model of {model.classes} classes.")
+        self.top_k = min(top_k, model.classes)
+        self.labels = None if labels is None else tf.constant(labels)
+        height, width = self.image_size
+        self.serve_images = tf.function(
+            self._serve_images, input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGES_INPUT)]
+        )
+        self.serve_pixels = tf.function(
+            self._serve_pixels,
+            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=signatures.PIXELS_INPUT)],
+        )
+
+    def _decode(self, encoded):
+        return decode_for_eval(encoded, self.image_size, self.crop_fraction)
+
+    def _serve_images(self, images):
+        pixels = tf.map_fn(self._decode, images, fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.float32))
+        return self._outputs(pixels)
+
+    def _serve_pixels(self, pixels):
+        return self._outputs(pixels)
+
+    def _outputs(self, pixels):
+        outputs = tf.cast(self.model(model_inputs(self.model, pixels), training=False), tf.float32)
+        if not self.model.include_top:
+            return {signatures.FEATURES: outputs}
+        probabilities = tf.nn.softmax(outputs, axis=-1) if self.apply_softmax else outputs
+        scores, classes = tf.math.top_k(probabilities, k=self.top_k)
+        result = {
+            signatures.PROBABILITIES: probabilities,
+            signatures.CLASSES: tf.cast(classes, tf.int64),
+            signatures.SCORES: scores,
+        }
+        if self.labels is not None:
+            result[signatures.LABELS] = tf.gather(self.labels, classes)
+        return result
+
+
+def next_version(model_base_path: str) -> int:
+    """One more than the largest numeric sub-folder, or 1."""
+    if not os.path.isdir(model_base_path):
+        return 1
+    versions = [v for v in map(version_of, os.listdir(model_base_path)) if v is not None]
+    return max(versions, default=0) + 1
+
+
+def export(
+    model: keras.Model | str,
+    model_base_path: str,
+    version: int | None = None,
+    labels: list[str] | None = None,
+    model_name: str | None = None,
+    top_k: int = 5,
+) -> str:
+    """Writes the SavedModel, its warmup requests, models.config and batching parameters; returns the version's path.
+
+    The version appears atomically: it is written beside and renamed into place,
+    so a server polling `model_base_path` never sees half of it.
+    """
+    if isinstance(model, str):
+        model = keras_vit.load_model(model)
+    model_base_path = os.path.abspath(model_base_path)
+    version = next_version(model_base_path) if version is None else int(version)
+    target = os.path.join(model_base_path, str(version))
+    if os.path.exists(target):
+        raise ValueError(f"Version {version} already exists at {target}.")
+    os.makedirs(model_base_path, exist_ok=True)
+    module = ServingModule(model, labels, top_k)
+    staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=model_base_path)
+    try:
+        tf.saved_model.save(
+            module,
+            staging,
+            signatures={
+                signatures.DEFAULT_SIGNATURE: module.serve_images.get_concrete_function(),
+                signatures.PIXELS_SIGNATURE: module.serve_pixels.get_concrete_function(),
+            },
+        )
+        write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name or _name(model_base_path), module.image_size)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    name = model_name or _name(model_base_path)
+    write_model_config(os.path.join(model_base_path, "models.config"), name, model_base_path)
+    write_batching_parameters(os.path.join(model_base_path, "batching_parameters.txt"))
+    return target
+
+
+def write_warmup_requests(path: str, model_name: str, image_size: tuple[int, int], count: int = 2) -> None:
+    """PredictionLog records that TF Serving replays on load (`assets.extra/tf_serving_warmup_requests`)."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(count):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signatures.DEFAULT_SIGNATURE)
+            )
+            request.inputs[signatures.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto([encode_png(_gray_image(image_size, 64 * (i + 1)))]))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def write_model_config(path: str, name: str, base_path: str) -> None:
+    """A ModelServerConfig (model_config_list) for `--model_config_file`: the latest version is served."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
+    entry.model_version_policy.latest.num_versions = 1
+    with open(path, "w") as f:
+        f.write(text_format.MessageToString(config))
+
+
+def write_batching_parameters(path: str, options: BatchingOptions = BatchingOptions()) -> None:
+    """BatchingParameters for `--enable_batching --batching_parameters_file` (defaults: `BatchingOptions`)."""
+    with open(path, "w") as f:
+        f.write(options.to_text())
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 [H, W, 3] image."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _gray_image(size: tuple[int, int], value: int) -> np.ndarray:
+    return np.full((*size, 3), value, np.uint8)
+
+
+def _name(model_base_path: str) -> str:
+    return os.path.basename(os.path.normpath(model_base_path))
