@@ -8,3 +8,7 @@ POOLINGS = ("avg", "max")
 
 #: Position embeddings of the paper's ablation (appendix D.4, Table 8).
 POSITION_EMBEDDINGS = ("none", "learned_1d", "learned_2d", "relative")
+
+#: Keras dtype policies a model trains or is exported with. The mixed ones keep float32 variables and compute in
+#: bfloat16 (fast where the CPU has AVX512_BF16 or AMX, and on TPUs and recent GPUs) or float16 (GPUs).
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")

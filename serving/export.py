@@ -16,6 +16,7 @@ import sys
 import keras_vit
 from keras_vit import cli
 from keras_vit.labels import labels_beside, read_labels
+from keras_vit.options import DTYPE_POLICIES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a text file with one class name per line (default: labels.txt beside --model, if any)")
     parser.add_argument("--model_name", default=None, help="name in models.config (default: the folder's name)")
     parser.add_argument("--top_k", type=int, default=5, help="how many classes and scores to return")
+    parser.add_argument("--dtype_policy", choices=DTYPE_POLICIES, default=None,
+                        help="what the served graph computes in (default: the model's own); mixed_bfloat16 is about "
+                             "twice as fast where the CPU has AVX512_BF16 or AMX, and slower where it has not")
     args = parser.parse_args(argv)
     cli.start_tensorflow(args.verbose)
     from keras_vit.serving.saved_model import export
@@ -36,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         # The names the model was trained on travel by default; a headless model has no classes to name.
         labels_file = args.labels or (labels_beside(args.model) if model.include_top else None)
         labels = read_labels(labels_file) if labels_file else None
-        path = export(model, args.model_base_path, args.version, labels, args.model_name, args.top_k)
+        path = export(model, args.model_base_path, args.version, labels, args.model_name, args.top_k, args.dtype_policy)
     except (ValueError, OSError) as error:  # bad flags, missing or unreadable files
         print(f"error: {_message(error)}", file=sys.stderr)
         return 2
-    print(f"Exported {args.model} to {path}" + (f" with the class names of {labels_file}" if labels else ""))
+    print(f"Exported {args.model} to {path}" + (f" with the class names of {labels_file}" if labels else "")
+          + (f", computing in {args.dtype_policy}" if args.dtype_policy else ""))
     return 0
 
 

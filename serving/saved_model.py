@@ -33,6 +33,7 @@ import tensorflow as tf
 import keras
 
 import keras_vit
+from keras_vit.options import DTYPE_POLICIES
 from keras_vit.preprocessing import decode_for_eval, model_inputs
 from keras_vit.serving import signatures
 from keras_vit.serving.batching import BatchingOptions
@@ -96,6 +97,17 @@ class ServingModule(tf.Module):
         return result
 
 
+def with_dtype_policy(model: keras.Model, dtype_policy: str) -> keras.Model:
+    """The same model, weights and all, computing under `dtype_policy` (itself if it already does)."""
+    if dtype_policy not in DTYPE_POLICIES:
+        raise ValueError(f"Unknown dtype policy {dtype_policy!r}; expected one of {', '.join(DTYPE_POLICIES)}.")
+    if model.dtype_policy.name == dtype_policy:
+        return model
+    clone = type(model).from_config({**model.get_config(), "dtype": dtype_policy})
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def next_version(model_base_path: str) -> int:
     """One more than the largest numeric sub-folder, or 1."""
     if not os.path.isdir(model_base_path):
@@ -111,14 +123,21 @@ def export(
     labels: list[str] | None = None,
     model_name: str | None = None,
     top_k: int = 5,
+    dtype_policy: str | None = None,
 ) -> str:
     """Writes the SavedModel, its warmup requests, models.config and batching parameters; returns the version's path.
 
     The version appears atomically: it is written beside and renamed into place,
-    so a server polling `model_base_path` never sees half of it.
+    so a server polling `model_base_path` never sees half of it. `dtype_policy`
+    (one of `keras_vit.options.DTYPE_POLICIES`; None: the model's own) is the
+    policy the served graph computes in: "mixed_bfloat16" halves the cost of
+    its matrix products where the CPU has AVX512_BF16 or AMX (and emulates them,
+    slower, where it has not); the variables stay float32, the outputs float32.
     """
     if isinstance(model, str):
         model = keras_vit.load_model(model)
+    if dtype_policy is not None:
+        model = with_dtype_policy(model, dtype_policy)
     model_base_path = os.path.abspath(model_base_path)
     version = next_version(model_base_path) if version is None else int(version)
     target = os.path.join(model_base_path, str(version))

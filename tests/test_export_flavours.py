@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import keras
+import tensorflow as tf
 
 import keras_vit
 from harness import randomize
@@ -104,3 +105,30 @@ def test_labels_for_a_headless_model_are_refused(tmp_path):
     model = keras_vit.ViT(**FLAVOURS["headless"])
     with pytest.raises(ValueError, match="without its head"):
         saved_model.export(model, str(tmp_path / "m"), labels=["a", "b", "c"])
+
+
+#: Matrix products of the served graph, whose operand type says what it computes in.
+MATMUL_OPS = {"MatMul", "_FusedMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum", "Conv2D", "_FusedConv2D"}
+
+
+def matmul_dtypes(function) -> set[str]:
+    graph = function.graph.as_graph_def()
+    nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
+    return {tf.dtypes.as_dtype(node.attr["T"].type).name for node in nodes if node.op in MATMUL_OPS and "T" in node.attr}
+
+
+def test_a_bfloat16_export_computes_in_bfloat16_and_serves_float32(tmp_path):
+    model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=64, mlp_dim=128, num_heads=4, num_layers=2, classes=5)
+    randomize(model)
+    pixels = tf.constant(np.random.default_rng(3).uniform(0, 255, (8, 32, 32, 3)).astype("float32"))
+    served = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        serve = tf.saved_model.load(saved_model.export(model, str(tmp_path / policy), dtype_policy=policy)).signatures[
+            signatures.PIXELS_SIGNATURE]
+        assert matmul_dtypes(serve) == {policy.removeprefix("mixed_")}, policy
+        served[policy] = serve(**{signatures.PIXELS_INPUT: pixels})[signatures.PROBABILITIES].numpy()
+    assert served["mixed_bfloat16"].dtype == np.float32
+    np.testing.assert_allclose(served["mixed_bfloat16"], served["float32"], atol=0.02)
+    assert model.dtype_policy.name == "float32"  # the model given is left as it was
+    with pytest.raises(ValueError, match="Unknown dtype policy 'int8'"):
+        saved_model.export(model, str(tmp_path / "int8"), dtype_policy="int8")

@@ -20,8 +20,8 @@ import sys
 
 import keras_vit
 from keras_vit import cli
-from keras_vit.options import CLASSIFIERS, POSITION_EMBEDDINGS
-from keras_vit.training.choices import PRECISIONS, STRATEGIES
+from keras_vit.options import CLASSIFIERS, DTYPE_POLICIES, POSITION_EMBEDDINGS
+from keras_vit.training.choices import STRATEGIES
 from keras_vit.training.recipes import RECIPES
 
 
@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     add("--flip", choices=("auto", "yes", "no"), default="auto", help="horizontal flips (auto: not for digits)")
     add("--randaugment", type=float, nargs=2, metavar=("N", "M"), default=None, help="keras-cv RandAugment: N ops, magnitude M in [0, 1]")
     add("--mixup", type=float, default=0.0, help="keras-cv MixUp alpha (0: off)")
-    add("--precision", choices=PRECISIONS, default="float32", help="dtype policy (mixed_float16 uses loss scaling)")
+    add("--precision", choices=DTYPE_POLICIES, default="float32", help="dtype policy (mixed_float16 uses loss scaling)")
     add("--jit_compile", action="store_true", help="compile the train step with XLA")
     add("--steps_per_execution", type=int, default=1, help="train steps run per call of the compiled function")
     add("--backup_freq", type=backup_frequency, default="epoch", help="'epoch' or a number of steps between backups")
