@@ -29,7 +29,9 @@ def randomize(model: keras.Model, seed: int = 0) -> None:
         v.assign(rng.normal(0.0, 0.05, size=v.shape).astype(v.dtype))
 
 
-def run_model_test(build, image_shape: tuple[int, int, int], tmp_path: pathlib.Path, expected_output: tuple) -> None:
+def run_model_test(
+    build, image_shape: tuple[int, int, int], tmp_path: pathlib.Path, expected_output: tuple, jit_compile="auto"
+) -> None:
     """Checks one model builder end to end.
 
     Args:
@@ -37,6 +39,7 @@ def run_model_test(build, image_shape: tuple[int, int, int], tmp_path: pathlib.P
         image_shape: (H, W, C) of its input.
         tmp_path: a writable directory.
         expected_output: the output shape without the batch dimension.
+        jit_compile: of the `fit` step ("auto": the model's default, XLA on CPU).
     """
     model = build()
     randomize(model)
@@ -68,7 +71,7 @@ def run_model_test(build, image_shape: tuple[int, int, int], tmp_path: pathlib.P
     fresh.load_weights(weights)
     np.testing.assert_array_equal(predict(fresh, images), out)
 
-    fit_one_step(build, images, expected_output)
+    fit_one_step(build, images, expected_output, jit_compile)
 
     # Mixed precision: every sublayer computes in the policy's dtype, the output in float32.
     for policy in ("mixed_bfloat16", "mixed_float16"):
@@ -94,12 +97,12 @@ def run_model_test(build, image_shape: tuple[int, int, int], tmp_path: pathlib.P
         assert np.abs(mixed_out - out).max() < 0.1 * scale, policy
 
 
-def fit_one_step(build, images: np.ndarray, expected_output: tuple) -> None:
+def fit_one_step(build, images: np.ndarray, expected_output: tuple, jit_compile="auto") -> None:
     """One `model.fit` step on random targets changes every trainable weight that gets a gradient, finitely."""
     model = build()
     randomize(model, seed=1)
     targets = np.random.default_rng(2).normal(size=(len(images), *expected_output)).astype("float32")
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=jit_compile)
     before = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_weights]
     history = model.fit(images, targets, batch_size=len(images), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
