@@ -24,6 +24,13 @@ from keras_vit.options import CLASSIFIERS, DTYPE_POLICIES, POSITION_EMBEDDINGS
 from keras_vit.training.choices import STRATEGIES
 from keras_vit.training.recipes import RECIPES
 
+#: Flags that describe a custom architecture (`--model ViT`); their defaults are VisionTransformer's.
+ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
+#: `--model ResNet`: the paper's convolutional baseline (`keras_vit.ResNet`), with these flags of the above.
+RESNET_FLAGS = ("resnet_layers", "resnet_width")
+#: Flags of `VisionTransformer` options that any model (a named variant too) may change.
+MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
+
 
 def parser() -> argparse.ArgumentParser:
     p = cli.command_parser("python -m training.train", __doc__)
@@ -106,8 +113,32 @@ def backup_frequency(text: str) -> str | int:
         raise argparse.ArgumentTypeError(f"expected 'epoch' or a number of steps, got {text!r}") from None
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuses flags that contradict each other, before TensorFlow starts (the rest is checked by `trainer.plan`)."""
+    if args.model == "ResNet":
+        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if flag not in RESNET_FLAGS and getattr(args, flag) is not None]
+        if given:
+            raise ValueError(f"--model ResNet has no Transformer: {', '.join(given)} are for ViT models.")
+        if args.recipe == "masked_patch":
+            raise ValueError("Masked patch prediction trains a ViT's patch tokens; --model ResNet has none.")
+    elif args.model != "ViT":
+        keras_vit.get_variant(args.model)
+        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None]
+        if given:
+            raise ValueError(f"{args.model} fixes its architecture: {', '.join(given)} are for --model ViT.")
+    if len(args.image_size) > 2:
+        raise ValueError(f"--image_size takes one size or a height and a width, got {len(args.image_size)} numbers.")
+    if args.weights and args.init_from:
+        raise ValueError("Give --weights or --init_from, not both.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        check_flags(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     cli.start_tensorflow(args.verbose)
     from keras_vit.training import trainer
 

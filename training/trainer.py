@@ -17,12 +17,7 @@ import tensorflow as tf
 import keras_vit
 from keras_vit.training import backup, callbacks as run_callbacks, datasets, distribute, outputs, pipeline
 from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
-#: Flags that describe a custom architecture (`--model ViT`); their defaults are VisionTransformer's.
-ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
-#: `--model ResNet`: the paper's convolutional baseline (`keras_vit.ResNet`), with these flags of the above.
-RESNET_FLAGS = ("resnet_layers", "resnet_width")
-#: Flags of `VisionTransformer` options that any model (a named variant too) may change.
-MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
+from keras_vit.training.train import ARCHITECTURE_FLAGS, MODEL_OPTIONS, RESNET_FLAGS, check_flags
 
 
 
@@ -59,21 +54,7 @@ class Plan:
 
 def plan(args: argparse.Namespace) -> Plan:
     """Checks everything that can be wrong with the command, then sets up precision, seed and strategy."""
-    if args.model == "ResNet":
-        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if flag not in RESNET_FLAGS and getattr(args, flag) is not None]
-        if given:
-            raise ValueError(f"--model ResNet has no Transformer: {', '.join(given)} are for ViT models.")
-        if args.recipe == "masked_patch":
-            raise ValueError("Masked patch prediction trains a ViT's patch tokens; --model ResNet has none.")
-    elif args.model != "ViT":
-        keras_vit.get_variant(args.model)
-        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None]
-        if given:
-            raise ValueError(f"{args.model} fixes its architecture: {', '.join(given)} are for --model ViT.")
-    if len(args.image_size) > 2:
-        raise ValueError(f"--image_size takes one size or a height and a width, got {len(args.image_size)} numbers.")
-    if args.weights and args.init_from:
-        raise ValueError("Give --weights or --init_from, not both.")
+    check_flags(args)
     info = datasets.describe(args.dataset, args.data_dir)
     train_split = args.train_split or info.train_split
     eval_split = args.eval_split or info.eval_split
