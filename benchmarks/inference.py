@@ -2,6 +2,7 @@
 
     pip install -e ".[benchmarks]"        # keras-hub, transformers, torch==2.13.0 (CPU)
     python benchmarks/inference.py [--variants ViT_Ti16 ViT_S16 ViT_B16] [--batches 1 16] [--rounds 3]
+    python benchmarks/inference.py --precision bfloat16    # where the CPU has AVX512_BF16 or AMX
 
 Systems, each in its own process, alternating round by round:
   keras_vit   `keras_vit.ViT_*` without head, `model.predict_on_batch` (Keras' compiled predict)
@@ -20,6 +21,11 @@ GEMM peak (TensorFlow, 2048^3), and keras_vit's ratio to the best peer. With
 `--train` (default on) it also times one training step, forward + backward +
 AdamW, of ViT-S/16 with a 1000-class head. Peers that are not installed show
 as "n/a"; the CPU's flags head the table.
+
+`--precision bfloat16` runs every system as its users turn bfloat16 on: the
+Keras systems under the "mixed_bfloat16" dtype policy (float32 variables,
+bfloat16 compute; what `serving.export --dtype_policy` serves), PyTorch
+under `torch.autocast("cpu", dtype=torch.bfloat16)`.
 """
 
 from __future__ import annotations
@@ -66,10 +72,12 @@ def forward_gflop(variant: str, image_size: int = IMAGE_SIZE) -> float:
 # --- Workers: each builds one system and times it -----------------------------------------------
 
 
-def keras_step(system: str, variant: str, batch: int, train: bool):
+def keras_step(system: str, variant: str, batch: int, train: bool, precision: str):
     import numpy as np
     import keras
 
+    if precision == "bfloat16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
     c = encoder_config(variant)
     if system == "keras_vit":
         import keras_vit
@@ -95,9 +103,11 @@ def keras_step(system: str, variant: str, batch: int, train: bool):
     return lambda: model.train_on_batch(images, labels)
 
 
-def torch_step(variant: str, batch: int, train: bool):
+def torch_step(variant: str, batch: int, train: bool, precision: str):
     import torch
     import transformers
+
+    bfloat16 = precision == "bfloat16"
 
     c = encoder_config(variant)
     config = transformers.ViTConfig(
@@ -110,7 +120,7 @@ def torch_step(variant: str, batch: int, train: bool):
         model = transformers.ViTModel(config, add_pooling_layer=False).eval()
 
         def infer():
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
                 model(pixel_values=images)
 
         return infer
@@ -120,7 +130,9 @@ def torch_step(variant: str, batch: int, train: bool):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        model(pixel_values=images, labels=labels).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            loss = model(pixel_values=images, labels=labels).loss
+        loss.backward()
         optimizer.step()
 
     return step
@@ -135,23 +147,28 @@ def gemm_peak(seconds: float) -> float:
     return harness.timed(lambda: product().numpy(), 1, seconds) * 2 * 2048**3 / 1e9
 
 
-def worker(system: str, variant: str, batch: int, mode: str, seconds: float) -> dict:
+def worker(system: str, variant: str, batch: int, mode: str, seconds: float, precision: str) -> dict:
     if system == "gemm":
         return {"gflops": gemm_peak(seconds)}
     train = mode == "train"
-    step = torch_step(variant, batch, train) if system == "hf_torch" else keras_step(system, variant, batch, train)
+    if system == "hf_torch":
+        step = torch_step(variant, batch, train, precision)
+    else:
+        step = keras_step(system, variant, batch, train, precision)
     return {"images_per_s": harness.timed(step, batch, seconds)}
 
 
 # --- The orchestrator -----------------------------------------------------------------------------
 
 
-def measure_rows(configs: list[tuple[str, int, str]], systems: list[str], rounds: int, seconds: float) -> list[dict]:
+def measure_rows(
+    configs: list[tuple[str, int, str]], systems: list[str], rounds: int, seconds: float, precision: str
+) -> list[dict]:
     script = os.path.abspath(__file__)
     rows = []
     for variant, batch, mode in configs:
         def measure(system: str, _round: int) -> dict:
-            return harness.run_worker(script, [system, variant, str(batch), mode, str(seconds)])
+            return harness.run_worker(script, [system, variant, str(batch), mode, str(seconds), precision])
 
         def report(system: str, r: int, result: dict) -> None:
             figure = f"{result['images_per_s']:.2f} images/s" if "images_per_s" in result else result["error"]
@@ -163,7 +180,7 @@ def measure_rows(configs: list[tuple[str, int, str]], systems: list[str], rounds
 
 
 def format_rows(rows: list[dict], systems: list[str], peak: float | None) -> str:
-    header = ["model", "batch", "step", *systems, "keras_vit GFLOP/s", "of GEMM peak", "keras_vit / best peer"]
+    header = ["model", "batch", "step", *systems, "keras_vit GFLOP/s", "of float32 GEMM peak", "keras_vit / best peer"]
     table = []
     for row in rows:
         speeds = {s: harness.median(row["results"][s], "images_per_s") for s in systems}
@@ -189,25 +206,27 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the table shows medians")
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement, after warm-up")
     parser.add_argument("--no_train", dest="train", action="store_false", help="skip the ViT-S/16 training step")
-    parser.add_argument("--worker", nargs=5, metavar=("SYSTEM", "VARIANT", "BATCH", "MODE", "SECONDS"),
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="bfloat16: Keras' mixed_bfloat16 policy, PyTorch's CPU autocast")
+    parser.add_argument("--worker", nargs=6, metavar=("SYSTEM", "VARIANT", "BATCH", "MODE", "SECONDS", "PRECISION"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        system, variant, batch, mode, seconds = args.worker
-        print(json.dumps(worker(system, variant, int(batch), mode, float(seconds))))
+        system, variant, batch, mode, seconds, precision = args.worker
+        print(json.dumps(worker(system, variant, int(batch), mode, float(seconds), precision)))
         return 0
 
     print(harness.cpu_description())
     peak = harness.median(
-        [harness.run_worker(os.path.abspath(__file__), ["gemm", "-", "1", "-", "3"]) for _ in range(args.rounds)],
+        [harness.run_worker(os.path.abspath(__file__), ["gemm", "-", "1", "-", "3", "float32"]) for _ in range(args.rounds)],
         "gflops",
     )
     configs = [(v, b, "infer") for v in args.variants for b in args.batches]
     if args.train:
         configs.append((TRAIN_VARIANT, TRAIN_BATCH, "train"))
-    rows = measure_rows(configs, args.systems, args.rounds, args.seconds)
+    rows = measure_rows(configs, args.systems, args.rounds, args.seconds, args.precision)
     print(f"float32 GEMM peak (TensorFlow, 2048^3): {peak:.0f} GFLOP/s" if peak else "GEMM peak: n/a")
-    print(f"images/s at {IMAGE_SIZE}x{IMAGE_SIZE}, float32, medians of {args.rounds} alternating rounds\n")
+    print(f"images/s at {IMAGE_SIZE}x{IMAGE_SIZE}, {args.precision}, medians of {args.rounds} alternating rounds\n")
     print(format_rows(rows, args.systems, peak))
     for row in rows:
         for system in args.systems:
