@@ -20,7 +20,6 @@ from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
 from keras_vit.training.train import ARCHITECTURE_FLAGS, MODEL_OPTIONS, RESNET_FLAGS, check_flags
 
 
-
 def default_batch_size(recipe_batch: int, num_examples: int) -> int:
     """The recipe's batch, or for a small dataset the largest power of two giving >= 8 steps an epoch."""
     if recipe_batch * 8 <= num_examples:
