@@ -16,7 +16,8 @@ import sys
 import keras_vit
 from keras_vit import cli
 from keras_vit.labels import labels_beside, read_labels
-from keras_vit.options import DTYPE_POLICIES
+from keras_vit.options import DTYPE_POLICIES, EXPORT_FORMATS
+from keras_vit.serving.signatures import TFLITE_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype_policy", choices=DTYPE_POLICIES, default=None,
                         help="what the served graph computes in (default: the model's own); mixed_bfloat16 is about "
                              "twice as fast where the CPU has AVX512_BF16 or AMX, and slower where it has not")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
+                        help="tflite / tflite_int8 also write model.tflite (float32 / int8 weights and products), which "
+                             "serving.server --prefer_tflite_model runs with LiteRT; tflite_int8 is 2.5-4x faster than "
+                             "the SavedModel on a CPU with AVX-512 VNNI (benchmarks/precision.py)")
     args = parser.parse_args(argv)
     cli.start_tensorflow(args.verbose)
     from keras_vit.serving.saved_model import export
@@ -40,12 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         # The names the model was trained on travel by default; a headless model has no classes to name.
         labels_file = args.labels or (labels_beside(args.model) if model.include_top else None)
         labels = read_labels(labels_file) if labels_file else None
-        path = export(model, args.model_base_path, args.version, labels, args.model_name, args.top_k, args.dtype_policy)
+        path = export(model, args.model_base_path, args.version, labels, args.model_name, args.top_k, args.dtype_policy,
+                      args.format)
     except (ValueError, OSError) as error:  # bad flags, missing or unreadable files
         print(f"error: {_message(error)}", file=sys.stderr)
         return 2
     print(f"Exported {args.model} to {path}" + (f" with the class names of {labels_file}" if labels else "")
-          + (f", computing in {args.dtype_policy}" if args.dtype_policy else ""))
+          + (f", computing in {args.dtype_policy}" if args.dtype_policy else "")
+          + (f", with {TFLITE_FILE} ({args.format})" if args.format != "saved_model" else ""))
     return 0
 
 

@@ -88,8 +88,10 @@ class ModelManager:
         poll_seconds: float = 1.0,
         batching: BatchingOptions | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        prefer_tflite: bool = False,
     ):
         self.configs = {c.name: c for c in configs}
+        self.prefer_tflite = prefer_tflite
         self.poll_seconds = poll_seconds
         self.batching = batching
         self.max_image_pixels = max_image_pixels
@@ -153,7 +155,7 @@ class ModelManager:
         path = os.path.join(base_path, str(version))
         stamp = _stamp(base_path, version)
         try:
-            servable = Servable(name, version, path, self.batching, self.max_image_pixels)
+            servable = Servable(name, version, path, self.batching, self.max_image_pixels, self.prefer_tflite)
         except Exception as error:
             previous = self.failures.get((name, version))
             attempts = previous.attempts + 1 if previous is not None and previous.stamp == stamp else 1

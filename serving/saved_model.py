@@ -1,7 +1,8 @@
 """A keras_vit model as a SavedModel that TensorFlow Serving serves unchanged (what `python -m serving.export` writes).
 
 Layout: `<model_base_path>/<version>/saved_model.pb + variables/ + assets.extra/`
-(the version is the next integer when not given), plus `models.config` (a
+(the version is the next integer when not given; `--format tflite|tflite_int8`
+adds `model.tflite`, see `keras_vit.serving.tflite`), plus `models.config` (a
 model_config_list) and `batching_parameters.txt` in `<model_base_path>` for
 `tensorflow_model_server --model_config_file ... --enable_batching
 --batching_parameters_file ...`; TF Serving only loads numeric sub-folders, so
@@ -33,9 +34,9 @@ import tensorflow as tf
 import keras
 
 import keras_vit
-from keras_vit.options import DTYPE_POLICIES
+from keras_vit.options import DTYPE_POLICIES, EXPORT_FORMATS
 from keras_vit.preprocessing import decode_for_eval, model_inputs
-from keras_vit.serving import signatures
+from keras_vit.serving import signatures, tflite
 from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.model_manager import version_of
 
@@ -63,9 +64,10 @@ class ServingModule(tf.Module):
         self.top_k = min(top_k, model.classes)
         self.labels = None if labels is None else tf.constant(labels)
         height, width = self.image_size
-        self.serve_images = tf.function(
-            self._serve_images, input_signature=[tf.TensorSpec([None], tf.string, name=signatures.IMAGES_INPUT)]
-        )
+        images_spec = tf.TensorSpec([None], tf.string, name=signatures.IMAGES_INPUT)
+        self.serve_images = tf.function(self._serve_images, input_signature=[images_spec])
+        # Saved as a function of the SavedModel, not a signature: what a LiteRT version runs before its pixels.
+        self.decode = tf.function(self._decode_images, input_signature=[images_spec])
         self.serve_pixels = tf.function(
             self._serve_pixels,
             input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=signatures.PIXELS_INPUT)],
@@ -74,9 +76,12 @@ class ServingModule(tf.Module):
     def _decode(self, encoded):
         return decode_for_eval(encoded, self.image_size, self.crop_fraction)
 
+    def _decode_images(self, images):
+        """[N] encoded images -> float32 [N, H, W, 3] in [0, 255], resized and cropped as the model is evaluated."""
+        return tf.map_fn(self._decode, images, fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.float32))
+
     def _serve_images(self, images):
-        pixels = tf.map_fn(self._decode, images, fn_output_signature=tf.TensorSpec([*self.image_size, 3], tf.float32))
-        return self._outputs(pixels)
+        return self._outputs(self._decode_images(images))
 
     def _serve_pixels(self, pixels):
         return self._outputs(pixels)
@@ -124,6 +129,7 @@ def export(
     model_name: str | None = None,
     top_k: int = 5,
     dtype_policy: str | None = None,
+    format: str = "saved_model",
 ) -> str:
     """Writes the SavedModel, its warmup requests, models.config and batching parameters; returns the version's path.
 
@@ -133,9 +139,17 @@ def export(
     policy the served graph computes in: "mixed_bfloat16" halves the cost of
     its matrix products where the CPU has AVX512_BF16 or AMX (and emulates them,
     slower, where it has not); the variables stay float32, the outputs float32.
+    `format` (one of `keras_vit.options.EXPORT_FORMATS`) "tflite" or
+    "tflite_int8" adds `model.tflite` (`keras_vit.serving.tflite`) to the version.
     """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(EXPORT_FORMATS)}.")
+    if format != "saved_model" and dtype_policy not in (None, "float32"):
+        raise ValueError(f"--format {format} converts the float32 model; --dtype_policy {dtype_policy} is for saved_model.")
     if isinstance(model, str):
         model = keras_vit.load_model(model)
+    if format != "saved_model":
+        dtype_policy = "float32"  # LiteRT's kernels are float32 and int8; a mixed-precision model is converted as float32
     if dtype_policy is not None:
         model = with_dtype_policy(model, dtype_policy)
     model_base_path = os.path.abspath(model_base_path)
@@ -156,6 +170,10 @@ def export(
             },
         )
         write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name or _name(model_base_path), module.image_size)
+        if format != "saved_model":
+            lite = tflite.convert(module.serve_pixels.get_concrete_function(), int8=format == "tflite_int8")
+            with open(os.path.join(staging, signatures.TFLITE_FILE), "wb") as f:
+                f.write(lite)
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -11,7 +11,9 @@ from keras_vit.serving.batching import Batcher, BatchingOptions, Tensors
 from keras_vit.serving.errors import ServingError, invalid_argument
 
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS, check_image
-from keras_vit.serving.signatures import DEFAULT_SIGNATURE, IMAGES_INPUT, PREDICT_METHOD
+from keras_vit.serving.signatures import (
+    DEFAULT_SIGNATURE, IMAGES_INPUT, PIXELS_INPUT, PIXELS_SIGNATURE, PREDICT_METHOD, TFLITE_FILE,
+)
 
 
 class Servable:
@@ -23,6 +25,8 @@ class Servable:
         path: the version's folder (with saved_model.pb).
         batching: dynamic batching options, or None to run each request alone.
         max_image_pixels: encoded images (the `images` input) declaring more pixels are refused undecoded.
+        prefer_tflite: run the version's `model.tflite` when it has one (TF Serving's `--prefer_tflite_model`):
+            the same signatures, inputs and outputs, computed by LiteRT (`keras_vit.serving.tflite`).
     """
 
     def __init__(
@@ -32,6 +36,7 @@ class Servable:
         path: str,
         batching: BatchingOptions | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        prefer_tflite: bool = False,
     ):
         from tensorflow.core.protobuf import saved_model_pb2
 
@@ -43,6 +48,14 @@ class Servable:
         self.signature_defs = proto.meta_graphs[0].signature_def
         self.loaded = tf.saved_model.load(path)
         self.functions = {k: self.loaded.signatures[k] for k in self.loaded.signatures}
+        self.lite = None
+        if prefer_tflite and os.path.exists(os.path.join(path, TFLITE_FILE)):
+            from keras_vit.serving.tflite import LiteRTModel
+
+            if not hasattr(self.loaded, "decode"):
+                raise ValueError(f"{path}: {TFLITE_FILE} beside a SavedModel without `decode`; export it again.")
+            self.lite = LiteRTModel(os.path.join(path, TFLITE_FILE))
+            self.functions = {DEFAULT_SIGNATURE: self._lite_images, PIXELS_SIGNATURE: self._lite_pixels}
         self.batchers = {}
         if batching is not None:
             self.batchers = {k: Batcher(self._runner(k), batching) for k in self.functions}
@@ -84,11 +97,18 @@ class Servable:
                 outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
             except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
                 raise invalid_argument(op_error_message(error)) from error
-            except tf.errors.OpError as error:
+            except (tf.errors.OpError, RuntimeError) as error:  # RuntimeError: LiteRT's
                 raise ServingError("INTERNAL", op_error_message(error)) from error
-            return {k: v.numpy() for k, v in outputs.items()}
+            return {k: v.numpy() if isinstance(v, tf.Tensor) else v for k, v in outputs.items()}
 
         return run
+
+    def _lite_images(self, **inputs: tf.Tensor) -> Tensors:
+        """serving_default of a LiteRT version: the SavedModel decodes, model.tflite computes."""
+        return self.lite(self.loaded.decode(inputs[IMAGES_INPUT]).numpy())
+
+    def _lite_pixels(self, **inputs: tf.Tensor) -> Tensors:
+        return self.lite(inputs[PIXELS_INPUT].numpy())
 
     def close(self) -> None:
         for batcher in self.batchers.values():

@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
                    help="open connections per server (REST, gRPC); more are answered 503 and closed")
     p.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                    help="encoded images declaring more pixels are refused before decoding")
+    p.add_argument("--prefer_tflite_model", action="store_true",
+                   help="run a version's model.tflite (serving.export --format tflite|tflite_int8) instead of its "
+                        "SavedModel, where it has one")
     return p
 
 
@@ -68,7 +71,9 @@ def build_manager(args: argparse.Namespace) -> ModelManager:
     batching = None
     if args.enable_batching:
         batching = BatchingOptions.from_file(args.batching_parameters_file) if args.batching_parameters_file else BatchingOptions()
-    return ModelManager(configs, args.file_system_poll_wait_seconds, batching, args.max_image_pixels)
+    return ModelManager(
+        configs, args.file_system_poll_wait_seconds, batching, args.max_image_pixels, args.prefer_tflite_model
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,5 +21,9 @@ LABELS = "labels"
 #: The output of a model exported with include_top=False: its representation [N, D].
 FEATURES = "features"
 
+#: The LiteRT model of a version exported with `--format tflite|tflite_int8`: TF Serving's name for it
+#: (`--prefer_tflite_model`). It holds PIXELS_SIGNATURE only.
+TFLITE_FILE = "model.tflite"
+
 #: The method name of every signature we export.
 PREDICT_METHOD = "tensorflow/serving/predict"

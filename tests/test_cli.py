@@ -36,6 +36,8 @@ def two_class_model(tmp_path_factory):
 @pytest.mark.parametrize("module, args, message", [
     ("serving.export", ["--model", "{model}", "--model_base_path", "{tmp}/m", "--labels", "/nonexistent/labels.txt"],
      "/nonexistent/labels.txt: No such file or directory"),
+    ("serving.export", ["--model", "{model}", "--model_base_path", "{tmp}/m", "--format", "tflite_int8", "--dtype_policy",
+                        "mixed_bfloat16"], "--format tflite_int8 converts the float32 model"),
     ("serving.client", ["predict", "/nonexistent/cat.png"], "/nonexistent/cat.png: No such file or directory"),
     ("training.fewshot", ["--model", "/nonexistent/model.keras"], "Model file '/nonexistent/model.keras' does not exist"),
     ("training.evaluate", ["--model", "/nonexistent/model.keras"], "Model file '/nonexistent/model.keras' does not exist"),

@@ -1,0 +1,121 @@
+"""serving.export --format tflite|tflite_int8: model.tflite beside the SavedModel, served by LiteRT with the same contract."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_export_flavours import build
+from keras_vit.serving import saved_model, signatures
+from keras_vit.serving.client import GrpcClient, RestClient
+from keras_vit.serving.servable import Servable
+from support import REPO, env, free_port
+
+OPTIONS = dict(image_size=32, patch_size=8, hidden_size=64, mlp_dim=128, num_heads=4, num_layers=2, classes=10)
+LABELS = [f"class {i}" for i in range(10)]
+OUTPUTS = {signatures.PROBABILITIES, signatures.CLASSES, signatures.SCORES, signatures.LABELS}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One model exported three ways: versions 1 (saved_model), 2 (tflite) and 3 (tflite_int8)."""
+    base = tmp_path_factory.mktemp("lite") / "vit"
+    model = build(OPTIONS, seed=5)
+    paths = {f: saved_model.export(model, str(base), labels=LABELS, format=f) for f in ("saved_model", "tflite", "tflite_int8")}
+    return base, paths
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    rng = np.random.default_rng(11)
+    pixels = rng.uniform(0, 255, (24, 32, 32, 3)).astype("float32")
+    photos = rng.integers(0, 256, (6, 40, 50, 3), dtype=np.uint8)  # another size: the decode resizes them
+    return pixels, np.array([saved_model.encode_png(p) for p in photos], dtype=object)
+
+
+def answers(servable: Servable, inputs) -> dict[str, dict[str, np.ndarray]]:
+    pixels, images = inputs
+    return {
+        signatures.PIXELS_SIGNATURE: servable.predict(signatures.PIXELS_SIGNATURE, {signatures.PIXELS_INPUT: pixels}),
+        signatures.DEFAULT_SIGNATURE: servable.predict("", {signatures.IMAGES_INPUT: images}),
+    }
+
+
+def test_the_tflite_formats_add_model_tflite_to_the_version(exported):
+    _, paths = exported
+    lite = {form: os.path.join(path, signatures.TFLITE_FILE) for form, path in paths.items()}
+    assert not os.path.exists(lite["saved_model"])
+    for form, path in paths.items():
+        assert os.path.exists(os.path.join(path, "saved_model.pb")), form  # TF Serving's default still works
+    # int8 weights: about a quarter of float32's bytes.
+    assert os.path.getsize(lite["tflite_int8"]) < 0.45 * os.path.getsize(lite["tflite"])
+
+
+@pytest.mark.parametrize("form, probability_atol, min_agreement", [("tflite", 1e-5, 1.0), ("tflite_int8", 0.05, 0.9)])
+def test_litert_serves_the_saved_models_contract(exported, inputs, form, probability_atol, min_agreement):
+    base, paths = exported
+    version = {"tflite": 2, "tflite_int8": 3}[form]
+    reference = answers(Servable("vit", 1, paths["saved_model"]), inputs)
+    lite = Servable("vit", version, paths[form], prefer_tflite=True)
+    assert lite.lite is not None
+    got = answers(lite, inputs)
+    for key, want in reference.items():
+        assert set(got[key]) == OUTPUTS
+        for name in OUTPUTS:
+            assert got[key][name].dtype == want[name].dtype and got[key][name].shape == want[name].shape, (key, name)
+        np.testing.assert_allclose(got[key][signatures.PROBABILITIES], want[signatures.PROBABILITIES], atol=probability_atol)
+        agreement = np.mean(got[key][signatures.CLASSES][:, 0] == want[signatures.CLASSES][:, 0])
+        assert agreement >= min_agreement, (key, agreement)
+        top = got[key][signatures.CLASSES][:, 0]
+        assert [label.decode() for label in got[key][signatures.LABELS][:, 0]] == [LABELS[i] for i in top]
+    # Without --prefer_tflite_model the same folder serves its SavedModel, exactly.
+    plain = answers(Servable("vit", version, paths[form]), inputs)
+    for key, want in reference.items():
+        np.testing.assert_array_equal(plain[key][signatures.PROBABILITIES], want[signatures.PROBABILITIES])
+
+
+def test_a_corrupt_model_tflite_is_refused_naming_the_file(exported, tmp_path):
+    _, paths = exported
+    copy = tmp_path / "9"
+    shutil.copytree(paths["tflite_int8"], copy)
+    (copy / signatures.TFLITE_FILE).write_bytes(b"not a flatbuffer" * 64)
+    with pytest.raises(ValueError, match=rf"{copy / signatures.TFLITE_FILE} is not a LiteRT model"):
+        Servable("vit", 9, str(copy), prefer_tflite=True)
+
+
+def test_a_litert_export_refuses_a_bfloat16_policy(tmp_path):
+    with pytest.raises(ValueError, match="--format tflite_int8 converts the float32 model"):
+        saved_model.export(build(OPTIONS, seed=1), str(tmp_path / "m"), format="tflite_int8", dtype_policy="mixed_bfloat16")
+    with pytest.raises(ValueError, match="Unknown export format 'onnx'"):
+        saved_model.export(build(OPTIONS, seed=1), str(tmp_path / "m"), format="onnx")
+
+
+def test_the_server_runs_model_tflite_over_rest_and_grpc_with_batching(exported, inputs):
+    base, paths = exported
+    in_process = Servable("vit", 3, paths["tflite_int8"], prefer_tflite=True)
+    _, images = inputs
+    want = in_process.predict("", {signatures.IMAGES_INPUT: images})
+    rest_port, grpc_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+         "--model_name", "vit", "--model_base_path", str(base), "--prefer_tflite_model", "--enable_batching"],
+        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        rest = RestClient(f"http://127.0.0.1:{rest_port}", "vit")
+        rest.wait_until_available(process=process)
+        served = rest.predict_images(images)
+        np.testing.assert_allclose([a[signatures.PROBABILITIES] for a in served], want[signatures.PROBABILITIES], atol=1e-6)
+        assert [a[signatures.LABELS] for a in served] == [[v.decode() for v in row] for row in want[signatures.LABELS]]
+        by_grpc = GrpcClient(f"127.0.0.1:{grpc_port}", "vit").predict_images(images)
+        np.testing.assert_allclose(by_grpc[signatures.PROBABILITIES], want[signatures.PROBABILITIES], atol=1e-6)
+        metadata = rest.metadata()["metadata"]["signature_def"]["signature_def"]
+        assert set(metadata) >= {signatures.DEFAULT_SIGNATURE, signatures.PIXELS_SIGNATURE}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output[-2000:]
