@@ -170,7 +170,7 @@ class ModelManager:
             logger.debug("Loading %s version %d failed (attempt %d)", name, version, attempts, exc_info=True)
             return None
         self.failures.pop((name, version), None)
-        logger.info("Loaded %s version %d", name, version)
+        logger.info("Loaded %s version %d%s", name, version, " (model.tflite, run by LiteRT)" if servable.lite else "")
         return servable
 
     def _log_empty_folders(self, base_path: str) -> None:

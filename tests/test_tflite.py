@@ -119,3 +119,4 @@ def test_the_server_runs_model_tflite_over_rest_and_grpc_with_batching(exported,
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output[-2000:]
+    assert "Loaded vit version 3 (model.tflite, run by LiteRT)" in output, output[-2000:]
