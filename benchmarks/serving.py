@@ -1,15 +1,20 @@
 """Serving throughput and latency: the REST server with and without batching, against the raw SavedModel.
 
     python benchmarks/serving.py [--model ViT_Ti16] [--image_size 224] [--seconds 10] [--clients 1 16 64]
+    python benchmarks/serving.py --format tflite_int8     # the server runs model.tflite (--prefer_tflite_model)
 
 Exports the model (random weights; the cost does not depend on them),
 measures the raw SavedModel's batched throughput in this process (batches of
 32 encoded images through `serving_default`, the server's own signature),
 then starts `python -m keras_vit.serving.server` on 127.0.0.1 without and
 with `--enable_batching` and drives it with concurrent REST clients, one PNG
-per request (threads of this process). Prints requests/s, p50/p99 latency,
-the ratio to the raw throughput, and the CPU seconds per second the server
-and the clients took: they share this machine's cores.
+per request (threads of this process). The raw model and the two servers
+alternate over rounds. Prints medians of requests/s, p50/p99 latency, the
+ratio to the raw throughput of the same round, and the CPU seconds per
+second the server and the clients took: they share this machine's cores. With `--format
+tflite|tflite_int8` the export adds model.tflite, the server runs it, and the
+raw figure is the same work in this process: the SavedModel's `decode`, then
+model.tflite on the batch.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,7 @@ import tensorflow as tf  # noqa: E402
 import harness  # noqa: E402
 import keras_vit  # noqa: E402
 from keras_vit.serving import saved_model, signatures  # noqa: E402
+from keras_vit.options import EXPORT_FORMATS  # noqa: E402
 from keras_vit.serving.client import RestClient  # noqa: E402
 
 
@@ -46,9 +53,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def raw_throughput(path: str, images: list[bytes], seconds: float, batch: int = 32) -> float:
-    function = tf.saved_model.load(path).signatures[signatures.DEFAULT_SIGNATURE]
+def raw_throughput(path: str, images: list[bytes], seconds: float, lite: bool, batch: int = 32) -> float:
+    loaded = tf.saved_model.load(path)
     inputs = tf.constant((images * batch)[:batch])
+    if lite:
+        from keras_vit.serving.tflite import LiteRTModel
+
+        model = LiteRTModel(os.path.join(path, signatures.TFLITE_FILE))
+        return harness.timed(lambda: model(loaded.decode(inputs).numpy()), batch, seconds, warmup=1)
+    function = loaded.signatures[signatures.DEFAULT_SIGNATURE]
     return harness.timed(lambda: function(images=inputs), batch, seconds, warmup=1)
 
 
@@ -84,12 +97,14 @@ def drive(url: str, images: list[bytes], clients: int, seconds: float, server_pi
     }
 
 
-def start_server(base_path: str, batching: bool) -> tuple[subprocess.Popen, str]:
+def start_server(base_path: str, batching: bool, lite: bool) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port),
                "--model_name", "vit", "--model_base_path", base_path, "--file_system_poll_wait_seconds", "0"]
+    if lite:
+        command.append("--prefer_tflite_model")
     if batching:
         command += ["--enable_batching", "--batching_parameters_file", os.path.join(base_path, "batching_parameters.txt")]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,35 +123,47 @@ def main() -> int:
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement time per configuration")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64], help="concurrent clients")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the raw model and the servers")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
+                        help="serving.export's format; tflite ones are served with --prefer_tflite_model")
     args = parser.parse_args()
+    lite = args.format != "saved_model"
 
     workdir = tempfile.mkdtemp(prefix="keras_vit_bench_")
     model = keras_vit.create_model(args.model, image_size=args.image_size, classes=1000)
-    path = saved_model.export(model, os.path.join(workdir, "vit"))
+    path = saved_model.export(model, os.path.join(workdir, "vit"), format=args.format)
     rng = np.random.default_rng(0)
     size = (args.image_size, args.image_size, 3)
     images = [saved_model.encode_png(rng.integers(0, 256, size, dtype=np.uint8)) for _ in range(64)]
-    raw = raw_throughput(path, images, args.seconds)
-
-    rows = []
-    for batching in (False, True):
-        process, url = start_server(os.path.join(workdir, "vit"), batching)
-        try:
-            drive(f"{url}:predict", images, 4, 2.0, process.pid)  # warm up
-            for clients in args.clients:
-                rows.append((batching, clients, drive(f"{url}:predict", images, clients, args.seconds, process.pid)))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+    raws, runs = [], {(batching, clients): [] for batching in (False, True) for clients in args.clients}
+    for r in range(args.rounds):  # the raw model and the two servers alternate; the table gives medians
+        raws.append(raw_throughput(path, images, args.seconds, lite))
+        harness.print_progress(f"round {r + 1}: raw {raws[-1]:.1f} images/s")
+        for batching in (False, True)[r % 2:] + (False, True)[:r % 2]:
+            process, url = start_server(os.path.join(workdir, "vit"), batching, lite)
+            try:
+                drive(f"{url}:predict", images, 4, 2.0, process.pid)  # warm up
+                for clients in args.clients:
+                    result = drive(f"{url}:predict", images, clients, args.seconds, process.pid)
+                    runs[batching, clients].append(result)
+                    harness.print_progress(f"round {r + 1}: batching {batching} {clients} clients {result['rps']:.1f} req/s")
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=60)
+    raw = statistics.median(raws)
+    rows = [(batching, clients, {key: harness.median(results, key) for key in results[0]} | {
+        "failures": sum(r["failures"] for r in results), "ratio": statistics.median(
+            r["rps"] / w for r, w in zip(results, raws))}) for (batching, clients), results in runs.items()]
 
     print(harness.cpu_description())
-    print(f"{args.model} at {args.image_size}x{args.image_size}, one PNG per request; raw SavedModel "
-          f"(`serving_default`, batches of 32 PNGs, this process): {raw:.1f} images/s\n")
+    raw_path = "SavedModel `decode` + model.tflite" if lite else "SavedModel (`serving_default`)"
+    print(f"{args.model} at {args.image_size}x{args.image_size}, --format {args.format}, one PNG per request; raw "
+          f"{raw_path}, batches of 32 PNGs, this process: {raw:.1f} images/s; medians of {args.rounds} rounds\n")
     print(harness.markdown_table(
         ["batching", "clients", "requests/s", "p50 ms", "p99 ms", "failures", "vs raw batched",
          "server CPU s/s", "clients CPU s/s"],
         [[("on" if batching else "off"), str(clients), f"{r['rps']:.1f}", f"{r['p50']:.0f}", f"{r['p99']:.0f}",
-          str(r["failures"]), f"{r['rps'] / raw:.2f}", f"{r['server_cpu']:.2f}", f"{r['clients_cpu']:.2f}"]
+          str(r["failures"]), f"{r['ratio']:.2f}", f"{r['server_cpu']:.2f}", f"{r['clients_cpu']:.2f}"]
          for batching, clients, r in rows],
     ))
     return 0
