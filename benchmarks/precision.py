@@ -104,25 +104,25 @@ def logits_worker(path: str, digits_model: str, out: str) -> dict:
 
     import keras_vit
     from keras_vit.preprocessing import eval_resize, model_inputs
+    from keras_vit.serving import signatures
     from keras_vit.serving.tflite import LiteRTModel, convert
 
     def logits_of(model, pixels: np.ndarray) -> np.ndarray:
         if path == "keras":
-            return np.concatenate([model.predict_on_batch(model_inputs(model, pixels[i:i + 64])) for i in range(0, len(pixels), 64)])
+            return in_batches(lambda p: model.predict_on_batch(model_inputs(model, p)), pixels)
         if path == "saved_model_bf16":
             from keras_vit.serving.saved_model import with_dtype_policy
 
             bf16 = with_dtype_policy(model, "mixed_bfloat16")
-            return np.concatenate([np.asarray(bf16.predict_on_batch(model_inputs(bf16, pixels[i:i + 64])), np.float32)
-                                   for i in range(0, len(pixels), 64)])
+            return in_batches(lambda p: bf16.predict_on_batch(model_inputs(bf16, p)), pixels)
         # LiteRT: the logits function itself, converted as serving.export converts predict_pixels.
-        logits = tf.function(lambda p: {"logits": model(model_inputs(model, p), training=False)},
-                             input_signature=[tf.TensorSpec([None, *model.image_size, 3], tf.float32, name="pixels")])
+        spec = tf.TensorSpec([None, *model.image_size, 3], tf.float32, name=signatures.PIXELS_INPUT)
+        logits = tf.function(lambda p: {"logits": model(model_inputs(model, p), training=False)}, input_signature=[spec])
         with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
             file.write(convert(logits.get_concrete_function(), int8=path == "litert_int8"))
             file.flush()
             lite = LiteRTModel(file.name)
-        return np.concatenate([lite(pixels[i:i + 16])["logits"] for i in range(0, len(pixels), 16)])
+        return in_batches(lambda p: lite(p)["logits"], pixels)
 
     digits = keras_vit.load_model(digits_model)
     images, labels = digits_test_split()
@@ -131,6 +131,11 @@ def logits_worker(path: str, digits_model: str, out: str) -> dict:
     photo_pixels = np.stack([eval_resize(c, photos.image_size, photos.crop_fraction).numpy() for c in photo_crops()])
     np.savez(out, digits=logits_of(digits, digit_pixels), labels=labels, photos=logits_of(photos, photo_pixels))
     return {"written": out}
+
+
+def in_batches(step, pixels: np.ndarray, size: int = 32) -> np.ndarray:
+    """float32 outputs of `step` on `pixels`, `size` images at a time."""
+    return np.concatenate([np.asarray(step(pixels[i:i + size]), np.float32) for i in range(0, len(pixels), size)])
 
 
 def digits_test_split() -> tuple[np.ndarray, np.ndarray]:
