@@ -11,10 +11,10 @@ with `--enable_batching` and drives it with concurrent REST clients, one PNG
 per request (threads of this process). The raw model and the two servers
 alternate over rounds. Prints medians of requests/s, p50/p99 latency, the
 ratio to the raw throughput of the same round, and the CPU seconds per
-second the server and the clients took: they share this machine's cores. With `--format
-tflite|tflite_int8` the export adds model.tflite, the server runs it, and the
-raw figure is the same work in this process: the SavedModel's `decode`, then
-model.tflite on the batch.
+second the server and the clients took: they share this machine's cores.
+With `--format tflite|tflite_int8` the export adds model.tflite, the server
+runs it, and the raw figure is the same work in this process: the
+SavedModel's `decode`, then model.tflite on the batch.
 """
 
 from __future__ import annotations
@@ -97,6 +97,14 @@ def drive(url: str, images: list[bytes], clients: int, seconds: float, server_pi
     }
 
 
+def summary(results: list[dict], raws: list[float]) -> dict:
+    """Medians over rounds of one configuration; its ratio to the raw throughput is taken round by round."""
+    return {key: harness.median(results, key) for key in results[0]} | {
+        "failures": sum(r["failures"] for r in results),
+        "ratio": statistics.median(r["rps"] / raw for r, raw in zip(results, raws)),
+    }
+
+
 def start_server(base_path: str, batching: bool, lite: bool) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,9 +159,7 @@ def main() -> int:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=60)
     raw = statistics.median(raws)
-    rows = [(batching, clients, {key: harness.median(results, key) for key in results[0]} | {
-        "failures": sum(r["failures"] for r in results), "ratio": statistics.median(
-            r["rps"] / w for r, w in zip(results, raws))}) for (batching, clients), results in runs.items()]
+    rows = [(batching, clients, summary(results, raws)) for (batching, clients), results in runs.items()]
 
     print(harness.cpu_description())
     raw_path = "SavedModel `decode` + model.tflite" if lite else "SavedModel (`serving_default`)"

@@ -12,6 +12,7 @@ from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.errors import invalid_argument, not_found
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 from keras_vit.serving.servable import Servable
+from keras_vit.serving.signatures import TFLITE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class ModelManager:
             logger.debug("Loading %s version %d failed (attempt %d)", name, version, attempts, exc_info=True)
             return None
         self.failures.pop((name, version), None)
-        logger.info("Loaded %s version %d%s", name, version, " (model.tflite, run by LiteRT)" if servable.lite else "")
+        logger.info("Loaded %s version %d%s", name, version, f" ({TFLITE_FILE}, run by LiteRT)" if servable.lite else "")
         return servable
 
     def _log_empty_folders(self, base_path: str) -> None:

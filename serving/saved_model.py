@@ -144,11 +144,12 @@ def export(
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(EXPORT_FORMATS)}.")
-    if format != "saved_model" and dtype_policy not in (None, "float32"):
+    lite = format != "saved_model"
+    if lite and dtype_policy not in (None, "float32"):
         raise ValueError(f"--format {format} converts the float32 model; --dtype_policy {dtype_policy} is for saved_model.")
     if isinstance(model, str):
         model = keras_vit.load_model(model)
-    if format != "saved_model":
+    if lite:
         dtype_policy = "float32"  # LiteRT's kernels are float32 and int8; a mixed-precision model is converted as float32
     if dtype_policy is not None:
         model = with_dtype_policy(model, dtype_policy)
@@ -170,10 +171,10 @@ def export(
             },
         )
         write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name or _name(model_base_path), module.image_size)
-        if format != "saved_model":
-            lite = tflite.convert(module.serve_pixels.get_concrete_function(), int8=format == "tflite_int8")
+        if lite:
+            flatbuffer = tflite.convert(module.serve_pixels.get_concrete_function(), int8=format == "tflite_int8")
             with open(os.path.join(staging, signatures.TFLITE_FILE), "wb") as f:
-                f.write(lite)
+                f.write(flatbuffer)
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

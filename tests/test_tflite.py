@@ -57,7 +57,7 @@ def test_the_tflite_formats_add_model_tflite_to_the_version(exported):
 
 @pytest.mark.parametrize("form, probability_atol, min_agreement", [("tflite", 1e-5, 1.0), ("tflite_int8", 0.05, 0.9)])
 def test_litert_serves_the_saved_models_contract(exported, inputs, form, probability_atol, min_agreement):
-    base, paths = exported
+    _, paths = exported
     version = {"tflite": 2, "tflite_int8": 3}[form]
     reference = answers(Servable("vit", 1, paths["saved_model"]), inputs)
     lite = Servable("vit", version, paths[form], prefer_tflite=True)
