@@ -6,6 +6,11 @@ i.e. separable linear interpolation with aligned corners (output index i
 samples input index i * (g_old - 1) / (g_new - 1)), computed in float64.
 Half-pixel resampling (`"bilinear"`, `"bicubic"`, `"nearest"`, as in
 `tf.image.resize`) is available for checkpoints that were trained with it.
+
+Two implementations of each method: NumPy/SciPy for weights on load
+(`resize_grid`, `resize_table`), and tensor ops for a model resizing its
+tables in its own graph at call time (`resize_grid_op`, `resize_table_op`,
+with target sizes that may be symbolic). They agree to float32 rounding.
 """
 
 from __future__ import annotations
@@ -90,6 +95,49 @@ def resize_position_embedding(
         logger.info("Resizing position embeddings from grid %s to %s (%s).", old_grid, new_grid, method)
     grid = resize_grid(grid.reshape(old_grid[0], old_grid[1], -1), new_grid, method)
     return np.concatenate([prefix, grid.reshape(1, new_grid[0] * new_grid[1], -1)], axis=1)
+
+
+def resize_grid_op(grid, new_grid, method: str = "reference"):
+    """`resize_grid` as tensor ops: a [gh, gw, D] tensor -> [new_gh, new_gw, D]; `new_grid` may be symbolic.
+
+    "reference" is the aligned-corners linear zoom written as two
+    interpolation matrices, [new_gh, gh] and [new_gw, gw] (`_linear_weights`),
+    applied along each axis; at an equal size they are identities, so the
+    table comes back unchanged. The half-pixel methods are `tf.image.resize`,
+    the op `keras.ops.image.resize` runs on load.
+    """
+    _check_method(method)
+    from keras import ops
+
+    if method == "reference":
+        rows = _linear_weights(grid.shape[0], new_grid[0])
+        columns = _linear_weights(grid.shape[1], new_grid[1])
+        return ops.einsum("ij,jkd,lk->ild", rows, ops.cast(grid, "float32"), columns)
+    import tensorflow as tf  # keras.ops.image.resize takes Python sizes only
+
+    return tf.image.resize(ops.cast(grid, "float32")[None], new_grid, method=method, antialias=False)[0]
+
+
+def resize_table_op(table, new_length, method: str = "reference"):
+    """`resize_table` as tensor ops: a [length, D] tensor -> [new_length, D]; `new_length` may be symbolic."""
+    return resize_grid_op(table[:, None, :], (new_length, 1), method)[:, 0, :]
+
+
+def _linear_weights(old: int, new):
+    """[new, old] aligned-corners linear interpolation: output i samples input i * (old - 1) / (new - 1).
+
+    As `scipy.ndimage.zoom(order=1)`: a single output samples input 0, and
+    so does every output of a single input.
+    """
+    from keras import ops
+
+    scale = (old - 1) / ops.maximum(ops.cast(new, "float32") - 1.0, 1.0)
+    position = ops.cast(ops.arange(new), "float32") * scale
+    lower = ops.clip(ops.floor(position), 0, old - 1)
+    fraction = (position - lower)[:, None]
+    lower = ops.cast(lower, "int32")
+    upper = ops.minimum(lower + 1, old - 1)
+    return ops.one_hot(lower, old) * (1.0 - fraction) + ops.one_hot(upper, old) * fraction
 
 
 def _check_method(method: str) -> None:

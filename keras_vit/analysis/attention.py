@@ -50,7 +50,7 @@ def select_rollout(joint: np.ndarray, grid_size: tuple[int, int], num_prefix_tok
 
 
 def attention_rollout(model, images, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """The attention rollout of `model` on `images`, over its patch grid: [batch, gh, gw].
+    """The attention rollout of `model` on `images`, over the images' patch grid: [batch, gh, gw].
 
     Args:
         model: a `keras_vit.VisionTransformer`.
@@ -61,7 +61,7 @@ def attention_rollout(model, images, batch_size: int = BATCH_SIZE) -> np.ndarray
     this is the paper's Figure 6.
     """
     out = [
-        select_rollout(rollout_matrix(model.attention_maps(chunk)), model.grid_size, model.num_prefix_tokens)
+        select_rollout(rollout_matrix(model.attention_maps(chunk)), model.grid_for(chunk.shape[1:3]), model.num_prefix_tokens)
         for chunk in _chunks(images, batch_size)
     ]
     return np.concatenate(out)
@@ -120,7 +120,7 @@ def mean_attention_distance(
     weighted by the attention weight", averaged over images and patch-token
     queries. Each token covers `model.patch_stride` input pixels (a hybrid's
     ResNet stride times its patch size), so plain and hybrid models read on
-    one scale.
+    one scale; the grid is each batch's own (a dynamic model takes any size).
 
     Args:
         model: a `keras_vit.VisionTransformer`.
@@ -129,14 +129,17 @@ def mean_attention_distance(
         level: "pixel" (the paper's) or "patch" (between patch centres).
         batch_size: images per forward pass for an array.
     """
-    distances = patch_distances(model.grid_size, model.patch_stride, level)
+    distances = {}  # by grid: a dynamic model's batches may come at several sizes
     total, count = 0.0, 0
     for chunk in _chunks(images, batch_size):
-        total = total + attention_distance(model.attention_maps(chunk), distances)
+        grid = model.grid_for(chunk.shape[1:3])
+        if grid not in distances:
+            distances[grid] = patch_distances(grid, model.patch_stride, level)
+        total = total + attention_distance(model.attention_maps(chunk), distances[grid]) / len(distances[grid])
         count += len(chunk)
     if not count:
         raise ValueError("mean_attention_distance got no images.")
-    return total / (count * len(distances))
+    return total / count
 
 
 def _chunks(images, batch_size: int) -> Iterable[np.ndarray]:

@@ -10,6 +10,7 @@ from keras_vit.layers.position_embedding import AddPositionEmbedding
 from keras_vit.layers.residual_unit import ResidualUnit
 from keras_vit.layers.std_conv import StdConv2D
 from keras_vit.layers.stochastic_depth import StochasticDepth
+from keras_vit.layers.stride_alignment import StrideAlignment
 from keras_vit.layers.transformer_block import TransformerBlock
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "SequencePooling",
     "StdConv2D",
     "StochasticDepth",
+    "StrideAlignment",
     "TransformerBlock",
 ]

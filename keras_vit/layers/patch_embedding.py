@@ -20,10 +20,13 @@ class PatchEmbedding(keras.layers.Layer):
         patch_size: P, an int or a (ph, pw) tuple.
         hidden_size: D, the embedding width.
         kernel_initializer, bias_initializer: initializers of the projection.
+        flatten: return the patch sequence (default); False keeps the grid,
+            for a model whose image size varies from call to call.
 
     Shapes:
         input: [batch, H, W, C] with H % ph == 0 and W % pw == 0.
-        output: [batch, (H // ph) * (W // pw), D].
+        output: [batch, (H // ph) * (W // pw), D]; with `flatten=False`
+        [batch, H // ph, W // pw, D].
     """
 
     def __init__(
@@ -32,11 +35,13 @@ class PatchEmbedding(keras.layers.Layer):
         hidden_size: int,
         kernel_initializer: str | keras.initializers.Initializer = "lecun_normal",
         bias_initializer: str | keras.initializers.Initializer = "zeros",
+        flatten: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.patch_size = to_pair(patch_size)
         self.hidden_size = hidden_size
+        self.flatten = flatten
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.projection = keras.layers.Conv2D(
@@ -65,22 +70,27 @@ class PatchEmbedding(keras.layers.Layer):
 
     def grid_size(self, input_shape) -> tuple[int, int]:
         """(gh, gw): the number of patches along height and width."""
-        return input_shape[1] // self.patch_size[0], input_shape[2] // self.patch_size[1]
+        return tuple(None if size is None else size // patch for size, patch in zip(input_shape[1:3], self.patch_size))
 
     def call(self, inputs):
         x = self.projection(inputs)
+        if not self.flatten:
+            return x
         shape = ops.shape(x)
         return ops.reshape(x, (shape[0], shape[1] * shape[2], self.hidden_size))
 
     def compute_output_shape(self, input_shape):
         gh, gw = self.grid_size(input_shape)
-        return (input_shape[0], gh * gw, self.hidden_size)
+        if not self.flatten:
+            return (input_shape[0], gh, gw, self.hidden_size)
+        return (input_shape[0], None if gh is None or gw is None else gh * gw, self.hidden_size)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             patch_size=self.patch_size,
             hidden_size=self.hidden_size,
+            flatten=self.flatten,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
         )

@@ -7,7 +7,9 @@ import keras
 from keras import ops
 
 from keras_vit.layers.attention import GRID_KEY
-from keras_vit.resize import RESIZE_METHODS, resize_position_embedding, resize_table
+from keras_vit.resize import (
+    RESIZE_METHODS, resize_grid_op, resize_position_embedding, resize_table, resize_table_op,
+)
 from keras_vit.utils import keeps_first_load_error, to_pair
 
 
@@ -29,6 +31,13 @@ class AddPositionEmbedding(keras.layers.Layer):
     into an (8, 4) model is resized, not reshaped; a stored 1-D table whose
     grid is unknown follows `keras_vit.resize.infer_grid`.
 
+    Resize at call time: called with the patch grid of the call (`patches`,
+    for a model whose image size varies), the tables are resized in the
+    graph to that grid with the same `resize_method` (`keras_vit.resize`'s
+    tensor-op twins), so a call at another size agrees with a model built at
+    that size and loaded from the same weights. At the stored grid the
+    tables are used as stored.
+
     Args:
         grid_size: (gh, gw), the patch grid of the model.
         num_prefix_tokens: tokens before the grid (1 with a class token, else 0).
@@ -37,8 +46,11 @@ class AddPositionEmbedding(keras.layers.Layer):
         initializer: initializer of the tables (the reference: normal, stddev 0.02).
 
     Shapes:
-        input: [batch, prefix + gh * gw, D].
-        output: the same.
+        input: [batch, prefix + gh * gw, D]; `patches` (optional): any
+        [batch, gh', gw', ...] tensor whose axes 1 and 2 are the call's grid
+        (the patch embeddings before flattening); the input then holds
+        prefix + gh' * gw' tokens.
+        output: the same as the input.
     """
 
     def __init__(
@@ -65,8 +77,9 @@ class AddPositionEmbedding(keras.layers.Layer):
     def num_tokens(self) -> int:
         return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
 
-    def build(self, input_shape):
-        if len(input_shape) != 3 or input_shape[1] not in (None, self.num_tokens):
+    def build(self, inputs_shape, patches_shape=None):
+        input_shape = inputs_shape
+        if len(input_shape) != 3 or (patches_shape is None and input_shape[1] not in (None, self.num_tokens)):
             raise ValueError(
                 f"AddPositionEmbedding for grid {self.grid_size} with {self.num_prefix_tokens} prefix token(s) "
                 f"expects [batch, {self.num_tokens}, hidden] inputs, got shape {input_shape}."
@@ -90,24 +103,44 @@ class AddPositionEmbedding(keras.layers.Layer):
                 name="prefix_embedding", shape=(self.num_prefix_tokens, hidden), initializer=self.initializer
             )
 
-    def embedding(self) -> keras.KerasTensor:
-        """The full [1, prefix + gh * gw, D] table, in the variables' dtype."""
+    def embedding(self, grid_size=None) -> keras.KerasTensor:
+        """The full [1, prefix + gh * gw, D] table, in float32 (the variables' dtype).
+
+        `grid_size`: (gh, gw) of the call, ints or scalar tensors; the stored
+        tables are resized to it in the graph. None: the layer's `grid_size`.
+        """
+        resize = grid_size is not None and not (
+            all(isinstance(g, int) for g in grid_size) and tuple(grid_size) == self.grid_size
+        )
+        gh, gw = grid_size if resize else self.grid_size
         if self.kind == "learned_1d":
-            return self.pos_embedding
-        gh, gw = self.grid_size
+            if not resize:
+                return self.pos_embedding
+            prefix, grid = self.pos_embedding[:, : self.num_prefix_tokens], self.pos_embedding[0, self.num_prefix_tokens :]
+            grid = ops.reshape(grid, (*self.grid_size, -1))
+            grid = ops.reshape(resize_grid_op(grid, (gh, gw), self.resize_method), (1, gh * gw, -1))
+            return ops.concatenate([ops.cast(prefix, grid.dtype), grid], axis=1)
+        rows, cols = self.row_embedding, self.column_embedding
+        if resize:
+            rows, cols = (ops.cast(t, "float32") for t in (rows, cols))
+            rows, cols = resize_table_op(rows, gh, self.resize_method), resize_table_op(cols, gw, self.resize_method)
         half = self.row_embedding.shape[-1]
-        rows = ops.broadcast_to(self.row_embedding[:, None, :], (gh, gw, half))
-        cols = ops.broadcast_to(self.column_embedding[None, :, :], (gh, gw, half))
+        rows = ops.broadcast_to(rows[:, None, :], (gh, gw, half))
+        cols = ops.broadcast_to(cols[None, :, :], (gh, gw, half))
         grid = ops.reshape(ops.concatenate([rows, cols], axis=-1), (gh * gw, 2 * half))
         if self.num_prefix_tokens:
-            grid = ops.concatenate([self.prefix_embedding, grid], axis=0)
+            grid = ops.concatenate([ops.cast(self.prefix_embedding, grid.dtype), grid], axis=0)
         return grid[None]
 
-    def call(self, inputs):
-        return inputs + ops.cast(self.embedding(), inputs.dtype)
+    def call(self, inputs, patches=None):
+        grid = None
+        if patches is not None:
+            static, dynamic = patches.shape[1:3], ops.shape(patches)[1:3]
+            grid = tuple(s if s is not None else d for s, d in zip(static, dynamic))
+        return inputs + ops.cast(self.embedding(grid), inputs.dtype)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def compute_output_shape(self, inputs_shape, patches_shape=None):
+        return inputs_shape
 
     def save_own_variables(self, store):
         super().save_own_variables(store)

@@ -14,6 +14,7 @@ from keras_vit.layers import (
     PatchEmbedding,
     ResidualUnit,
     SequencePooling,
+    StrideAlignment,
     TransformerBlock,
 )
 from keras_vit.options import CLASSIFIERS, POOLINGS, POSITION_EMBEDDINGS
@@ -45,6 +46,8 @@ class VisionTransformer(keras.Model):
     Args:
         image_size: input height and width (int or (h, w); default 224); each
             must divide by the patch size (hybrids: the ResNet's feature map must).
+            With `dynamic_image_size`, the size the position embeddings are
+            stored for (what weights files hold and load-time resizing targets).
         patch_size, hidden_size, mlp_dim, num_heads, num_layers: the encoder.
         resnet_layers: hybrids only: units per ResNet stage, e.g. (3, 4, 9);
             `()` is the stem alone; None (default) is a plain ViT.
@@ -68,8 +71,17 @@ class VisionTransformer(keras.Model):
         position_embedding: "learned_1d" (default), "learned_2d", "relative" or
             "none" (the paper's appendix D.4 ablation).
         position_embedding_resize: how position embeddings stored for another
-            grid are resized on load: "reference" (scipy zoom, order 1) or
-            "bilinear", "bicubic", "nearest".
+            grid are resized, on load and (`dynamic_image_size`) at call time:
+            "reference" (the reference's aligned-corners linear zoom) or
+            "bilinear", "bicubic", "nearest" (half-pixel, `tf.image.resize`).
+        dynamic_image_size: take images of any height and width (input
+            [batch, None, None, channels]); each call resizes the position
+            embeddings in the graph to its own grid, as loading weights at
+            that size would. `input_shape=(None, None, channels)` means the
+            same. Not with `position_embedding="relative"`.
+        dynamic_image_pad: with `dynamic_image_size`: pad images whose height
+            or width does not divide by `patch_stride` with zeros at the
+            bottom and right (timm's `dynamic_img_pad`) instead of refusing them.
         classifier_activation: activation of the head's output; None gives
             logits, like the reference.
         include_preprocessing: take [0, 255] images and scale them to [-1, 1]
@@ -88,7 +100,8 @@ class VisionTransformer(keras.Model):
         dtype: dtype policy of every layer (None: the global policy).
 
     Shapes:
-        input: [batch, h, w, channels].
+        input: [batch, h, w, channels] (any h and w that divide by
+        `patch_stride` with `dynamic_image_size`; a batch shares one size).
         output: [batch, classes] (float32, also under mixed precision), or the
         representation [batch, D'] with `include_top=False` (in the policy's
         compute dtype).
@@ -115,6 +128,8 @@ class VisionTransformer(keras.Model):
         stochastic_depth_rate: float = 0.0,
         position_embedding: str = "learned_1d",
         position_embedding_resize: str = "reference",
+        dynamic_image_size: bool = False,
+        dynamic_image_pad: bool = False,
         classifier_activation: str | None = None,
         include_preprocessing: bool = False,
         channels: int = 3,
@@ -126,7 +141,8 @@ class VisionTransformer(keras.Model):
         **kwargs,
     ):
         if input_shape is not None:
-            image_size, channels = _from_input_shape(input_shape, image_size, channels)
+            image_size, channels, any_size = _from_input_shape(input_shape, image_size, channels)
+            dynamic_image_size = dynamic_image_size or any_size
         image_size = to_pair(224 if image_size is None else image_size, "image_size")
         patch_size = to_pair(patch_size, "patch_size")
         resnet_layers = None if resnet_layers is None else tuple(int(n) for n in resnet_layers)
@@ -147,10 +163,20 @@ class VisionTransformer(keras.Model):
         # === Layers ===
         self.preprocessing = preprocessing_layer(dtype=dtype) if include_preprocessing else None
         resnet = ResNetLayers.build(resnet_layers, resnet_width, dtype) if resnet_layers is not None else None
+        stride = 1 if resnet_layers is None else resnet_stride(resnet_layers)
+        self.stride_alignment = None
+        if dynamic_image_size:
+            self.stride_alignment = StrideAlignment(
+                (stride * patch_size[0], stride * patch_size[1]), pad=dynamic_image_pad, dtype=dtype, name="stride_alignment"
+            )
         self.conv_root = resnet.conv_root if resnet else None
         self.gn_root = resnet.gn_root if resnet else None
         self.resnet_stages: tuple[tuple[ResidualUnit, ...], ...] = resnet.stages if resnet else ()
-        self.embedding = PatchEmbedding(patch_size, hidden_size, dtype=dtype, name="embedding")
+        self.embedding = PatchEmbedding(
+            patch_size, hidden_size, flatten=not dynamic_image_size, dtype=dtype, name="embedding"
+        )
+        # A dynamic model keeps the patch grid for the position embeddings and flattens it here.
+        self.patch_tokens = keras.layers.Reshape((-1, hidden_size), dtype=dtype, name="flatten_patches") if dynamic_image_size else None
         self.class_token = ClassToken(dtype=dtype, name="cls") if classifier == "token" else None
         self.posembed_input = None  # built below with the encoder blocks, once the grid is known
         self.encoder_norm = keras.layers.LayerNormalization(
@@ -169,16 +195,16 @@ class VisionTransformer(keras.Model):
             )
 
         # === Functional model ===
-        inputs = keras.Input((*image_size, channels), name="images")
+        inputs = keras.Input((None, None, channels) if dynamic_image_size else (*image_size, channels), name="images")
         x = self.preprocessing(inputs) if self.preprocessing is not None else inputs
+        if self.stride_alignment is not None:
+            x = self.stride_alignment(x)
         if resnet is not None:
             x = resnet(x, dtype)
-        feature_size = tuple(x.shape[1:3])
-        if feature_size[0] % patch_size[0] or feature_size[1] % patch_size[1]:
-            source = "image size" if resnet_layers is None else f"ResNet feature map {feature_size} of the image size"
-            raise ValueError(f"The {source} {image_size} is not divisible by the patch size {patch_size}.")
-        grid = (feature_size[0] // patch_size[0], feature_size[1] // patch_size[1])
-        x = self.embedding(x)
+        grid = _stored_grid(image_size, patch_size, stride, None if dynamic_image_size else tuple(x.shape[1:3]))
+        x = patches = self.embedding(x)
+        if self.patch_tokens is not None:
+            x = self.patch_tokens(patches)
         if self.class_token is not None:
             x = self.class_token(x)
         if position_embedding in ("learned_1d", "learned_2d"):
@@ -190,7 +216,7 @@ class VisionTransformer(keras.Model):
                 dtype=dtype,
                 name="posembed_input",
             )
-            x = self.posembed_input(x)
+            x = self.posembed_input(x, patches) if dynamic_image_size else self.posembed_input(x)
         x = keras.layers.Dropout(dropout_rate, dtype=dtype, name="posembed_dropout")(x)
         self._encoder_blocks = tuple(
             TransformerBlock(
@@ -237,6 +263,8 @@ class VisionTransformer(keras.Model):
         self.stochastic_depth_rate = stochastic_depth_rate
         self.position_embedding = position_embedding
         self.position_embedding_resize = position_embedding_resize
+        self.dynamic_image_size = dynamic_image_size
+        self.dynamic_image_pad = dynamic_image_pad
         self.classifier_activation = classifier_activation
         self.include_preprocessing = include_preprocessing
         self.channels = channels
@@ -256,8 +284,31 @@ class VisionTransformer(keras.Model):
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        """(gh, gw): patch tokens along height and width."""
+        """(gh, gw): patch tokens along height and width at `image_size` (the grid the position embeddings are stored for)."""
         return self._grid_size
+
+    def grid_for(self, image_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
+        """(gh, gw) of a call on images of `image_size` (h, w); None: `grid_size`.
+
+        A static model takes its own size only; a dynamic one any size that
+        divides by `patch_stride`, or any size at all with `dynamic_image_pad`
+        (the padded grid). A size that does not fit raises a ValueError naming it.
+        """
+        if image_size is None:
+            return self.grid_size
+        size = to_pair(image_size, "image_size")
+        if not self.dynamic_image_size:
+            if size != self.image_size:
+                raise ValueError(
+                    f"Model {self.name!r} takes {self.image_size[0]}x{self.image_size[1]} images, got {size[0]}x{size[1]}: "
+                    "build it with dynamic_image_size=True to run at any size."
+                )
+            return self.grid_size
+        if self.dynamic_image_pad:
+            return tuple(-(-n // s) for n, s in zip(size, self.patch_stride))
+        if size[0] % self.patch_stride[0] or size[1] % self.patch_stride[1]:
+            raise ValueError(self.stride_alignment._message(size))
+        return size[0] // self.patch_stride[0], size[1] // self.patch_stride[1]
 
     @property
     def patch_stride(self) -> tuple[int, int]:
@@ -311,7 +362,8 @@ class VisionTransformer(keras.Model):
         CPU (benchmarks/inference.py). In bfloat16 and
         float16 the graph's oneDNN kernels are faster than XLA's on a CPU
         (ViT-S/16, batch 16: 22.5 vs 15.3 images/s), so those policies keep
-        Keras' choice, as do other backends and tf.distribute; op
+        Keras' choice, as do other backends and tf.distribute, and so does
+        a dynamic model that resizes bicubically (XLA has no such kernel); op
         determinism turns XLA off. Pass `jit_compile=False` to `compile` for
         graph mode.
         """
@@ -319,6 +371,7 @@ class VisionTransformer(keras.Model):
             keras.backend.backend() != "tensorflow"
             or getattr(self, "_distribute_strategy", None) is not None
             or self.dtype_policy.compute_dtype != "float32"
+            or (self.dynamic_image_size and self.position_embedding_resize == "bicubic")  # XLA has no ResizeBicubic
         ):
             return super()._resolve_auto_jit_compile()
         return model_supports_jit(self)
@@ -399,8 +452,13 @@ class VisionTransformer(keras.Model):
         if kind == "features":
             outputs = self.encoder_norm.output
         elif kind == "embed_patches":
-            outputs = self.embedding.output
+            outputs = (self.patch_tokens or self.embedding).output
         elif kind == "encode":
+            if self.dynamic_image_size:
+                raise ValueError(
+                    f"Model {self.name!r} has dynamic_image_size=True: `encode` takes flat patch embeddings, which do "
+                    "not say their grid. Run the whole model (or `features`) on images instead."
+                )
             inputs, outputs = self.embedding.output, self.encoder_norm.output
         elif kind == "representation":
             outputs = (self.pre_logits or self.pool).output
@@ -439,6 +497,8 @@ class VisionTransformer(keras.Model):
             "stochastic_depth_rate": self.stochastic_depth_rate,
             "position_embedding": self.position_embedding,
             "position_embedding_resize": self.position_embedding_resize,
+            "dynamic_image_size": self.dynamic_image_size,
+            "dynamic_image_pad": self.dynamic_image_pad,
             "classifier_activation": self.classifier_activation,
             "include_preprocessing": self.include_preprocessing,
             "channels": self.channels,
@@ -472,14 +532,54 @@ def _validate(args: dict) -> None:
             raise ValueError(f"{key} must be positive, got {args[key]}.")
     if not 0.0 < args["crop_fraction"] <= 1.0:
         raise ValueError(f"crop_fraction must be in (0, 1], got {args['crop_fraction']}.")
+    if args["dynamic_image_pad"] and not args["dynamic_image_size"]:
+        raise ValueError("dynamic_image_pad=True pads images of any size: it needs dynamic_image_size=True.")
+    if args["dynamic_image_size"] and args["position_embedding"] == "relative":
+        raise ValueError(
+            "position_embedding='relative' cannot take dynamic_image_size=True: its table holds one embedding per "
+            "raster offset of the stored grid, and the same offset is another pair of patches on another grid."
+        )
 
 
-def _from_input_shape(input_shape, image_size, channels) -> tuple[tuple[int, int], int]:
-    """(image_size, channels) of keras.applications' `input_shape` (h, w, channels); refuses a conflicting image_size."""
-    if len(input_shape) != 3 or any(not isinstance(n, int) or n < 1 for n in input_shape):
-        raise ValueError(f"input_shape must be (height, width, channels) of positive ints, got {input_shape!r}.")
-    if image_size is not None and to_pair(image_size, "image_size") != tuple(input_shape[:2]):
-        raise ValueError(f"input_shape {tuple(input_shape)} and image_size {image_size!r} disagree; give one of them.")
+def _stored_grid(image_size, patch_size, stride: int, feature_size: tuple[int, int] | None) -> tuple[int, int]:
+    """The patch grid at `image_size`; `feature_size` is the map the patch embedding sees (None: image_size / stride).
+
+    Raises a ValueError when the image size does not give whole patches.
+    """
+    if feature_size is None:
+        if image_size[0] % (stride * patch_size[0]) or image_size[1] % (stride * patch_size[1]):
+            raise ValueError(
+                f"The image size {image_size} is not divisible by the patch stride "
+                f"{(stride * patch_size[0], stride * patch_size[1])} (patch size {patch_size} x ResNet stride {stride})."
+            )
+        feature_size = (image_size[0] // stride, image_size[1] // stride)
+    if feature_size[0] % patch_size[0] or feature_size[1] % patch_size[1]:
+        source = "image size" if stride == 1 else f"ResNet feature map {feature_size} of the image size"
+        raise ValueError(f"The {source} {image_size} is not divisible by the patch size {patch_size}.")
+    return feature_size[0] // patch_size[0], feature_size[1] // patch_size[1]
+
+
+def _from_input_shape(input_shape, image_size, channels) -> tuple[tuple[int, int] | None, int, bool]:
+    """(image_size, channels, any size) of keras.applications' `input_shape` (h, w, channels).
+
+    `(None, None, channels)` is a model of any image size (its `image_size`
+    stays the one given, or the default); a conflicting image_size is refused.
+    """
+    if (
+        len(input_shape) != 3
+        or not isinstance(input_shape[2], int)
+        or input_shape[2] < 1
+        or any(not isinstance(n, int) or n < 1 for n in input_shape[:2] if n is not None)
+        or (input_shape[0] is None) != (input_shape[1] is None)
+    ):
+        raise ValueError(
+            f"input_shape must be (height, width, channels) of positive ints, or (None, None, channels) for any "
+            f"image size, got {input_shape!r}."
+        )
     if channels not in (3, input_shape[2]):
         raise ValueError(f"input_shape {tuple(input_shape)} and channels {channels} disagree; give one of them.")
-    return tuple(input_shape[:2]), input_shape[2]
+    if input_shape[0] is None:
+        return image_size, input_shape[2], True
+    if image_size is not None and to_pair(image_size, "image_size") != tuple(input_shape[:2]):
+        raise ValueError(f"input_shape {tuple(input_shape)} and image_size {image_size!r} disagree; give one of them.")
+    return tuple(input_shape[:2]), input_shape[2], False

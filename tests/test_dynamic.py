@@ -1,0 +1,180 @@
+"""Models of any image size (`dynamic_image_size`): each call against an independent computation.
+
+The independent computation is a static model built at the call's size and
+loaded from the same weights, whose position embeddings are resized on load
+(the path the reference fixtures check); at the stored size, the reference's
+own logits.
+"""
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+import keras_vit
+from harness import random_images
+from support import fixture_model
+
+TINY = dict(patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1, classes=5)
+
+
+def resized(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return tf.image.resize(images, size).numpy()
+
+
+def predict(model, images):
+    return model.predict(images, verbose=0)
+
+
+def random_weights(model, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.1, v.shape).astype("float32") for v in model.weights])
+
+
+def test_fixture_at_another_size_equals_the_model_built_there(fixtures_dir):
+    inputs = np.load(fixtures_dir / "vit_tiny_token_inputs.npy")
+    dynamic = fixture_model(fixtures_dir, "vit_tiny_token", dynamic_image_size=True)
+    assert dynamic.input_shape == (None, None, None, 3) and dynamic.image_size == (32, 32)
+    np.testing.assert_allclose(predict(dynamic, inputs), np.load(fixtures_dir / "vit_tiny_token_logits.npy"), atol=5e-5)
+    big = resized(inputs, (48, 48))
+    static = fixture_model(fixtures_dir, "vit_tiny_token", image_size=48)
+    np.testing.assert_allclose(predict(dynamic, big), predict(static, big), atol=1e-5)
+    np.testing.assert_allclose(dynamic(big, training=False), predict(static, big), atol=1e-5)  # eager too
+    # keras.applications' spelling means the same model
+    spelled = fixture_model(fixtures_dir, "vit_tiny_token", input_shape=(None, None, 3))  # image_size 32: the file's
+    assert spelled.dynamic_image_size and spelled.image_size == (32, 32)
+    np.testing.assert_allclose(predict(spelled, big), predict(static, big), atol=1e-5)
+
+
+def test_hybrid_fixture_at_twice_its_size(fixtures_dir):
+    inputs = resized(np.load(fixtures_dir / "hybrid_tiny_inputs.npy"), (128, 128))
+    dynamic = fixture_model(fixtures_dir, "hybrid_tiny", dynamic_image_size=True)
+    assert dynamic.grid_for((128, 128)) == (16, 16)
+    static = fixture_model(fixtures_dir, "hybrid_tiny", image_size=128)
+    np.testing.assert_allclose(predict(dynamic, inputs), predict(static, inputs), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(classifier="gap"),
+        dict(position_embedding="learned_2d"),
+        dict(position_embedding="learned_2d", classifier="gap"),
+        dict(position_embedding="none"),
+        dict(position_embedding_resize="bilinear"),
+    ],
+    ids=["gap", "learned_2d", "learned_2d-gap", "none", "bilinear"],
+)
+def test_a_6x4_grid_called_at_8x6_and_4x8(options, tmp_path):
+    dynamic = keras_vit.ViT(image_size=(24, 16), dynamic_image_size=True, **TINY, **options)
+    random_weights(dynamic)
+    dynamic.save_weights(tmp_path / "dynamic.weights.h5")
+    for size in [(32, 24), (16, 32)]:
+        images = random_images((2, *size, 3))
+        static = keras_vit.ViT(image_size=size, weights=str(tmp_path / "dynamic.weights.h5"), **TINY, **options)
+        np.testing.assert_allclose(predict(dynamic, images), predict(static, images), atol=1e-5)
+
+
+def test_at_the_stored_size_the_table_is_used_as_stored():
+    dynamic = keras_vit.ViT(image_size=(24, 16), dynamic_image_size=True, **TINY)
+    random_weights(dynamic)
+    static = keras_vit.ViT(image_size=(24, 16), **TINY)
+    static.set_weights(dynamic.get_weights())
+    images = random_images((2, 24, 16, 3))
+    known = tf.function(lambda x: dynamic(x, training=False)).get_concrete_function(tf.TensorSpec([None, 24, 16, 3]))
+    assert not {"OneHot", "Einsum"} & {op.type for op in known.graph.get_operations()}  # no resize in the graph
+    unknown = tf.function(lambda x: dynamic(x, training=False), input_signature=[tf.TensorSpec([None, None, None, 3])])
+    np.testing.assert_array_equal(unknown(images).numpy(), known(images).numpy())  # an identity resize, exactly
+    np.testing.assert_allclose(known(images).numpy(), predict(static, images), atol=1e-6)
+
+
+def test_sizes_that_do_not_divide_by_the_stride():
+    model = keras_vit.ViT(image_size=16, dynamic_image_size=True, **TINY)
+    with pytest.raises(ValueError, match=r"Image size \(18, 16\) .* does not divide by the patch stride \(4, 4\)"):
+        model(random_images((1, 18, 16, 3)))
+    with pytest.raises(ValueError, match=r"\(18, 16\).*patch stride \(4, 4\)"):
+        model.grid_for((18, 16))
+    graph = tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 3])])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="does not divide by the patch stride"):
+        graph(random_images((1, 18, 16, 3)))
+    compiled = tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 3])], jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError):  # XLA drops assertions; the patch reshape fails instead
+        compiled(random_images((1, 18, 16, 3)))
+
+    padded = keras_vit.ViT(image_size=16, dynamic_image_size=True, dynamic_image_pad=True, **TINY)
+    random_weights(padded)
+    images = random_images((2, 18, 13, 3))
+    assert padded.grid_for((18, 13)) == (5, 4)
+    zero_padded = np.pad(images, [(0, 0), (0, 2), (0, 3), (0, 0)])
+    np.testing.assert_allclose(predict(padded, images), predict(padded, zero_padded), atol=1e-6)
+
+
+def test_options_that_cannot_be_dynamic_are_refused():
+    with pytest.raises(ValueError, match="relative.*raster offset"):
+        keras_vit.ViT(image_size=16, dynamic_image_size=True, position_embedding="relative", **TINY)
+    with pytest.raises(ValueError, match="dynamic_image_pad=True .* needs dynamic_image_size=True"):
+        keras_vit.ViT(image_size=16, dynamic_image_pad=True, **TINY)
+    static = keras_vit.ViT(image_size=16, **TINY)
+    with pytest.raises(ValueError, match="takes 16x16 images, got 32x32: build it with dynamic_image_size=True"):
+        static.grid_for(32)
+    with pytest.raises(ValueError, match="input_shape must be"):
+        keras_vit.ViT(input_shape=(None, 16, 3), **TINY)
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = keras_vit.ViT(image_size=16, dynamic_image_size=True, dynamic_image_pad=True, **TINY)
+    random_weights(model)
+    model.save(tmp_path / "dynamic.keras")
+    loaded = keras.saving.load_model(tmp_path / "dynamic.keras", safe_mode=True)
+    assert loaded.dynamic_image_size and loaded.dynamic_image_pad and loaded.get_config() == model.get_config()
+    for size in [(16, 16), (24, 32), (18, 13)]:
+        images = random_images((2, *size, 3))
+        np.testing.assert_allclose(predict(loaded, images), predict(model, images), atol=1e-6)
+
+
+def test_looking_inside_at_another_size():
+    model = keras_vit.ViT(image_size=16, dynamic_image_size=True, classifier="token", **{**TINY, "num_layers": 2})
+    random_weights(model)
+    images = random_images((2, 24, 32, 3))
+    assert model.features(images).shape == (2, 1 + 6 * 8, 32)
+    assert [x.shape for x in model.intermediates(images, norm=True)] == [(2, 49, 32)] * 2
+    assert model.representation(images).shape == (2, 32)
+    assert [m.shape for m in model.attention_maps(images, blocks=[-1])] == [(2, 4, 49, 49)]
+    assert keras_vit.analysis.attention_rollout(model, images).shape == (2, 6, 8)
+    # the mean distance at 24x32 reads the 6x8 grid: equal to the same computation by hand
+    distances = keras_vit.analysis.patch_distances((6, 8), model.patch_stride)
+    by_hand = keras_vit.analysis.attention_distance(model.attention_maps(images), distances) / (2 * 48)
+    np.testing.assert_allclose(keras_vit.analysis.mean_attention_distance(model, images), by_hand, rtol=1e-6)
+    with pytest.raises(ValueError, match="dynamic_image_size=True: `encode` takes flat patch embeddings"):
+        model.encode(model.embed_patches(images))
+
+
+def mixed_sizes(batches: int = 9) -> tf.data.Dataset:
+    """Batches of 8 at 32x32, 48x48 and 40x56 pixels; the label is whether the red channel was brightened."""
+    sizes = [(32, 32), (48, 48), (40, 56)]
+
+    def generate():
+        rng = np.random.default_rng(0)
+        for i in range(batches):
+            labels = np.arange(8) % 2
+            images = rng.uniform(0, 1, (8, *sizes[i % 3], 3)).astype("float32")
+            images[..., 0] += labels[:, None, None]
+            yield images, np.eye(2, dtype="float32")[labels]
+
+    spec = (tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([None, 2]))
+    return tf.data.Dataset.from_generator(generate, output_signature=spec)
+
+
+@pytest.mark.parametrize("mode", ["xla", "graph", "mirrored"])
+def test_fit_on_batches_of_several_sizes(mode):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"]) if mode == "mirrored" else tf.distribute.get_strategy()
+    with strategy.scope():
+        model = keras_vit.ViT(image_size=32, dynamic_image_size=True, **{**TINY, "patch_size": 8, "classes": 2})
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            jit_compile=mode == "xla",
+        )
+    history = model.fit(mixed_sizes().repeat(), steps_per_epoch=9, epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.8 * losses[0], losses
