@@ -79,3 +79,17 @@ def start_tensorflow(verbose: bool = False) -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def add_image_size_flag(parser: argparse.ArgumentParser, flag: str = "--image_size", **options) -> None:
+    """A flag of one size or a height and a width (`image_size_of` reads it)."""
+    parser.add_argument(flag, type=int, nargs="+", metavar=("SIZE", "WIDTH"), **options)
+
+
+def image_size_of(values: list[int] | None, flag: str = "--image_size") -> tuple[int, int] | None:
+    """(h, w) from such a flag's values (one size: square), None when not given; ValueError for more than two."""
+    if values is None:
+        return None
+    if len(values) > 2:
+        raise ValueError(f"{flag} takes one size or a height and a width, got {len(values)} numbers.")
+    return (values[0], values[-1])

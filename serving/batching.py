@@ -2,8 +2,10 @@
 
 Requests queue up; a worker thread takes the first, waits up to
 `batch_timeout_micros` for more until `max_batch_size` examples are
-gathered, runs them as one batch, and hands each request its rows. If a
-merged batch fails (say, one request holds an undecodable image), its
+gathered, runs them as one batch, and hands each request its rows.
+Requests merge only with those whose inputs have the same shape past the
+batch axis (pixels of one size; a dynamic model's requests may differ), as
+TF Serving's batching without padding does. If a merged batch fails (say, one request holds an undecodable image), its
 requests run one by one, so only the bad one gets the error.
 """
 
@@ -84,11 +86,12 @@ class BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "size", "done", "outputs", "error")
+    __slots__ = ("inputs", "size", "shapes", "done", "outputs", "error")
 
     def __init__(self, inputs: Tensors):
         self.inputs = inputs
         self.size = len(next(iter(inputs.values())))
+        self.shapes = tuple((name, value.shape[1:]) for name, value in sorted(inputs.items()))  # all but the batch axis
         self.done = threading.Event()
         self.outputs: Tensors | None = None
         self.error: BaseException | None = None
@@ -148,6 +151,14 @@ class Batcher:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Task]) -> None:
+        """Runs the batch as one call per input shape: requests merge only with those of the same image size."""
+        groups: dict[tuple, list[_Task]] = {}
+        for task in batch:
+            groups.setdefault(task.shapes, []).append(task)
+        for group in groups.values():
+            self._run_group(group)
+
+    def _run_group(self, batch: list[_Task]) -> None:
         if len(batch) == 1:
             self._run_one(batch[0])
             return

@@ -17,7 +17,7 @@ import keras_vit
 from keras_vit import cli
 from keras_vit.labels import labels_beside, read_labels
 from keras_vit.options import DTYPE_POLICIES, EXPORT_FORMATS
-from keras_vit.serving.signatures import TFLITE_FILE
+from keras_vit.serving.signatures import DEFAULT_SIGNATURE, PIXELS_SIGNATURE, TFLITE_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +36,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="tflite / tflite_int8 also write model.tflite (float32 / int8 weights and products), which "
                              "serving.server --prefer_tflite_model runs with LiteRT; tflite_int8 is 2.5-4x faster than "
                              "the SavedModel on a CPU with AVX-512 VNNI (benchmarks/precision.py)")
+    cli.add_image_size_flag(parser, "--serving_image_size", default=None, help="a model built with dynamic_image_size: the size serving_default decodes images to, and "
+                             "the one size model.tflite takes (default: the model's image_size)")
     args = parser.parse_args(argv)
+    try:
+        size = cli.image_size_of(args.serving_image_size, "--serving_image_size")
+    except ValueError as error:
+        parser.error(str(error))
     cli.start_tensorflow(args.verbose)
-    from keras_vit.serving.saved_model import export
+    from keras_vit.serving.saved_model import export, serving_size
 
     try:
         model = keras_vit.load_model(args.model)
@@ -46,13 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         labels_file = args.labels or (labels_beside(args.model) if model.include_top else None)
         labels = read_labels(labels_file) if labels_file else None
         path = export(model, args.model_base_path, args.version, labels, args.model_name, args.top_k, args.dtype_policy,
-                      args.format)
+                      args.format, size)
     except (ValueError, OSError) as error:  # bad flags, missing or unreadable files
         print(f"error: {_message(error)}", file=sys.stderr)
         return 2
     print(f"Exported {args.model} to {path}" + (f" with the class names of {labels_file}" if labels else "")
           + (f", computing in {args.dtype_policy}" if args.dtype_policy else "")
           + (f", with {TFLITE_FILE} ({args.format})" if args.format != "saved_model" else ""))
+    if getattr(model, "dynamic_image_size", False):
+        height, width = serving_size(model, size)
+        print(f"{PIXELS_SIGNATURE} takes pixels of any size that divides by the patch stride "
+              f"{model.patch_stride[0]}x{model.patch_stride[1]}; {DEFAULT_SIGNATURE} decodes images to {height}x{width}"
+              + (f"; {TFLITE_FILE} takes {height}x{width} only (LiteRT runs one fixed size)" if args.format != "saved_model" else ""))
     return 0
 
 

@@ -16,7 +16,11 @@ softmax, a head that ends in softmax or sigmoid is served as it is.
 Signatures (names in `serving.signatures`):
 - `serving_default`: `images` DT_STRING [N] of encoded JPEG/PNG/GIF/BMP
   images of any size.
-- `predict_pixels`: `pixels` DT_FLOAT [N, H, W, 3] in [0, 255] at the model's size.
+- `predict_pixels`: `pixels` DT_FLOAT [N, H, W, 3] in [0, 255] at the model's size;
+  [N, -1, -1, 3] for a model built with `dynamic_image_size` (a request's
+  images share one size, any that divides by the model's patch stride).
+`serving_default` decodes to the serving size: the model's `image_size`, or
+`serving_image_size` for a dynamic model.
 A classifier returns `probabilities` [N, classes], the top-k `classes`
 (DT_INT64) and `scores` [N, k], and with labels also `labels` (DT_STRING)
 [N, k]; a model without its head (`include_top=False`) returns `features` [N, D].
@@ -39,6 +43,7 @@ from keras_vit.preprocessing import decode_for_eval, model_inputs
 from keras_vit.serving import signatures, tflite
 from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.model_manager import version_of
+from keras_vit.utils import to_pair
 
 #: Head activations whose outputs are served as they are; None and "linear" (logits) get a softmax.
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
@@ -48,10 +53,16 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 class ServingModule(tf.Module):
     """The serving graph around a keras_vit model, built from what the model says about itself."""
 
-    def __init__(self, model: keras_vit.VisionTransformer, labels: list[str] | None = None, top_k: int = 5):
+    def __init__(
+        self,
+        model: keras_vit.VisionTransformer,
+        labels: list[str] | None = None,
+        top_k: int = 5,
+        serving_image_size: int | tuple[int, int] | None = None,
+    ):
         super().__init__()
         self.model = model
-        self.image_size = model.image_size
+        self.image_size = serving_size(model, serving_image_size)
         self.crop_fraction = model.crop_fraction
         activation = model.classifier_activation
         if model.include_top and activation not in (None, "linear", *PROBABILITY_ACTIVATIONS):
@@ -63,15 +74,20 @@ class ServingModule(tf.Module):
             raise ValueError(f"{len(labels)} labels given for a model of {model.classes} classes.")
         self.top_k = min(top_k, model.classes)
         self.labels = None if labels is None else tf.constant(labels)
-        height, width = self.image_size
+        pixels_size = (None, None) if getattr(model, "dynamic_image_size", False) else self.image_size  # ResNets: fixed
         images_spec = tf.TensorSpec([None], tf.string, name=signatures.IMAGES_INPUT)
         self.serve_images = tf.function(self._serve_images, input_signature=[images_spec])
         # Saved as a function of the SavedModel, not a signature: what a LiteRT version runs before its pixels.
         self.decode = tf.function(self._decode_images, input_signature=[images_spec])
         self.serve_pixels = tf.function(
             self._serve_pixels,
-            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=signatures.PIXELS_INPUT)],
+            input_signature=[tf.TensorSpec([None, *pixels_size, 3], tf.float32, name=signatures.PIXELS_INPUT)],
         )
+
+    def fixed_size_pixels(self) -> tf.types.experimental.ConcreteFunction:
+        """`predict_pixels` at the serving size alone, for a runtime that needs one size (LiteRT)."""
+        spec = tf.TensorSpec([None, *self.image_size, 3], tf.float32, name=signatures.PIXELS_INPUT)
+        return tf.function(self._serve_pixels, input_signature=[spec]).get_concrete_function()
 
     def _decode(self, encoded):
         return decode_for_eval(encoded, self.image_size, self.crop_fraction)
@@ -102,6 +118,22 @@ class ServingModule(tf.Module):
         return result
 
 
+def serving_size(model: keras.Model, serving_image_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (h, w) that `serving_default` decodes to: the model's `image_size`, or another for a dynamic model."""
+    if serving_image_size is None:
+        return tuple(model.image_size)
+    size = to_pair(serving_image_size, "serving_image_size")
+    if size == tuple(model.image_size):
+        return size
+    if not getattr(model, "dynamic_image_size", False):
+        raise ValueError(
+            f"--serving_image_size {size[0]}x{size[1]}: model {model.name!r} takes {model.image_size[0]}x"
+            f"{model.image_size[1]} images only; build it with dynamic_image_size=True to serve another size."
+        )
+    model.grid_for(size)  # a size that does not divide by the patch stride raises
+    return size
+
+
 def with_dtype_policy(model: keras.Model, dtype_policy: str) -> keras.Model:
     """The same model, weights and all, computing under `dtype_policy` (itself if it already does)."""
     if dtype_policy not in DTYPE_POLICIES:
@@ -130,6 +162,7 @@ def export(
     top_k: int = 5,
     dtype_policy: str | None = None,
     format: str = "saved_model",
+    serving_image_size: int | tuple[int, int] | None = None,
 ) -> str:
     """Writes the SavedModel, its warmup requests, models.config and batching parameters; returns the version's path.
 
@@ -141,6 +174,9 @@ def export(
     slower, where it has not); the variables stay float32, the outputs float32.
     `format` (one of `keras_vit.options.EXPORT_FORMATS`) "tflite" or
     "tflite_int8" adds `model.tflite` (`keras_vit.serving.tflite`) to the version.
+    `serving_image_size` (a dynamic model only; default its `image_size`) is
+    the size `serving_default` decodes images to, and the one size
+    `model.tflite` takes: LiteRT runs fixed shapes.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(EXPORT_FORMATS)}.")
@@ -159,7 +195,7 @@ def export(
     if os.path.exists(target):
         raise ValueError(f"Version {version} already exists at {target}.")
     os.makedirs(model_base_path, exist_ok=True)
-    module = ServingModule(model, labels, top_k)
+    module = ServingModule(model, labels, top_k, serving_image_size)
     staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=model_base_path)
     try:
         tf.saved_model.save(
@@ -172,7 +208,7 @@ def export(
         )
         write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name or _name(model_base_path), module.image_size)
         if lite:
-            flatbuffer = tflite.convert(module.serve_pixels.get_concrete_function(), int8=format == "tflite_int8")
+            flatbuffer = tflite.convert(module.fixed_size_pixels(), int8=format == "tflite_int8")
             with open(os.path.join(staging, signatures.TFLITE_FILE), "wb") as f:
                 f.write(flatbuffer)
         os.rename(staging, target)

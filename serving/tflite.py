@@ -72,10 +72,17 @@ class LiteRTModel:
         if PIXELS_SIGNATURE not in self.interpreter.get_signature_list():
             raise ValueError(f"{path} has no {PIXELS_SIGNATURE!r} signature; it was not written by serving.export.")
         self.runner = self.interpreter.get_signature_runner(PIXELS_SIGNATURE)
+        #: (H, W) of the pixels it takes: one size, even when the SavedModel beside it takes any.
+        self.image_size = tuple(int(n) for n in self.runner.get_input_details()[PIXELS_INPUT]["shape_signature"][1:3])
         self.lock = threading.Lock()  # an interpreter runs one call at a time
 
     def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """float32 [N, H, W, 3] in [0, 255] -> the signature's outputs (copies, safe to keep)."""
+        if tuple(pixels.shape[1:3]) != self.image_size:
+            raise ValueError(
+                f"{os.path.basename(self.path)} takes {self.image_size[0]}x{self.image_size[1]} pixels (LiteRT runs "
+                f"one size), got {pixels.shape[1]}x{pixels.shape[2]}."
+            )
         with self.lock:
             outputs = self.runner(**{PIXELS_INPUT: np.ascontiguousarray(pixels, np.float32)})
             return {name: np.array(value) for name, value in outputs.items()}

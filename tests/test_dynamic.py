@@ -178,3 +178,178 @@ def test_fit_on_batches_of_several_sizes(mode):
     history = model.fit(mixed_sizes().repeat(), steps_per_epoch=9, epochs=3, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+# --- Export and serving -------------------------------------------------------------------------
+
+
+def served_model() -> keras.Model:
+    model = keras_vit.ViT(image_size=16, dynamic_image_size=True, **{**TINY, "classes": 3})
+    random_weights(model, seed=3)
+    return model
+
+
+def probabilities(model, pixels: np.ndarray) -> np.ndarray:
+    return keras.ops.convert_to_numpy(keras.ops.softmax(predict(model, pixels.astype("float32") / 127.5 - 1.0), axis=-1))
+
+
+@pytest.fixture(scope="module")
+def dynamic_export(tmp_path_factory):
+    from keras_vit.serving import saved_model
+
+    base = tmp_path_factory.mktemp("dynamic") / "vit"
+    model = served_model()
+    saved_model.export(model, str(base))
+    saved_model.export(model, str(base), format="tflite", serving_image_size=(24, 32))
+    return model, base
+
+
+def pixels(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, *size, 3)).astype(np.uint8)
+
+
+def test_export_keeps_the_dynamic_size(dynamic_export):
+    from keras_vit.serving import saved_model
+    from keras_vit.serving.servable import Servable
+
+    model, base = dynamic_export
+    servable = Servable("vit", 1, str(base / "1"))
+    shape = [d.size for d in servable.signature_defs["predict_pixels"].inputs["pixels"].tensor_shape.dim]
+    assert shape == [-1, -1, -1, 3]
+    for size in [(16, 16), (24, 32)]:
+        batch = pixels(2, size)
+        got = servable.predict("predict_pixels", {"pixels": batch.astype("float32")})["probabilities"]
+        np.testing.assert_allclose(got, probabilities(model, batch), atol=1e-5)
+    # serving_default decodes to image_size (16x16) by default, to --serving_image_size in version 2
+    photo = pixels(1, (40, 56), seed=1)
+    encoded = np.array([saved_model.encode_png(photo[0])], dtype=object)
+    for version, size in [(1, (16, 16)), (2, (24, 32))]:
+        got = Servable("vit", version, str(base / str(version))).predict("", {"images": encoded})["probabilities"]
+        np.testing.assert_allclose(got, probabilities(model, resized(photo.astype("float32"), size)), atol=1e-4)
+    with pytest.raises(ValueError, match=r"does not divide by the patch stride"):
+        saved_model.export(model, str(base), serving_image_size=(18, 16))
+
+
+def test_litert_takes_the_serving_size_only(dynamic_export):
+    from keras_vit.serving.errors import ServingError
+    from keras_vit.serving.servable import Servable
+
+    model, base = dynamic_export
+    lite = Servable("vit", 2, str(base / "2"), prefer_tflite=True)
+    batch = pixels(2, (24, 32))
+    got = lite.predict("predict_pixels", {"pixels": batch.astype("float32")})["probabilities"]
+    np.testing.assert_allclose(got, probabilities(model, batch), atol=1e-5)
+    with pytest.raises(ServingError, match=r"model.tflite takes 24x32 pixels \(LiteRT runs one size\), got 16x16"):
+        lite.predict("predict_pixels", {"pixels": pixels(1, (16, 16)).astype("float32")})
+
+
+def test_a_real_server_answers_at_two_sizes_over_rest_and_grpc(dynamic_export):
+    import concurrent.futures
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from keras_vit.serving.client import RestClient
+    from support import REPO, env, free_port
+
+    model, base = dynamic_export  # the server serves the latest version, 2: its SavedModel takes any size too
+    rest_port, grpc_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+         "--model_name", "vit", "--model_base_path", str(base), "--enable_batching", "--file_system_poll_wait_seconds", "0"],
+        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{rest_port}"
+        RestClient(url, "vit").wait_until_available(process=server)
+
+        def rest(batch: np.ndarray) -> tuple[int, dict]:
+            body = json.dumps({"signature_name": "predict_pixels", "instances": batch.astype(float).tolist()}).encode()
+            request = urllib.request.Request(f"{url}/v1/models/vit:predict", data=body)
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+        # Concurrent requests at two sizes: the batcher merges each size with its own kind only.
+        batches = [pixels(2, (16, 16), seed=i) if i % 2 else pixels(1, (24, 32), seed=i) for i in range(8)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(rest, batches))
+        for batch, (status, body) in zip(batches, answers):
+            assert status == 200, body
+            np.testing.assert_allclose([p["probabilities"] for p in body["predictions"]], probabilities(model, batch), atol=1e-5)
+        for size in [(16, 16), (24, 32)]:
+            batch = pixels(2, size, seed=9)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name, request.model_spec.signature_name = "vit", "predict_pixels"
+            request.inputs["pixels"].CopyFrom(tf.make_tensor_proto(batch.astype("float32")))
+            reply = stub.Predict(request, timeout=60)
+            np.testing.assert_allclose(tf.make_ndarray(reply.outputs["probabilities"]), probabilities(model, batch), atol=1e-5)
+        status, body = rest(pixels(1, (18, 16)))
+        assert status == 400 and "does not divide by the patch stride" in body["error"], body
+        assert rest(pixels(1, (24, 32)))[0] == 200  # still serving
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_the_batcher_merges_requests_of_one_size_only():
+    import concurrent.futures
+
+    from keras_vit.serving.batching import Batcher, BatchingOptions
+
+    calls = []
+
+    def run(inputs):  # a pixels signature that answers each image's mean
+        calls.append(inputs["pixels"].shape)
+        return {"mean": inputs["pixels"].mean(axis=(1, 2, 3))}
+
+    batcher = Batcher(run, BatchingOptions(max_batch_size=64, batch_timeout_micros=200_000, num_batch_threads=1))
+    requests = [np.full((1, *((8, 8) if i % 2 else (12, 4)), 3), i, np.float32) for i in range(12)]
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda r: batcher.submit({"pixels": r}), requests))
+    batcher.close()
+    assert [float(a["mean"][0]) for a in answers] == list(range(12))
+    assert len(calls) < len(requests)  # merged
+    assert sum(shape[0] for shape in calls) == len(requests)  # and never run twice (no failed concatenation)
+
+
+def test_train_evaluate_and_export_a_dynamic_model_from_the_command_line(tmp_path):
+    import json
+
+    from support import TINY_MODEL, run_module
+
+    out = tmp_path / "run"
+    result = run_module("training.train", *TINY_MODEL, "--dynamic_image_size", "--dataset", "digits", "--epochs", "3",
+                        "--batch_size", "32", "--learning_rate", "3e-3", "--warmup_steps", "20", "--strategy", "one_device",
+                        "--output_dir", str(out), "--progress", "0")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    model = keras_vit.load_model(out / "model.keras")
+    assert model.dynamic_image_size and model.image_size == (16, 16)
+
+    result = run_module("training.evaluate", "--model", str(out / "model.keras"), "--dataset", "digits",
+                        "--image_size", "24", "32", "--output", str(tmp_path / "eval.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "digits/test at 24x32: accuracy" in result.stdout
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["image_size"] == [24, 32]
+    from keras_vit.training import datasets
+    from keras_vit.training.evaluate import evaluate
+
+    digits = datasets.describe("digits")
+    at_16 = evaluate(model, digits, "test")
+    assert abs(at_16["accuracy"] - json.loads((out / "results.json").read_text())["accuracy"]) < 1e-6
+    at_24x32 = evaluate(model, digits, "test", image_size=(24, 32))
+    assert abs(evaluated["accuracy"] - at_24x32["accuracy"]) < 1e-6 and at_24x32["loss"] != at_16["loss"]
+
+    result = run_module("serving.export", "--model", str(out / "model.keras"), "--model_base_path", str(tmp_path / "m"),
+                        "--format", "tflite", "--serving_image_size", "24")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("predict_pixels takes pixels of any size that divides by the patch stride 4x4; serving_default decodes "
+            "images to 24x24; model.tflite takes 24x24 only (LiteRT runs one fixed size)") in result.stdout

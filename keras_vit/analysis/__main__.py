@@ -37,8 +37,7 @@ def parser() -> argparse.ArgumentParser:
         cli.add_verbose_flag(c)
         c.add_argument("--model", required=True, help="a .keras file, an original .npz, or a known weights name")
         c.add_argument("--variant", default=None, help="the released variant of a .npz or a weights name (ViT_B16)")
-        c.add_argument("--image_size", type=int, nargs="+", default=None, metavar=("SIZE", "WIDTH"),
-                       help="resolution for a .npz or weights name (default: the file's own)")
+        cli.add_image_size_flag(c, default=None, help="resolution for a .npz or weights name (default: the file's own)")
         c.add_argument("--out", required=True, help="the PNG to write" if name != "report" else "the folder to write")
         if name in ("attention", "distance", "report"):
             c.add_argument("--image", nargs="+", default=None, help="image files (JPEG, PNG, GIF, BMP)")
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> None:
     from keras_vit.analysis import report
 
-    model = report.analysed_model(args.model, args.variant, _size(args.image_size))
+    model = report.analysed_model(args.model, args.variant, cli.image_size_of(args.image_size))
     command = args.command
     if command == "report":
         pixels = _images(args, model, max(args.count, args.examples)) if args.image or args.dataset else None
@@ -89,14 +88,6 @@ def run(args: argparse.Namespace) -> None:
         written, summary = report.filters(model, args.components, args.out)
     print(summary)
     print(f"Wrote {written}")
-
-
-def _size(values: list[int] | None):
-    if values is None:
-        return None
-    if len(values) > 2:
-        raise ValueError(f"--image_size takes one size or a height and a width, got {len(values)} numbers.")
-    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _images(args: argparse.Namespace, model, count: int, attention: bool = True):
