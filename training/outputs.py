@@ -27,6 +27,8 @@ LABELS = LABELS_FILE
 BACKUP = "backup"
 #: Flags that change how a run is shown or where it lives, not what it computes.
 NOT_CONFIGURATION = ("progress", "verbose", "output_dir")
+#: Flags added since runs were first recorded, with the value a `run.json` that leaves them out was run with.
+ADDED_FLAGS = {"dynamic_image_size": False}
 
 
 def run_config(args: argparse.Namespace) -> dict:
@@ -56,6 +58,7 @@ def check(output_dir: str, config: dict) -> str:
             stored = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is unreadable ({error}); use another --output_dir.") from None
+    stored = {**{k: v for k, v in ADDED_FLAGS.items() if k in config}, **stored}
     if stored != config:
         changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
         details = ", ".join(f"--{k} {stored.get(k)!r} there, {config.get(k)!r} now" for k in changed)

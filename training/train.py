@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     head.add_argument("--representation_size", type=int, default=None, help="width of a tanh pre-logits layer")
     head.add_argument("--position_embedding", choices=POSITION_EMBEDDINGS, default=None,
                       help="the paper's appendix D.4 ablation")
+    head.add_argument("--dynamic_image_size", action="store_true",
+                      help="a model that takes images of any size (position embeddings resized in the graph per call); "
+                           "it trains at --image_size, and training.evaluate --image_size runs it at others")
     add("--weights", default=None, help="initial weights: a known name (imagenet21k, ...) or a .npz/.keras/.weights.h5 path")
     add("--init_from", default=None, help="alias of --weights for a checkpoint of this project (e.g. another resolution)")
     add("--image_size", type=int, nargs="+", default=[224], metavar=("SIZE", "WIDTH"),
@@ -121,6 +124,8 @@ def check_flags(args: argparse.Namespace) -> None:
             raise ValueError(f"--model ResNet has no Transformer: {', '.join(given)} are for ViT models.")
         if args.recipe == "masked_patch":
             raise ValueError("Masked patch prediction trains a ViT's patch tokens; --model ResNet has none.")
+        if args.dynamic_image_size:
+            raise ValueError("--dynamic_image_size resizes a ViT's position embeddings; --model ResNet has none.")
     elif args.model != "ViT":
         keras_vit.get_variant(args.model)
         given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None]
@@ -128,6 +133,10 @@ def check_flags(args: argparse.Namespace) -> None:
             raise ValueError(f"{args.model} fixes its architecture: {', '.join(given)} are for --model ViT.")
     if len(args.image_size) > 2:
         raise ValueError(f"--image_size takes one size or a height and a width, got {len(args.image_size)} numbers.")
+    if args.dynamic_image_size and args.recipe == "masked_patch":
+        raise ValueError("Masked patch prediction runs at the stored grid: drop --dynamic_image_size (fine-tune with it).")
+    if args.dynamic_image_size and args.position_embedding == "relative":
+        raise ValueError("--position_embedding relative cannot take --dynamic_image_size: its raster offsets fit one grid.")
     if args.weights and args.init_from:
         raise ValueError("Give --weights or --init_from, not both.")
 

@@ -124,6 +124,8 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
     source = args.weights or args.init_from
     if args.model == "ViT" and source and source.endswith((".keras", ".npz")):
         options = {**keras_vit.loading.architecture_of(source), **options}  # the flags given override the file
+    if args.dynamic_image_size:
+        options["dynamic_image_size"] = True
     if run.recipe.dropout_rate is not None:  # else the model's own
         options["dropout_rate"] = run.recipe.dropout_rate
     masked_patch = run.recipe.task == "masked_patch"

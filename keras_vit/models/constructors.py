@@ -31,7 +31,8 @@ _DOC = """Builds {reference} ({summary}) as a `keras_vit.VisionTransformer`.
             not change the variant: classifier, representation_size,
             dropout_rate (default {dropout_rate}, the reference config's),
             attention_dropout_rate, stochastic_depth_rate,
-            position_embedding, classifier_activation, include_preprocessing,
+            position_embedding, dynamic_image_size (any image size at call
+            time), classifier_activation, include_preprocessing,
             crop_fraction, dtype, ...
 
     Returns:
