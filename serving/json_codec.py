@@ -18,19 +18,55 @@ import tensorflow as tf
 from keras_vit.serving.errors import invalid_argument
 
 ROW, COLUMNAR = "row", "columnar"
+#: The deepest nesting of arrays and objects a request may have: a predict request of a rank-4 input, each value a
+#: b64 object, nests 7 deep; deeper is refused before the document is parsed, so that nothing recursive (the JSON
+#: parser, the conversions below) ever runs to a depth a client chooses.
+MAX_JSON_DEPTH = 32
+
+
+def nesting_depth(body: bytes) -> int:
+    """How deeply a JSON text's arrays and objects nest, from its bytes, without parsing (or recursing).
+
+    Brackets inside strings do not count: a bracket is outside every string
+    when an even number of unescaped quotes precede it. Vectorised: about a
+    tenth of `json.loads`' time on a 70 MB body.
+    """
+    data = np.frombuffer(body, np.uint8)
+    quotes = np.flatnonzero(data == ord('"'))
+    escaped = np.flatnonzero(data[np.maximum(quotes - 1, 0)] == ord("\\"))
+    if len(escaped):  # a quote after an odd run of backslashes belongs to its string
+        keep = np.ones(len(quotes), bool)
+        for i in escaped:
+            start = quotes[i] - 1
+            while start >= 0 and data[start] == ord("\\"):
+                start -= 1
+            keep[i] = (quotes[i] - 1 - start) % 2 == 0
+        quotes = quotes[keep]
+    opens = np.flatnonzero((data == ord("[")) | (data == ord("{")))
+    closes = np.flatnonzero((data == ord("]")) | (data == ord("}")))
+    opens = opens[np.searchsorted(quotes, opens) % 2 == 0]
+    closes = closes[np.searchsorted(quotes, closes) % 2 == 0]
+    if not len(opens):
+        return 0
+    # At the i-th opening bracket the depth is i + 1 minus the closings before it.
+    return int((np.arange(1, len(opens) + 1) - np.searchsorted(closes, opens)).max())
 
 
 def parse_body(body: bytes) -> dict:
     """The request's JSON object; INVALID_ARGUMENT with the parser's message otherwise."""
     if not body.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
+    depth = nesting_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise invalid_argument(
+            f"JSON Parse error: the document nests too deeply: {depth} levels of arrays and objects, more than the "
+            f"{MAX_JSON_DEPTH} a request may have"
+        )
     try:
         doc = json.loads(body, parse_int=_json_integer, parse_float=_json_float)
         _check_strings(doc)  # a lone surrogate escape ("\ud800") is valid JSON but no text
     except (json.JSONDecodeError, UnicodeError) as error:
         raise invalid_argument(f"JSON Parse error: {error}") from None
-    except RecursionError:
-        raise invalid_argument("JSON Parse error: the document nests too deeply") from None
     except ValueError as error:  # a number past a double's range
         raise invalid_argument(f"JSON Parse error: {error}") from None
     if not isinstance(doc, dict):
@@ -92,6 +128,9 @@ def decode_predict_request(doc: dict, input_infos) -> tuple[dict[str, np.ndarray
         if not instances:
             raise invalid_argument(f"JSON Value: {_debug(doc)} No values in 'instances' array")
         columns = _instance_columns(instances, names)
+        for n in names:
+            for value in columns[n]:
+                _check_rank(value, input_infos[n], f"'instances' list, input {n}", batched=True)
         arrays = {n: _to_array(columns[n], dtypes[n], f"'instances' list, input {n}") for n in names}
         return arrays, ROW
     inputs = doc["inputs"]
@@ -99,9 +138,11 @@ def decode_predict_request(doc: dict, input_infos) -> tuple[dict[str, np.ndarray
         for n in names:
             if n not in inputs:
                 raise invalid_argument(f"Missing named input: {n} in 'inputs' object.")
+            _check_rank(inputs[n], input_infos[n], f"input {n}", batched=False)
         return {n: _to_array(inputs[n], dtypes[n], f"input {n}") for n in names}, COLUMNAR
     if len(names) > 1:
         raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map")
+    _check_rank(inputs, input_infos[names[0]], f"input {names[0]}", batched=False)
     return {names[0]: _to_array(inputs, dtypes[names[0]], f"input {names[0]}")}, COLUMNAR
 
 
@@ -144,6 +185,30 @@ def _instance_columns(instances: list, names: list[str]) -> dict[str, list]:
                 f"keys must be equal to: {','.join(names)}"
             )
     return columns
+
+
+def _list_depth(value) -> int:
+    """How deeply lists nest along a JSON value's first elements (0 for a number, a string or a b64 object).
+
+    Deeper lists elsewhere make the value ragged, which `_to_array` refuses.
+    """
+    depth = 0
+    while isinstance(value, list) and value:
+        value, depth = value[0], depth + 1
+    return depth + isinstance(value, list)  # [] is one level
+
+
+def _check_rank(value, info, where: str, batched: bool) -> None:
+    """INVALID_ARGUMENT when `value` nests lists deeper than the input's rank allows (one less per row instance)."""
+    if info.tensor_shape.unknown_rank:
+        return
+    rank = len(info.tensor_shape.dim) - (1 if batched else 0)
+    depth = _list_depth(value)
+    if depth > rank:
+        raise invalid_argument(
+            f"JSON Value of {where}: lists nest {depth} deep, more than the input's rank allows "
+            f"({rank}{' per instance' if batched else ''})."
+        )
 
 
 def _to_array(value, dtype: tf.dtypes.DType, where: str) -> np.ndarray:

@@ -73,6 +73,32 @@ def test_malformed_json_is_a_400_without_a_traceback(server, exported, body, mes
 B64 = {"b64": base64.b64encode(b"not decoded: the rows are refused first").decode()}
 
 
+def nested(levels: int, leaf) -> list:
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("levels, message", [(500, "nests too deeply: 50"), (6, "more than the input's rank allows")],
+                         ids=["deep", "past-the-rank"])
+@pytest.mark.parametrize("document", [
+    lambda n: {"signature_name": "predict_pixels", "inputs": nested(n, 0.0)},
+    lambda n: {"signature_name": "predict_pixels", "inputs": {"pixels": nested(n, 0.0)}},
+    lambda n: {"signature_name": "predict_pixels", "instances": nested(n, 0.0)},
+    lambda n: {"signature_name": "predict_pixels", "instances": [{"pixels": nested(n - 1, 0.0)}]},
+    lambda n: {"inputs": nested(n, B64)},
+    lambda n: {"instances": nested(n, {"images": B64})},
+], ids=["columnar-list", "columnar-object", "row-values", "row-objects", "columnar-b64", "row-b64-objects"])
+def test_nesting_past_the_signature_is_a_400_in_every_json_path(server, exported, document, levels, message):
+    body = json.dumps(document(levels)).encode()
+    status, content_type, answer = request(server, "POST", "/v1/models/vit:predict", body=body,
+                                           headers={"Content-Type": "application/json"})
+    assert status == 400, answer[:300]
+    error = json_error(status, content_type, answer)
+    assert message in error or "Expecting object but got list" in error, error
+    assert_still_serving(server, exported)
+
+
 @pytest.mark.parametrize("instances, message", [  # json_tensor.cc's row-format rules, with its messages
     ([{"images": B64, "extra": 1}],
      "Failed to process element: 0 key: extra of 'instances' list. Error: INVALID_ARGUMENT: JSON object: "
