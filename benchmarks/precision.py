@@ -5,6 +5,7 @@
 Paths, each measured in its own process, alternating round by round:
   keras           the Keras model, `predict_on_batch`, float32 (benchmarks/inference.py's keras_vit)
   saved_model     the exported SavedModel's `predict_pixels`, float32 (what serving.server runs by default)
+  saved_model_xla   the same, exported with `--jit_compile` (served with `--xla_cpu_compilation_enabled`)
   saved_model_bf16  the same, exported with `--dtype_policy mixed_bfloat16`
   litert          model.tflite of `serving.export --format tflite`, run by LiteRT (XNNPACK), float32
   litert_int8     model.tflite of `--format tflite_int8`: int8 weights, activations quantized at run time
@@ -40,10 +41,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 
-PATHS = ["keras", "saved_model", "saved_model_bf16", "litert", "litert_int8"]
+PATHS = ["keras", "saved_model", "saved_model_xla", "saved_model_bf16", "litert", "litert_int8"]
 #: serving.export's arguments for each served path.
 EXPORTS = {
     "saved_model": dict(format="saved_model"),
+    "saved_model_xla": dict(format="saved_model", jit_compile=True),
     "saved_model_bf16": dict(format="saved_model", dtype_policy="mixed_bfloat16"),
     "litert": dict(format="tflite"),
     "litert_int8": dict(format="tflite_int8"),
@@ -251,8 +253,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             digits_model = args.digits_model or train_digits_model(folder)
             print("\nagainst the float32 Keras model on the same inputs\n")
-            # The float32 SavedModel computes the Keras model's graph: its row would only show rounding.
-            print(accuracy_table(digits_model, ["keras", *[p for p in args.paths if p not in ("keras", "saved_model")]]))
+            # The float32 SavedModels compute the Keras model's graph (with and without XLA): their rows would only
+            # show rounding (tests/test_xla_serving.py holds them to 1e-5).
+            same = ("keras", "saved_model", "saved_model_xla")
+            print(accuracy_table(digits_model, ["keras", *[p for p in args.paths if p not in same]]))
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/serving.py [--model ViT_Ti16] [--image_size 224] [--seconds 10] [--clients 1 16 64]
     python benchmarks/serving.py --format tflite_int8     # the server runs model.tflite (--prefer_tflite_model)
+    python benchmarks/serving.py --jit_compile            # XLA in the served graph (--xla_cpu_compilation_enabled)
 
 Exports the model (random weights; the cost does not depend on them),
 measures the raw SavedModel's batched throughput in this process (batches of
@@ -14,7 +15,9 @@ ratio to the raw throughput of the same round, and the CPU seconds per
 second the server and the clients took: they share this machine's cores.
 With `--format tflite|tflite_int8` the export adds model.tflite, the server
 runs it, and the raw figure is the same work in this process: the
-SavedModel's `decode`, then model.tflite on the batch.
+SavedModel's `decode`, then model.tflite on the batch. With `--jit_compile`
+the export compiles the forward pass with XLA and the server runs with
+`--xla_cpu_compilation_enabled`; the raw figure is that SavedModel's.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def summary(results: list[dict], raws: list[float]) -> dict:
     }
 
 
-def start_server(base_path: str, batching: bool, lite: bool) -> tuple[subprocess.Popen, str]:
+def start_server(base_path: str, batching: bool, lite: bool, xla: bool = False) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -113,6 +116,8 @@ def start_server(base_path: str, batching: bool, lite: bool) -> tuple[subprocess
                "--model_name", "vit", "--model_base_path", base_path, "--file_system_poll_wait_seconds", "0"]
     if lite:
         command.append("--prefer_tflite_model")
+    if xla:
+        command.append("--xla_cpu_compilation_enabled")
     if batching:
         command += ["--enable_batching", "--batching_parameters_file", os.path.join(base_path, "batching_parameters.txt")]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,12 +139,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the raw model and the servers")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
                         help="serving.export's format; tflite ones are served with --prefer_tflite_model")
+    parser.add_argument("--jit_compile", action="store_true", help="export with XLA, serve with --xla_cpu_compilation_enabled")
     args = parser.parse_args()
     lite = args.format != "saved_model"
 
     workdir = tempfile.mkdtemp(prefix="keras_vit_bench_")
     model = keras_vit.create_model(args.model, image_size=args.image_size, classes=1000)
-    path = saved_model.export(model, os.path.join(workdir, "vit"), format=args.format)
+    path = saved_model.export(model, os.path.join(workdir, "vit"), format=args.format, jit_compile=args.jit_compile)
     rng = np.random.default_rng(0)
     size = (args.image_size, args.image_size, 3)
     images = [saved_model.encode_png(rng.integers(0, 256, size, dtype=np.uint8)) for _ in range(64)]
@@ -148,7 +154,7 @@ def main() -> int:
         raws.append(raw_throughput(path, images, args.seconds, lite))
         harness.print_progress(f"round {r + 1}: raw {raws[-1]:.1f} images/s")
         for batching in (False, True)[r % 2:] + (False, True)[:r % 2]:
-            process, url = start_server(os.path.join(workdir, "vit"), batching, lite)
+            process, url = start_server(os.path.join(workdir, "vit"), batching, lite, args.jit_compile)
             try:
                 drive(f"{url}:predict", images, 4, 2.0, process.pid)  # warm up
                 for clients in args.clients:
@@ -163,7 +169,8 @@ def main() -> int:
 
     print(harness.cpu_description())
     raw_path = "SavedModel `decode` + model.tflite" if lite else "SavedModel (`serving_default`)"
-    print(f"{args.model} at {args.image_size}x{args.image_size}, --format {args.format}, one PNG per request; raw "
+    print(f"{args.model} at {args.image_size}x{args.image_size}, --format {args.format}"
+          f"{' --jit_compile' if args.jit_compile else ''}, one PNG per request; raw "
           f"{raw_path}, batches of 32 PNGs, this process: {raw:.1f} images/s; medians of {args.rounds} rounds\n")
     print(harness.markdown_table(
         ["batching", "clients", "requests/s", "p50 ms", "p99 ms", "failures", "vs raw batched",

@@ -19,41 +19,9 @@ from typing import Callable
 
 import numpy as np
 
+from keras_vit.serving.declared_protos import batching_parameters_class
+
 Tensors = dict[str, np.ndarray]
-
-
-def _batching_parameters_class():
-    """TF Serving's `tensorflow.serving.BatchingParameters` message (session_bundle_config.proto).
-
-    The tensorflow-serving-api package does not ship this proto, so its
-    fields are declared here with TF Serving's names and numbers; text files
-    written and read through it are the ones `tensorflow_model_server
-    --batching_parameters_file` reads.
-    """
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
-
-    pool = descriptor_pool.Default()
-    name = "tensorflow.serving.BatchingParameters"
-    try:
-        return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
-    except KeyError:
-        pass
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="keras_vit/tensorflow_serving_batching_parameters.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=[wrappers_pb2.DESCRIPTOR.name],
-    )
-    message = proto.message_type.add(name="BatchingParameters")
-    wrapped = [("max_batch_size", "Int64Value"), ("batch_timeout_micros", "Int64Value"),
-               ("max_enqueued_batches", "Int64Value"), ("num_batch_threads", "Int64Value"),
-               ("thread_pool_name", "StringValue")]
-    for number, (field, kind) in enumerate(wrapped, start=1):
-        message.field.add(name=field, number=number, label=1, type=11, type_name=f".google.protobuf.{kind}")
-    message.field.add(name="allowed_batch_sizes", number=6, label=3, type=3)
-    message.field.add(name="pad_variable_length_inputs", number=7, label=1, type=8)
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +37,7 @@ class BatchingOptions:
         """TF Serving's BatchingParameters text format."""
         from google.protobuf import text_format
 
-        message = _batching_parameters_class()()
+        message = batching_parameters_class()()
         for field in dataclasses.fields(self):
             getattr(message, field.name).value = getattr(self, field.name)
         return text_format.MessageToString(message)
@@ -80,7 +48,7 @@ class BatchingOptions:
         from google.protobuf import text_format
 
         with open(path) as f:
-            message = text_format.Parse(f.read(), _batching_parameters_class()())
+            message = text_format.Parse(f.read(), batching_parameters_class()())
         values = {f.name: getattr(message, f.name).value for f in dataclasses.fields(cls) if message.HasField(f.name)}
         return cls(**values)
 
@@ -98,11 +66,13 @@ class _Task:
 
 
 class Batcher:
-    """Runs `run(inputs) -> outputs` on merged batches of concurrent `submit` calls."""
+    """Runs `run(inputs) -> outputs` on merged batches of concurrent `submit` calls; `on_batch(size)` hears of each."""
 
-    def __init__(self, run: Callable[[Tensors], Tensors], options: BatchingOptions):
+    def __init__(self, run: Callable[[Tensors], Tensors], options: BatchingOptions,
+                 on_batch: Callable[[int], None] | None = None):
         self.run = run
         self.options = options
+        self.on_batch = on_batch or (lambda size: None)
         self.queue: queue.Queue[_Task | None] = queue.Queue(maxsize=options.max_enqueued_batches * options.max_batch_size)
         self.closed = False
         self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(options.num_batch_threads)]
@@ -159,6 +129,7 @@ class Batcher:
             self._run_group(group)
 
     def _run_group(self, batch: list[_Task]) -> None:
+        self.on_batch(sum(task.size for task in batch))
         if len(batch) == 1:
             self._run_one(batch[0])
             return

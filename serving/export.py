@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="tflite / tflite_int8 also write model.tflite (float32 / int8 weights and products), which "
                              "serving.server --prefer_tflite_model runs with LiteRT; tflite_int8 is 2.5-4x faster than "
                              "the SavedModel on a CPU with AVX-512 VNNI (benchmarks/precision.py)")
+    parser.add_argument("--jit_compile", action="store_true",
+                        help="compile the model's forward pass with XLA in the SavedModel (about the Keras model's "
+                             "speed on a CPU); TF Serving and serving.server then need --xla_cpu_compilation_enabled")
     cli.add_image_size_flag(parser, "--serving_image_size", default=None, help="a model built with dynamic_image_size: the size serving_default decodes images to, and "
                              "the one size model.tflite takes (default: the model's image_size)")
     args = parser.parse_args(argv)
@@ -52,13 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         labels_file = args.labels or (labels_beside(args.model) if model.include_top else None)
         labels = read_labels(labels_file) if labels_file else None
         path = export(model, args.model_base_path, args.version, labels, args.model_name, args.top_k, args.dtype_policy,
-                      args.format, size)
+                      args.format, size, args.jit_compile)
     except (ValueError, OSError) as error:  # bad flags, missing or unreadable files
         print(f"error: {_message(error)}", file=sys.stderr)
         return 2
     print(f"Exported {args.model} to {path}" + (f" with the class names of {labels_file}" if labels else "")
           + (f", computing in {args.dtype_policy}" if args.dtype_policy else "")
           + (f", with {TFLITE_FILE} ({args.format})" if args.format != "saved_model" else ""))
+    if args.jit_compile:
+        print("Its forward pass is compiled with XLA: serve it with --xla_cpu_compilation_enabled "
+              "(tensorflow_model_server and serving.server alike); without it, requests are refused.")
     if getattr(model, "dynamic_image_size", False):
         height, width = serving_size(model, size)
         print(f"{PIXELS_SIGNATURE} takes pixels of any size that divides by the patch stride "

@@ -17,6 +17,7 @@ from tensorflow_serving.apis import (
 
 from keras_vit.serving import protos
 from keras_vit.serving.errors import ServingError, invalid_argument
+from keras_vit.serving.metrics import metrics
 from keras_vit.serving.connections import ConnectionLimits
 from keras_vit.serving.model_manager import ModelManager
 
@@ -83,27 +84,32 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         try:
-            servable = self.manager.get(*_spec(request.model_spec))
-            key, signature = servable.signature(request.model_spec.signature_name)
-            inputs = {name: read_tensor(name, proto, signature, self.max_tensor_bytes) for name, proto in request.inputs.items()}
-            outputs = servable.predict(key, inputs)
-            wanted = list(request.output_filter) or list(outputs)
-            unknown = [n for n in wanted if n not in outputs]
-            if unknown:
-                raise invalid_argument(f"output tensor alias not found in signature: {unknown[0]}")
-            response = predict_pb2.PredictResponse(model_spec=protos.model_spec(servable.name, servable.version, key))
-            for name in wanted:
-                response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
-            return response
+            with metrics().request(request.model_spec.name, "predict", "GRPC"):
+                return self._predict(request)
         except ServingError as error:
             _abort(context, error)
 
+    def _predict(self, request):
+        servable = self.manager.get(*_spec(request.model_spec))
+        key, signature = servable.signature(request.model_spec.signature_name)
+        inputs = {name: read_tensor(name, proto, signature, self.max_tensor_bytes) for name, proto in request.inputs.items()}
+        outputs = servable.predict(key, inputs)
+        wanted = list(request.output_filter) or list(outputs)
+        unknown = [n for n in wanted if n not in outputs]
+        if unknown:
+            raise invalid_argument(f"output tensor alias not found in signature: {unknown[0]}")
+        response = predict_pb2.PredictResponse(model_spec=protos.model_spec(servable.name, servable.version, key))
+        for name in wanted:
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
+        return response
+
     def GetModelMetadata(self, request, context):
         try:
-            fields = list(request.metadata_field)
-            if fields != [protos.SIGNATURE_DEF]:
-                raise invalid_argument("Metadata field signature_def is the only one supported; got: " + ", ".join(fields))
-            return protos.metadata_response(self.manager.get(*_spec(request.model_spec)))
+            with metrics().request(request.model_spec.name, "GetModelMetadata", "GRPC"):
+                fields = list(request.metadata_field)
+                if fields != [protos.SIGNATURE_DEF]:
+                    raise invalid_argument("Metadata field signature_def is the only one supported; got: " + ", ".join(fields))
+                return protos.metadata_response(self.manager.get(*_spec(request.model_spec)))
         except ServingError as error:
             _abort(context, error)
 
@@ -115,7 +121,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def _refuse(self, request, context, method: str):
         try:
-            self.manager.get(*_spec(request.model_spec)).refuse(request.model_spec.signature_name, method)
+            with metrics().request(request.model_spec.name, method, "GRPC"):
+                self.manager.get(*_spec(request.model_spec)).refuse(request.model_spec.signature_name, method)
         except ServingError as error:
             _abort(context, error)
 

@@ -11,6 +11,7 @@ import time
 from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.errors import invalid_argument, not_found
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
+from keras_vit.serving.metrics import metrics
 from keras_vit.serving.servable import Servable
 from keras_vit.serving.signatures import TFLITE_FILE
 
@@ -90,9 +91,11 @@ class ModelManager:
         batching: BatchingOptions | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         prefer_tflite: bool = False,
+        xla_cpu_compilation_enabled: bool = False,
     ):
         self.configs = {c.name: c for c in configs}
         self.prefer_tflite = prefer_tflite
+        self.xla_cpu_compilation_enabled = xla_cpu_compilation_enabled
         self.poll_seconds = poll_seconds
         self.batching = batching
         self.max_image_pixels = max_image_pixels
@@ -141,6 +144,7 @@ class ModelManager:
                 serving = current
             with self.lock:
                 self.served[name] = serving
+            metrics().versions(name, len(serving))
             for version, servable in current.items():
                 if version not in serving:
                     servable.close()
@@ -156,8 +160,12 @@ class ModelManager:
         path = os.path.join(base_path, str(version))
         stamp = _stamp(base_path, version)
         try:
-            servable = Servable(name, version, path, self.batching, self.max_image_pixels, self.prefer_tflite)
+            servable = Servable(
+                name, version, path, self.batching, self.max_image_pixels, self.prefer_tflite,
+                self.xla_cpu_compilation_enabled,
+            )
         except Exception as error:
+            metrics().load_attempt(path, succeeded=False)
             previous = self.failures.get((name, version))
             attempts = previous.attempts + 1 if previous is not None and previous.stamp == stamp else 1
             delay = min(MAX_RETRY_SECONDS, max(self.poll_seconds, 1.0) * 2**attempts)
@@ -171,7 +179,13 @@ class ModelManager:
             logger.debug("Loading %s version %d failed (attempt %d)", name, version, attempts, exc_info=True)
             return None
         self.failures.pop((name, version), None)
+        metrics().load_attempt(path, succeeded=True)
         logger.info("Loaded %s version %d%s", name, version, f" ({TFLITE_FILE}, run by LiteRT)" if servable.lite else "")
+        if servable.requires_xla and not self.xla_cpu_compilation_enabled and not servable.lite:
+            logger.warning(
+                "%s version %d was exported with --jit_compile: its requests are refused until the server runs with "
+                "--xla_cpu_compilation_enabled", name, version,
+            )
         return servable
 
     def _log_empty_folders(self, base_path: str) -> None:

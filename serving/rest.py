@@ -8,11 +8,12 @@ import re
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from keras_vit.serving import json_codec
+from keras_vit.serving.metrics import metrics
 from keras_vit.serving.errors import ServingError, invalid_argument, not_found
 from keras_vit.serving.model_manager import ModelManager
 from keras_vit.serving import protos
@@ -28,8 +29,17 @@ MAX_VERSION = 2**63 - 1
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
-def make_app(manager: ModelManager, num_threads: int = 32, max_request_bytes: int = 64 << 20) -> Starlette:
-    """The ASGI app. Model work runs on a pool of `num_threads` threads, off the event loop."""
+#: The media type of Prometheus' text format.
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def make_app(
+    manager: ModelManager, num_threads: int = 32, max_request_bytes: int = 64 << 20, metrics_path: str | None = None
+) -> Starlette:
+    """The ASGI app. Model work runs on a pool of `num_threads` threads, off the event loop.
+
+    `metrics_path` (from `--monitoring_config_file`) serves the Prometheus metrics (`keras_vit.serving.metrics`).
+    """
     limiter = anyio.CapacityLimiter(num_threads)
 
     async def handle(request: Request) -> Response:
@@ -38,19 +48,24 @@ def make_app(manager: ModelManager, num_threads: int = 32, max_request_bytes: in
             if "content-length" in request.headers and "transfer-encoding" in request.headers:
                 # Request smuggling's signature (RFC 9112 6.3): refuse, and close the connection.
                 return _json(400, {"error": "Both Content-Length and Transfer-Encoding given."}, close=True)
+            if request.method == "GET" and metrics_path is not None and path == metrics_path:
+                return Response(metrics().text(), media_type=PROMETHEUS_TEXT)
             if request.method == "POST" and (match := PREDICTION_PATH.fullmatch(path)):
-                body = await _read_body(request, max_request_bytes)
                 name, version, label, method = match.groups()
-                document = await anyio.to_thread.run_sync(
-                    _post, manager, name, _version(version), label, method.lower(), body, limiter=limiter
-                )
+                with metrics().request(name, method.lower(), "REST"):
+                    body = await _read_body(request, max_request_bytes)
+                    document = await anyio.to_thread.run_sync(
+                        _post, manager, name, _version(version), label, method.lower(), body, limiter=limiter
+                    )
                 return _json(200, document)
             if request.method == "GET" and (match := STATUS_PATH.fullmatch(path)):
                 name, version, label, metadata = match.groups()
                 if not name:
                     raise invalid_argument("Missing model name in request.")
                 if metadata:
-                    return _json(200, protos.metadata_json(manager.get(name, _version(version), label)))
+                    with metrics().request(name, "GetModelMetadata", "REST"):
+                        document = protos.metadata_json(manager.get(name, _version(version), label))
+                    return _json(200, document)
                 return _json(200, protos.status_json(manager, name, _version(version), label))
             raise not_found(f"Malformed request: {request.method} {path}")
         except ServingError as error:
@@ -71,11 +86,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise ServingError("RESOURCE_EXHAUSTED", f"Request body of {declared} bytes exceeds the limit of {limit}.")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServingError("RESOURCE_EXHAUSTED", f"Request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ServingError("RESOURCE_EXHAUSTED", f"Request body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:  # closed by the client, or by the body deadline: the answer goes nowhere
+        logger.info("%s %s: the connection closed before the request body arrived", request.method, request.url.path)
+        raise ServingError("CANCELLED", "The connection closed before the request body arrived.") from None
     return b"".join(chunks)
 
 

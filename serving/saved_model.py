@@ -59,6 +59,7 @@ class ServingModule(tf.Module):
         labels: list[str] | None = None,
         top_k: int = 5,
         serving_image_size: int | tuple[int, int] | None = None,
+        jit_compile: bool = False,
     ):
         super().__init__()
         self.model = model
@@ -73,6 +74,8 @@ class ServingModule(tf.Module):
         if labels is not None and len(labels) != model.classes:
             raise ValueError(f"{len(labels)} labels given for a model of {model.classes} classes.")
         self.top_k = min(top_k, model.classes)
+        # The model's forward pass, XLA-compiled with `jit_compile` (decoding and labels stay outside: string ops).
+        self.forward = tf.function(self._forward, jit_compile=True) if jit_compile else self._forward
         self.labels = None if labels is None else tf.constant(labels)
         pixels_size = (None, None) if getattr(model, "dynamic_image_size", False) else self.image_size  # ResNets: fixed
         images_spec = tf.TensorSpec([None], tf.string, name=signatures.IMAGES_INPUT)
@@ -102,8 +105,11 @@ class ServingModule(tf.Module):
     def _serve_pixels(self, pixels):
         return self._outputs(pixels)
 
+    def _forward(self, pixels):
+        return tf.cast(self.model(model_inputs(self.model, pixels), training=False), tf.float32)
+
     def _outputs(self, pixels):
-        outputs = tf.cast(self.model(model_inputs(self.model, pixels), training=False), tf.float32)
+        outputs = self.forward(pixels)
         if not self.model.include_top:
             return {signatures.FEATURES: outputs}
         probabilities = tf.nn.softmax(outputs, axis=-1) if self.apply_softmax else outputs
@@ -163,6 +169,7 @@ def export(
     dtype_policy: str | None = None,
     format: str = "saved_model",
     serving_image_size: int | tuple[int, int] | None = None,
+    jit_compile: bool = False,
 ) -> str:
     """Writes the SavedModel, its warmup requests, models.config and batching parameters; returns the version's path.
 
@@ -176,11 +183,16 @@ def export(
     "tflite_int8" adds `model.tflite` (`keras_vit.serving.tflite`) to the version.
     `serving_image_size` (a dynamic model only; default its `image_size`) is
     the size `serving_default` decodes images to, and the one size
-    `model.tflite` takes: LiteRT runs fixed shapes.
+    `model.tflite` takes: LiteRT runs fixed shapes. `jit_compile` compiles
+    the model's forward pass with XLA in the saved graph (about the Keras
+    model's speed on a CPU); TF Serving then needs
+    `--xla_cpu_compilation_enabled` (so does `serving.server`).
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(EXPORT_FORMATS)}.")
     lite = format != "saved_model"
+    if lite and jit_compile:
+        raise ValueError(f"--jit_compile compiles the SavedModel's graph; --format {format} is served by LiteRT.")
     if lite and dtype_policy not in (None, "float32"):
         raise ValueError(f"--format {format} converts the float32 model; --dtype_policy {dtype_policy} is for saved_model.")
     if isinstance(model, str):
@@ -195,7 +207,7 @@ def export(
     if os.path.exists(target):
         raise ValueError(f"Version {version} already exists at {target}.")
     os.makedirs(model_base_path, exist_ok=True)
-    module = ServingModule(model, labels, top_k, serving_image_size)
+    module = ServingModule(model, labels, top_k, serving_image_size, jit_compile)
     staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=model_base_path)
     try:
         tf.saved_model.save(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +13,7 @@ from keras_vit.serving.batching import Batcher, BatchingOptions, Tensors
 from keras_vit.serving.errors import ServingError, invalid_argument
 
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS, check_image
+from keras_vit.serving.metrics import metrics
 from keras_vit.serving.signatures import (
     DEFAULT_SIGNATURE, IMAGES_INPUT, PIXELS_INPUT, PIXELS_SIGNATURE, PREDICT_METHOD, TFLITE_FILE,
 )
@@ -27,6 +30,9 @@ class Servable:
         max_image_pixels: encoded images (the `images` input) declaring more pixels are refused undecoded.
         prefer_tflite: run the version's `model.tflite` when it has one (TF Serving's `--prefer_tflite_model`):
             the same signatures, inputs and outputs, computed by LiteRT (`keras_vit.serving.tflite`).
+        xla_cpu_compilation_enabled: run graphs whose functions must be XLA-compiled (`serving.export
+            --jit_compile`), as TF Serving's flag of that name does; without it such a version loads, and each
+            request is refused with FAILED_PRECONDITION naming the flag, as TF Serving answers them.
     """
 
     def __init__(
@@ -37,6 +43,7 @@ class Servable:
         batching: BatchingOptions | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         prefer_tflite: bool = False,
+        xla_cpu_compilation_enabled: bool = False,
     ):
         from tensorflow.core.protobuf import saved_model_pb2
 
@@ -46,6 +53,9 @@ class Servable:
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:
             proto.ParseFromString(f.read())
         self.signature_defs = proto.meta_graphs[0].signature_def
+        #: Whether the graph has functions that must be compiled with XLA (exported with jit_compile=True).
+        self.requires_xla = requires_xla(proto)
+        self.xla_enabled = xla_cpu_compilation_enabled
         self.loaded = tf.saved_model.load(path)
         self.functions = {k: self.loaded.signatures[k] for k in self.loaded.signatures}
         self.lite = None
@@ -58,7 +68,10 @@ class Servable:
             self.functions = {DEFAULT_SIGNATURE: self._lite_images, PIXELS_SIGNATURE: self._lite_pixels}
         self.batchers = {}
         if batching is not None:
-            self.batchers = {k: Batcher(self._runner(k), batching) for k in self.functions}
+            self.batchers = {
+                k: Batcher(self._runner(k), batching, on_batch=functools.partial(metrics().batch, name, k))
+                for k in self.functions
+            }
 
     def signature(self, name: str):
         """The SignatureDef of `name` ("" is serving_default); INVALID_ARGUMENT if absent."""
@@ -80,6 +93,12 @@ class Servable:
         key, signature = self.signature(signature_name)
         if signature.method_name and signature.method_name != PREDICT_METHOD:
             raise invalid_argument(f"Signature {key} has method {signature.method_name}, not {PREDICT_METHOD}.")
+        if self.requires_xla and not self.xla_enabled and self.lite is None:
+            raise ServingError(
+                "FAILED_PRECONDITION",
+                f"XLA compilation disabled: version {self.version} of {self.name} was exported with --jit_compile; "
+                "start the server with --xla_cpu_compilation_enabled to run it.",
+            )
         checked = check_inputs(signature, inputs)
         for index, image in enumerate(np.ravel(checked.get(IMAGES_INPUT, []))):
             try:
@@ -93,12 +112,15 @@ class Servable:
         function = self.functions[key]
 
         def run(inputs: Tensors) -> Tensors:
+            start = time.perf_counter()
             try:
                 outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
             except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
                 raise invalid_argument(op_error_message(error)) from error
             except (tf.errors.OpError, RuntimeError) as error:  # RuntimeError: LiteRT's
                 raise ServingError("INTERNAL", op_error_message(error)) from error
+            finally:
+                metrics().runtime(self.name, "LiteRT" if self.lite is not None else "TF", time.perf_counter() - start)
             return {k: v.numpy() if isinstance(v, tf.Tensor) else v for k, v in outputs.items()}
 
         return run
@@ -113,6 +135,15 @@ class Servable:
     def close(self) -> None:
         for batcher in self.batchers.values():
             batcher.close()
+
+
+def requires_xla(proto) -> bool:
+    """Whether a SavedModel proto holds a function marked `_XlaMustCompile` (a tf.function with jit_compile=True)."""
+    for meta_graph in proto.meta_graphs:
+        for function in meta_graph.graph_def.library.function:
+            if function.attr["_XlaMustCompile"].b:
+                return True
+    return False
 
 
 def op_error_message(error: Exception) -> str:

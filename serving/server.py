@@ -24,6 +24,7 @@ from keras_vit import cli
 from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.connections import ConnectionLimits, rest_protocol
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
+from keras_vit.serving.metrics import read_monitoring_config
 
 if TYPE_CHECKING:
     from keras_vit.serving.model_manager import ModelManager
@@ -49,10 +50,28 @@ def parser() -> argparse.ArgumentParser:
                    help="a connection that has not sent a whole request head by then is closed (408)")
     p.add_argument("--idle_timeout_seconds", type=float, default=ConnectionLimits.idle_timeout_seconds,
                    help="kept-alive connections idle this long are closed")
+    p.add_argument("--body_timeout_seconds", type=float, default=ConnectionLimits.body_timeout_seconds,
+                   help="a request body must arrive within this, plus 1 s per --body_min_rate bytes received, else 408 "
+                        "(Apache mod_reqtimeout's body=20,MinRate=500)")
+    p.add_argument("--body_min_rate", type=int, default=ConnectionLimits.body_min_rate,
+                   help="bytes of body that buy one more second (0: no extension)")
+    p.add_argument("--lingering_time_seconds", type=float, default=ConnectionLimits.lingering_time_seconds,
+                   help="after an error answered while the body still arrives, read and discard the rest for at most "
+                        "this long before closing (nginx's lingering_time)")
+    p.add_argument("--lingering_timeout_seconds", type=float, default=ConnectionLimits.lingering_timeout_seconds,
+                   help="... and at most this long between reads (nginx's lingering_timeout)")
+    p.add_argument("--lingering_max_bytes", type=int, default=ConnectionLimits.lingering_max_bytes,
+                   help="... and at most this many bytes")
     p.add_argument("--max_connections", type=int, default=ConnectionLimits.max_connections,
                    help="open connections per server (REST, gRPC); more are answered 503 and closed")
     p.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                    help="encoded images declaring more pixels are refused before decoding")
+    p.add_argument("--monitoring_config_file", default=None,
+                   help="a MonitoringConfig text proto; with prometheus_config { enable: true } the REST port serves "
+                        "Prometheus metrics at its path (default /monitoring/prometheus/metrics)")
+    p.add_argument("--xla_cpu_compilation_enabled", action="store_true",
+                   help="run versions exported with serving.export --jit_compile (XLA:CPU), as TF Serving's flag; "
+                        "without it their requests are refused naming this flag")
     p.add_argument("--prefer_tflite_model", action="store_true",
                    help="run a version's model.tflite (serving.export --format tflite|tflite_int8) instead of its "
                         "SavedModel, where it has one")
@@ -72,7 +91,8 @@ def build_manager(args: argparse.Namespace) -> ModelManager:
     if args.enable_batching:
         batching = BatchingOptions.from_file(args.batching_parameters_file) if args.batching_parameters_file else BatchingOptions()
     return ModelManager(
-        configs, args.file_system_poll_wait_seconds, batching, args.max_image_pixels, args.prefer_tflite_model
+        configs, args.file_system_poll_wait_seconds, batching, args.max_image_pixels, args.prefer_tflite_model,
+        args.xla_cpu_compilation_enabled,
     )
 
 
@@ -81,11 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cli.start_tensorflow(args.verbose)
     try:
+        metrics_path = read_monitoring_config(args.monitoring_config_file) if args.monitoring_config_file else None
+        if metrics_path and not args.rest_api_port:
+            raise ValueError("--monitoring_config_file serves the metrics on the REST port: give --rest_api_port.")
         manager = build_manager(args)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    limits = ConnectionLimits(args.header_timeout_seconds, args.idle_timeout_seconds, args.max_connections)
+    limits = ConnectionLimits(
+        args.header_timeout_seconds, args.idle_timeout_seconds, args.max_connections, args.body_timeout_seconds,
+        args.body_min_rate, args.lingering_time_seconds, args.lingering_timeout_seconds, args.lingering_max_bytes,
+    )
     try:
         limits.check_file_limit(servers=bool(args.port) + bool(args.rest_api_port))
     except ValueError as error:
@@ -117,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
 
             from keras_vit.serving.rest import make_app
 
-            app = make_app(manager, args.rest_api_num_threads, args.max_request_bytes)
+            app = make_app(manager, args.rest_api_num_threads, args.max_request_bytes, metrics_path)
             config = uvicorn.Config(
                 app, host=args.host, port=args.rest_api_port, log_level="warning", timeout_graceful_shutdown=10,
                 http=rest_protocol(limits), timeout_keep_alive=limits.idle_timeout_seconds,
             )
             logger.info("REST server listening on http://%s:%d", args.host, args.rest_api_port)
+            if metrics_path:
+                logger.info("Prometheus metrics at http://%s:%d%s", args.host, args.rest_api_port, metrics_path)
             uvicorn.Server(config).run()  # returns after SIGTERM/SIGINT, once in-flight requests are answered
         else:
             stop.wait()

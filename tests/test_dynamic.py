@@ -320,9 +320,11 @@ def test_the_batcher_merges_requests_of_one_size_only():
     assert sum(shape[0] for shape in calls) == len(requests)  # and never run twice (no failed concatenation)
 
 
-def test_train_evaluate_and_export_a_dynamic_model_from_the_command_line(tmp_path):
+def test_train_evaluate_and_export_a_dynamic_model_from_the_command_line(tmp_path, capsys):
     import json
 
+    from keras_vit.serving import export
+    from keras_vit.training import datasets, evaluate
     from support import TINY_MODEL, run_module
 
     out = tmp_path / "run"
@@ -333,23 +335,19 @@ def test_train_evaluate_and_export_a_dynamic_model_from_the_command_line(tmp_pat
     model = keras_vit.load_model(out / "model.keras")
     assert model.dynamic_image_size and model.image_size == (16, 16)
 
-    result = run_module("training.evaluate", "--model", str(out / "model.keras"), "--dataset", "digits",
-                        "--image_size", "24", "32", "--output", str(tmp_path / "eval.json"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "digits/test at 24x32: accuracy" in result.stdout
+    # The commands' own main(), in this process (TensorFlow is started already).
+    assert evaluate.main(["--model", str(out / "model.keras"), "--dataset", "digits", "--image_size", "24", "32",
+                          "--output", str(tmp_path / "eval.json")]) == 0
+    assert "digits/test at 24x32: accuracy" in capsys.readouterr().out
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert evaluated["image_size"] == [24, 32]
-    from keras_vit.training import datasets
-    from keras_vit.training.evaluate import evaluate
-
     digits = datasets.describe("digits")
-    at_16 = evaluate(model, digits, "test")
+    at_16 = evaluate.evaluate(model, digits, "test")
     assert abs(at_16["accuracy"] - json.loads((out / "results.json").read_text())["accuracy"]) < 1e-6
-    at_24x32 = evaluate(model, digits, "test", image_size=(24, 32))
+    at_24x32 = evaluate.evaluate(model, digits, "test", image_size=(24, 32))
     assert abs(evaluated["accuracy"] - at_24x32["accuracy"]) < 1e-6 and at_24x32["loss"] != at_16["loss"]
 
-    result = run_module("serving.export", "--model", str(out / "model.keras"), "--model_base_path", str(tmp_path / "m"),
-                        "--format", "tflite", "--serving_image_size", "24")
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert export.main(["--model", str(out / "model.keras"), "--model_base_path", str(tmp_path / "m"),
+                        "--format", "tflite", "--serving_image_size", "24"]) == 0
     assert ("predict_pixels takes pixels of any size that divides by the patch stride 4x4; serving_default decodes "
-            "images to 24x24; model.tflite takes 24x24 only (LiteRT runs one fixed size)") in result.stdout
+            "images to 24x24; model.tflite takes 24x24 only (LiteRT runs one fixed size)") in capsys.readouterr().out
