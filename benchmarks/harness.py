@@ -43,6 +43,15 @@ def cpu_description() -> str:
     return f"{model}, {cores} cores; flags: {' '.join(present) or 'none'} (absent: {' '.join(absent) or 'none'})"
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a server a benchmark starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_worker(script: str, arguments: list[str], timeout: float = 1800) -> dict:
     """Runs `python script --worker arguments...` and returns the JSON object its last stdout line holds.
 

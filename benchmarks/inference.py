@@ -3,12 +3,14 @@
     pip install -e ".[benchmarks]"        # keras-hub, transformers, torch==2.13.0 (CPU)
     python benchmarks/inference.py [--variants ViT_Ti16 ViT_S16 ViT_B16] [--batches 1 16] [--rounds 3]
     python benchmarks/inference.py --precision bfloat16    # where the CPU has AVX512_BF16 or AMX
+    python benchmarks/inference.py --dynamic               # what dynamic_image_size costs
 
 Systems, each in its own process, alternating round by round:
   keras_vit   `keras_vit.ViT_*` without head, `model.predict_on_batch` (Keras' compiled predict)
   keras_hub   keras-hub's `ViTBackbone` of the same width, `predict_on_batch` (TensorFlow backend)
   hf_torch    Hugging Face transformers' `ViTModel` on PyTorch's CPU build, under `torch.inference_mode()`
   keras_hub_xla  (only with --systems) keras-hub compiled with `jit_compile=True`
+  keras_vit_dynamic  (with --dynamic) keras_vit built with `dynamic_image_size=True`, stored at 224x224
 
 Each system runs as its users get it by default: Keras' `jit_compile="auto"`
 leaves XLA off on CPU-only machines, keras_vit's models turn it on there
@@ -21,6 +23,13 @@ GEMM peak (TensorFlow, 2048^3), and keras_vit's ratio to the best peer. With
 `--train` (default on) it also times one training step, forward + backward +
 AdamW, of ViT-S/16 with a 1000-class head. Peers that are not installed show
 as "n/a"; the CPU's flags head the table.
+
+`--dynamic` adds keras_vit_dynamic to every inference row at 224x224 (its
+ratio to the static model is the cost of taking any size at the stored
+one), a ViT-B/16 row at 384x384 where the static model is built at 384 and
+the dynamic one (stored at 224) resizes its position embeddings in the graph
+on every call, and the in-graph resize alone (24x24 from 14x14, under XLA)
+against that row's forward pass.
 
 `--precision bfloat16` runs every system as its users turn bfloat16 on: the
 Keras systems under the "mixed_bfloat16" dtype policy (float32 variables,
@@ -46,6 +55,8 @@ SYSTEMS = ["keras_vit", "keras_hub", "hf_torch"]
 EXTRA_SYSTEMS = ["keras_hub_xla"]
 IMAGE_SIZE = 224
 TRAIN_VARIANT, TRAIN_BATCH, CLASSES = "ViT_S16", 16, 1000
+#: The `--dynamic` row: a model stored at IMAGE_SIZE called at this size, against one built there.
+DYNAMIC_VARIANT, DYNAMIC_SIZE = "ViT_B16", 384
 
 
 def encoder_config(variant: str) -> dict:
@@ -72,17 +83,20 @@ def forward_gflop(variant: str, image_size: int = IMAGE_SIZE) -> float:
 # --- Workers: each builds one system and times it -----------------------------------------------
 
 
-def keras_step(system: str, variant: str, batch: int, train: bool, precision: str):
+def keras_step(system: str, variant: str, batch: int, train: bool, precision: str, size: int = IMAGE_SIZE):
     import numpy as np
     import keras
 
     if precision == "bfloat16":
         keras.config.set_dtype_policy("mixed_bfloat16")
     c = encoder_config(variant)
-    if system == "keras_vit":
+    if system in ("keras_vit", "keras_vit_dynamic"):
         import keras_vit
 
-        model = keras_vit.ViT(**c, image_size=IMAGE_SIZE, include_top=train, classes=CLASSES)
+        dynamic = system == "keras_vit_dynamic"
+        model = keras_vit.ViT(
+            **c, image_size=IMAGE_SIZE if dynamic else size, dynamic_image_size=dynamic, include_top=train, classes=CLASSES
+        )
     else:
         import keras_hub
 
@@ -93,7 +107,7 @@ def keras_step(system: str, variant: str, batch: int, train: bool, precision: st
         model = keras_hub.models.ViTImageClassifier(backbone, CLASSES, preprocessor=None) if train else backbone
     jit_compile = True if system == "keras_hub_xla" else "auto"
     rng = np.random.default_rng(0)
-    images = rng.uniform(-1, 1, (batch, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32")
     if not train:
         model.compile(jit_compile=jit_compile)
         return lambda: model.predict_on_batch(images)
@@ -147,14 +161,30 @@ def gemm_peak(seconds: float) -> float:
     return harness.timed(lambda: product().numpy(), 1, seconds) * 2 * 2048**3 / 1e9
 
 
-def worker(system: str, variant: str, batch: int, mode: str, seconds: float, precision: str) -> dict:
+def resize_seconds(variant: str, size: int, seconds: float) -> float:
+    """Seconds of the in-graph resize alone: a model's position embeddings from IMAGE_SIZE's grid to `size`'s, XLA."""
+    import keras
+    import tensorflow as tf
+
+    import keras_vit
+
+    c = encoder_config(variant)
+    model = keras_vit.ViT(**c, image_size=IMAGE_SIZE, dynamic_image_size=True, include_top=False)
+    grid = model.grid_for(size)
+    table = tf.function(lambda: model.posembed_input.embedding(grid), jit_compile=True)
+    return 1.0 / harness.timed(lambda: keras.ops.convert_to_numpy(table()), 1, seconds)
+
+
+def worker(system: str, variant: str, batch: int, mode: str, seconds: float, precision: str, size: int) -> dict:
     if system == "gemm":
         return {"gflops": gemm_peak(seconds)}
+    if system == "resize":
+        return {"seconds": resize_seconds(variant, size, seconds)}
     train = mode == "train"
     if system == "hf_torch":
         step = torch_step(variant, batch, train, precision)
     else:
-        step = keras_step(system, variant, batch, train, precision)
+        step = keras_step(system, variant, batch, train, precision, size)
     return {"images_per_s": harness.timed(step, batch, seconds)}
 
 
@@ -162,40 +192,70 @@ def worker(system: str, variant: str, batch: int, mode: str, seconds: float, pre
 
 
 def measure_rows(
-    configs: list[tuple[str, int, str]], systems: list[str], rounds: int, seconds: float, precision: str
+    configs: list[tuple[str, int, str, int, list[str]]], rounds: int, seconds: float, precision: str
 ) -> list[dict]:
+    """Each config (variant, batch, mode, image size, systems), its systems alternating over `rounds`."""
     script = os.path.abspath(__file__)
     rows = []
-    for variant, batch, mode in configs:
+    for variant, batch, mode, size, systems in configs:
         def measure(system: str, _round: int) -> dict:
-            return harness.run_worker(script, [system, variant, str(batch), mode, str(seconds), precision])
+            return harness.run_worker(script, [system, variant, str(batch), mode, str(seconds), precision, str(size)])
 
         def report(system: str, r: int, result: dict) -> None:
             figure = f"{result['images_per_s']:.2f} images/s" if "images_per_s" in result else result["error"]
-            harness.print_progress(f"round {r + 1}: {variant} batch {batch} {mode} {system}: {figure}")
+            harness.print_progress(f"round {r + 1}: {variant} {size}x{size} batch {batch} {mode} {system}: {figure}")
 
         results = harness.alternate(systems, rounds, measure, report)
-        rows.append({"variant": variant, "batch": batch, "mode": mode, "results": results})
+        rows.append({"variant": variant, "batch": batch, "mode": mode, "size": size, "results": results})
     return rows
 
 
+#: Systems that are keras_vit itself, not its peers.
+OURS = ("keras_vit", "keras_vit_dynamic")
+
+
 def format_rows(rows: list[dict], systems: list[str], peak: float | None) -> str:
-    header = ["model", "batch", "step", *systems, "keras_vit GFLOP/s", "of float32 GEMM peak", "keras_vit / best peer"]
+    dynamic = "keras_vit_dynamic" in systems
+    header = ["model", "size", "batch", "step", *systems, "keras_vit GFLOP/s", "of float32 GEMM peak",
+              "keras_vit / best peer", *(["dynamic / static"] if dynamic else [])]
     table = []
     for row in rows:
-        speeds = {s: harness.median(row["results"][s], "images_per_s") for s in systems}
+        speeds = {s: harness.median(row["results"][s], "images_per_s") if s in row["results"] else None for s in systems}
         cells = [f"{speeds[s]:.2f}" if speeds[s] else "n/a" for s in systems]
         ours = speeds.get("keras_vit")
-        peers = [v for s, v in speeds.items() if s != "keras_vit" and v]
-        gflop = forward_gflop(row["variant"]) * (3 if row["mode"] == "train" else 1)  # backward ~ 2x forward
+        peers = [v for s, v in speeds.items() if s not in OURS and v]
+        gflop = forward_gflop(row["variant"], row["size"]) * (3 if row["mode"] == "train" else 1)  # backward ~ 2x forward
         achieved = ours * gflop if ours else None
+        dynamic_speed = speeds.get("keras_vit_dynamic")
+        ratio = [f"{dynamic_speed / ours:.3f}x" if ours and dynamic_speed else "n/a"]
         table.append([
-            row["variant"], str(row["batch"]), row["mode"], *cells,
+            row["variant"], f"{row['size']}", str(row["batch"]), row["mode"], *cells,
             f"{achieved:.0f}" if achieved else "n/a",
             f"{achieved / peak:.0%}" if achieved and peak else "n/a",
             f"{ours / max(peers):.2f}x" if ours and peers else "n/a",
+            *(ratio if dynamic else []),
         ])
     return harness.markdown_table(header, table)
+
+
+def resize_share(rows: list[dict], rounds: int, seconds: float) -> str:
+    """The in-graph resize's time against the forward pass of the `--dynamic` row's dynamic model."""
+    script = os.path.abspath(__file__)
+    results = [
+        harness.run_worker(script, ["resize", DYNAMIC_VARIANT, "1", "infer", str(seconds), "float32", str(DYNAMIC_SIZE)])
+        for _ in range(rounds)
+    ]
+    resize = harness.median(results, "seconds")
+    row = next(r for r in rows if r["size"] == DYNAMIC_SIZE)
+    speed = harness.median(row["results"]["keras_vit_dynamic"], "images_per_s")
+    if not resize or not speed:
+        return f"in-graph resize: n/a ({harness.first_error(results)})"
+    forward = row["batch"] / speed
+    return (
+        f"in-graph resize of {DYNAMIC_VARIANT}'s position embeddings, {IMAGE_SIZE} -> {DYNAMIC_SIZE} pixels "
+        f"(14x14 -> 24x24 grid), XLA: {resize * 1e6:.0f} us, {resize / forward:.3%} of the {forward * 1e3:.0f} ms "
+        f"forward pass (batch {row['batch']}, median of {rounds})"
+    )
 
 
 def main() -> int:
@@ -208,28 +268,35 @@ def main() -> int:
     parser.add_argument("--no_train", dest="train", action="store_false", help="skip the ViT-S/16 training step")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                         help="bfloat16: Keras' mixed_bfloat16 policy, PyTorch's CPU autocast")
-    parser.add_argument("--worker", nargs=6, metavar=("SYSTEM", "VARIANT", "BATCH", "MODE", "SECONDS", "PRECISION"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--dynamic", action="store_true",
+                        help="add keras_vit with dynamic_image_size=True, a ViT-B/16 row at 384 and the resize's cost")
+    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS,
+                        metavar=("SYSTEM", "VARIANT", "BATCH", "MODE", "SECONDS", "PRECISION", "SIZE"))
     args = parser.parse_args()
     if args.worker:
-        system, variant, batch, mode, seconds, precision = args.worker
-        print(json.dumps(worker(system, variant, int(batch), mode, float(seconds), precision)))
+        system, variant, batch, mode, seconds, precision, size = args.worker
+        print(json.dumps(worker(system, variant, int(batch), mode, float(seconds), precision, int(size))))
         return 0
 
     print(harness.cpu_description())
     peak = harness.median(
-        [harness.run_worker(os.path.abspath(__file__), ["gemm", "-", "1", "-", "3", "float32"]) for _ in range(args.rounds)],
+        [harness.run_worker(os.path.abspath(__file__), ["gemm", "-", "1", "-", "3", "float32", "0"]) for _ in range(args.rounds)],
         "gflops",
     )
-    configs = [(v, b, "infer") for v in args.variants for b in args.batches]
+    systems = args.systems + (["keras_vit_dynamic"] if args.dynamic else [])
+    configs = [(v, b, "infer", IMAGE_SIZE, systems) for v in args.variants for b in args.batches]
+    if args.dynamic:
+        configs.append((DYNAMIC_VARIANT, 1, "infer", DYNAMIC_SIZE, ["keras_vit", "keras_vit_dynamic"]))
     if args.train:
-        configs.append((TRAIN_VARIANT, TRAIN_BATCH, "train"))
-    rows = measure_rows(configs, args.systems, args.rounds, args.seconds, args.precision)
+        configs.append((TRAIN_VARIANT, TRAIN_BATCH, "train", IMAGE_SIZE, args.systems))
+    rows = measure_rows(configs, args.rounds, args.seconds, args.precision)
     print(f"float32 GEMM peak (TensorFlow, 2048^3): {peak:.0f} GFLOP/s" if peak else "GEMM peak: n/a")
-    print(f"images/s at {IMAGE_SIZE}x{IMAGE_SIZE}, {args.precision}, medians of {args.rounds} alternating rounds\n")
-    print(format_rows(rows, args.systems, peak))
+    print(f"images/s, {args.precision}, medians of {args.rounds} alternating rounds\n")
+    print(format_rows(rows, systems, peak))
+    if args.dynamic:
+        print("\n" + resize_share(rows, args.rounds, args.seconds))
     for row in rows:
-        for system in args.systems:
+        for system in row["results"]:
             error = harness.first_error(row["results"][system])
             if error:
                 print(f"\n{system} {row['variant']} batch {row['batch']} {row['mode']}: {error}")

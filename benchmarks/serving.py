@@ -28,7 +28,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -109,9 +108,7 @@ def summary(results: list[dict], raws: list[float]) -> dict:
 
 
 def start_server(base_path: str, batching: bool, lite: bool, xla: bool = False) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = harness.free_port()
     command = [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port),
                "--model_name", "vit", "--model_base_path", base_path, "--file_system_poll_wait_seconds", "0"]
     if lite:

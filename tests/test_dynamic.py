@@ -59,11 +59,10 @@ def test_hybrid_fixture_at_twice_its_size(fixtures_dir):
     [
         dict(classifier="gap"),
         dict(position_embedding="learned_2d"),
-        dict(position_embedding="learned_2d", classifier="gap"),
         dict(position_embedding="none"),
         dict(position_embedding_resize="bilinear"),
     ],
-    ids=["gap", "learned_2d", "learned_2d-gap", "none", "bilinear"],
+    ids=["gap", "learned_2d", "none", "bilinear"],
 )
 def test_a_6x4_grid_called_at_8x6_and_4x8(options, tmp_path):
     dynamic = keras_vit.ViT(image_size=(24, 16), dynamic_image_size=True, **TINY, **options)
