@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
 import logging
 import os
 import threading
@@ -145,10 +147,12 @@ class ModelManager:
             with self.lock:
                 self.served[name] = serving
             metrics().versions(name, len(serving))
-            for version, servable in current.items():
-                if version not in serving:
-                    servable.close()
-                    logger.info("Unloaded %s version %d", name, version)
+            unloaded = [v for v in current if v not in serving]
+            for version in unloaded:
+                current[version].close()
+                logger.info("Unloaded %s version %d", name, version)
+            if unloaded:
+                release_freed_memory()
 
     def _due(self, name: str, base_path: str, version: int) -> bool:
         """Whether to try loading a version: never failed, its back-off is over, or its saved_model.pb changed."""
@@ -254,3 +258,17 @@ def _stamp(base_path: str, version: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_mtime_ns, info.st_size
+
+
+def release_freed_memory() -> None:
+    """Hands the memory an unloaded version freed back to the OS.
+
+    glibc's allocator keeps freed heap pages for reuse, so without this the
+    server's RSS rises and falls by a model's size from swap to swap (a soak
+    of ViT-Ti/16 swapped every minute moved between 996 and 1128 MB).
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator's own policy stands
+        pass
