@@ -78,13 +78,12 @@ class AddPositionEmbedding(keras.layers.Layer):
         return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
 
     def build(self, inputs_shape, patches_shape=None):
-        input_shape = inputs_shape
-        if len(input_shape) != 3 or (patches_shape is None and input_shape[1] not in (None, self.num_tokens)):
+        if len(inputs_shape) != 3 or (patches_shape is None and inputs_shape[1] not in (None, self.num_tokens)):
             raise ValueError(
                 f"AddPositionEmbedding for grid {self.grid_size} with {self.num_prefix_tokens} prefix token(s) "
-                f"expects [batch, {self.num_tokens}, hidden] inputs, got shape {input_shape}."
+                f"expects [batch, {self.num_tokens}, hidden] inputs, got shape {inputs_shape}."
             )
-        hidden = input_shape[-1]
+        hidden = inputs_shape[-1]
         if self.kind == "learned_1d":
             self.pos_embedding = self.add_weight(
                 name="pos_embedding", shape=(1, self.num_tokens, hidden), initializer=self.initializer

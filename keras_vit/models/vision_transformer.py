@@ -176,7 +176,9 @@ class VisionTransformer(keras.Model):
             patch_size, hidden_size, flatten=not dynamic_image_size, dtype=dtype, name="embedding"
         )
         # A dynamic model keeps the patch grid for the position embeddings and flattens it here.
-        self.patch_tokens = keras.layers.Reshape((-1, hidden_size), dtype=dtype, name="flatten_patches") if dynamic_image_size else None
+        self.patch_tokens = None
+        if dynamic_image_size:
+            self.patch_tokens = keras.layers.Reshape((-1, hidden_size), dtype=dtype, name="flatten_patches")
         self.class_token = ClassToken(dtype=dtype, name="cls") if classifier == "token" else None
         self.posembed_input = None  # built below with the encoder blocks, once the grid is known
         self.encoder_norm = keras.layers.LayerNormalization(
