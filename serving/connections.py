@@ -109,6 +109,7 @@ def rest_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
             super().connection_made(_LingeringTransport(transport, self))
             self._head_deadline: asyncio.TimerHandle | None = None
             self._body_deadline: asyncio.TimerHandle | None = None
+            self._body_cycle = None  # the request whose body the deadline below times
             self._body_started = self._body_bytes = 0
             self._lingering: dict | None = None  # {"until", "bytes", "timer"} once lingering
             if len(self.connections) > limits.max_connections:
@@ -130,8 +131,9 @@ def rest_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
             super().data_received(data)
             if self.cycle is not waiting_for:  # h11 parsed a whole request head: a new cycle began
                 self._cancel_head_deadline()
-                # The body's deadline runs from here; the bytes of the packet that ended the head are not counted.
-                self._body_started, self._body_bytes = self.loop.time(), -len(data)
+            if self.cycle is not self._body_cycle:  # a new request (pipelined ones begin between packets too)
+                # Its body's deadline runs from here; the bytes of the packet that ended its head are not counted.
+                self._body_cycle, self._body_started, self._body_bytes = self.cycle, self.loop.time(), -len(data)
             if self.cycle is not None and self.cycle.more_body and not self.cycle.response_complete:
                 self._body_bytes += len(data)
                 self._arm_body_deadline()
