@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, spec in specs.items():
         start = time.perf_counter()
         checkpoint = args.fixtures / f"{name}.npz"
-        model = keras_vit.ViT(weights=str(checkpoint), name=name, **keras_vit.checkpoints.npz_architecture(checkpoint))
+        model = keras_vit.ViT(weights=str(checkpoint), name=name, **keras_vit.weights.npz_architecture(checkpoint))
         logits = model.predict(np.load(args.fixtures / f"{name}_inputs.npy"), verbose=0)
         error = float(np.abs(logits - np.load(args.fixtures / f"{name}_logits.npy")).max())
         tolerance = spec["tolerance"]["logits_atol"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 
@@ -14,31 +13,6 @@ def to_pair(value: int | tuple[int, int] | list[int], what: str = "value") -> tu
     if len(pair) != 2:
         raise ValueError(f"Expected {what} to be an int or a pair of ints, got {value!r}.")
     return pair
-
-
-def keeps_first_load_error(load_own_variables: Callable) -> Callable:
-    """Decorates a layer's `load_own_variables` so that its own error message is the one Keras reports.
-
-    When a layer of a subclassed functional model fails to load, Keras'
-    loader visits it again under a second path (`_operations_by_depth/...`)
-    with an empty store, and the error of that visit replaces the first one:
-    "expects 1 table, the file holds 0" instead of what was wrong. On such an
-    empty revisit, the decorated method raises its first error again.
-    """
-
-    @functools.wraps(load_own_variables)
-    def load(layer, store):
-        first = getattr(layer, "_first_load_error", None)
-        if first is not None and not len(store.keys()):
-            raise first
-        try:
-            load_own_variables(layer, store)
-        except Exception as error:
-            layer._first_load_error = error
-            raise
-        layer._first_load_error = None
-
-    return load
 
 
 def config_with_dtype_policy(config: dict) -> dict:

@@ -23,7 +23,7 @@ def fixture_model(fixtures_dir: pathlib.Path, name: str, weights="fixture", **ov
     `weights`: "fixture" loads the fixture's checkpoint, None leaves the model random, a path loads that.
     """
     path = fixtures_dir / f"{name}.npz"
-    config = dict(keras_vit.checkpoints.npz_architecture(path), **overrides)
+    config = dict(keras_vit.weights.npz_architecture(path), **overrides)
     return keras_vit.ViT(weights=str(path) if weights == "fixture" else weights, **config)
 
 

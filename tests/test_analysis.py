@@ -177,7 +177,7 @@ def test_position_embedding_similarity_needs_learned_embeddings():
 
 def test_embedding_filters_are_orthonormal_principal_components(fixtures_dir):
     model = keras_vit.ViT(weights=str(fixtures_dir / "vit_tiny_token.npz"),
-                          **keras_vit.checkpoints.npz_architecture(fixtures_dir / "vit_tiny_token.npz"))
+                          **keras_vit.weights.npz_architecture(fixtures_dir / "vit_tiny_token.npz"))
     filters, ratios = analysis.embedding_filters(model, count=10, explained_variance=True)
     assert filters.shape == (10, 4, 4, 3)
     flat = filters.reshape(10, -1)

@@ -58,7 +58,7 @@ def test_every_layout_reproduces_the_reference_logits(name, layout, fixtures_dir
     original = dict(np.load(fixtures_dir / f"{name}.npz"))
     path = tmp_path / f"{layout}.npz"
     np.savez(path, **LAYOUTS[layout](original))
-    assert keras_vit.checkpoints.npz_architecture(path) == keras_vit.checkpoints.npz_architecture(fixtures_dir / f"{name}.npz")
+    assert keras_vit.weights.npz_architecture(path) == keras_vit.weights.npz_architecture(fixtures_dir / f"{name}.npz")
     model = fixture_model(fixtures_dir, name, weights=str(path))
     images = np.load(fixtures_dir / f"{name}_inputs.npy")
     np.testing.assert_allclose(
@@ -91,5 +91,5 @@ def test_errors_name_keys_as_the_file_spells_them(fixtures_dir, tmp_path):
     params = dict(np.load(fixtures_dir / "vit_tiny_token.npz"))
     params["Transformer/encoderblock_0/MlpBlock_3/Dense_0/bias"] = np.zeros(7, "float32")
     np.savez(tmp_path / "bad.npz", **params)
-    with pytest.raises(ValueError, match=r"'Transformer/encoderblock_0/MlpBlock_3/Dense_0/bias': expected shape \(\d+,\), found \(7,\)"):
+    with pytest.raises(ValueError, match=r"'Transformer/encoderblock_0/MlpBlock_3/Dense_0/bias': the model's shape \(\d+,\), the file holds \(7,\)"):
         fixture_model(fixtures_dir, "vit_tiny_token", weights=str(tmp_path / "bad.npz"))

@@ -84,12 +84,17 @@ def test_loading_at_higher_resolution_resizes_position_embeddings(fixtures_dir, 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(hidden_size=32, num_heads=4, mlp_dim=128), r"key 'cls': expected shape \(1, 1, 32\), found \(1, 1, 64\)"),
-        (dict(patch_size=8), r"key 'embedding/kernel': expected shape \(8, 8, 3, 64\), found \(4, 4, 3, 64\)"),
-        (dict(num_layers=3), r"missing key 'Transformer/encoderblock_2/LayerNorm_0/scale' \(expected shape \(64,\)\)"),
-        (dict(num_layers=1), r"unexpected key 'Transformer/encoderblock_1/"),
-        (dict(mlp_dim=96), r"key 'Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel': expected shape \(64, 96\), found \(64, 128\)"),
-        (dict(representation_size=64), r"missing key 'pre_logits/kernel'"),
+        (dict(hidden_size=32, num_heads=4, mlp_dim=128),
+         r"'embedding/kernel': the model's shape \(4, 4, 3, 32\), the file holds \(4, 4, 3, 64\) \(and 34 more problems\)\. "
+         r"The file holds another architecture: hidden_size 64 vs 32 \(the file's vs the model's\)\.$"),
+        (dict(patch_size=8), r"'embedding/kernel': the model's shape \(8, 8, 3, 64\), the file holds \(4, 4, 3, 64\)\. "
+                             r"The file holds another architecture: patch_size \(4, 4\) vs \(8, 8\)"),
+        (dict(num_layers=3), r"missing 'Transformer/encoderblock_2/LayerNorm_0/scale' \(the model's shape \(64,\)\) "
+                             r"\(and 15 more problems\)\. The file holds another architecture: num_layers 2 vs 3"),
+        (dict(num_layers=1), r"unexpected 'Transformer/encoderblock_1/\S+' \(shape \(\d+,.*\) that the model has no place for "
+                             r"\(and 15 more problems\)"),
+        (dict(mlp_dim=96), r"'Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel': the model's shape \(64, 96\), the file holds \(64, 128\)"),
+        (dict(representation_size=64), r"missing 'pre_logits/kernel'"),
     ],
 )
 def test_checkpoint_that_does_not_fit_names_the_key(overrides, message, fixtures_dir, fixture_specs):
@@ -101,7 +106,7 @@ def test_missing_key_and_corrupt_file(fixtures_dir, fixture_specs, tmp_path):
     params = dict(np.load(fixtures_dir / "vit_tiny_token.npz"))
     del params["Transformer/encoder_norm/scale"]
     np.savez(tmp_path / "partial.npz", **params)
-    with pytest.raises(ValueError, match=r"missing key 'Transformer/encoder_norm/scale' \(expected shape \(64,\)\)"):
+    with pytest.raises(ValueError, match=r"missing 'Transformer/encoder_norm/scale' \(the model's shape \(64,\)\)"):
         fixture_model(fixtures_dir, "vit_tiny_token", weights=str(tmp_path / "partial.npz"))
 
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
@@ -138,7 +143,7 @@ def test_groupnorm_accepts_squeezed_scales(fixtures_dir, fixture_specs, tmp_path
 @pytest.mark.parametrize("name", ["vit_tiny_token", "hybrid_tiny"])
 def test_architecture_is_read_from_the_checkpoint(name, fixtures_dir, fixture_specs):
     config = fixture_specs[name]["config"]
-    architecture = keras_vit.checkpoints.npz_architecture(fixtures_dir / f"{name}.npz")
+    architecture = keras_vit.weights.npz_architecture(fixtures_dir / f"{name}.npz")
     expected = dict(
         image_size=tuple(config["image_size"]) if isinstance(config["image_size"], list) else (config["image_size"],) * 2,
         patch_size=tuple(config["patches"]) if isinstance(config["patches"], list) else (config["patches"],) * 2,

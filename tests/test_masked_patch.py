@@ -93,7 +93,7 @@ def test_model_saves_loads_and_its_backbone_fine_tunes(tmp_path):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(inputs)), logits, atol=1e-6)
 
     # Fine-tuning: a classifier of the same architecture takes the backbone; its head stays new.
-    assert keras_vit.loading.architecture_of(path)["hidden_size"] == 32
+    assert keras_vit.weights.architecture_of(path)["hidden_size"] == 32
     classifier = keras_vit.ViT(image_size=(16, 12), classes=3, **TINY)
     keras_vit.load_weights(classifier, path)
     for name in ("embedding", "posembed_input", "encoder_norm"):

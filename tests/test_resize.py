@@ -133,7 +133,7 @@ def test_a_non_square_grid_travels_with_its_weights_and_is_resized_not_reshaped(
 
 def test_a_reference_file_of_an_ambiguous_grid_is_refused(tmp_path):
     wide = keras_vit.ViT(**TINY, image_size=(16, 24))  # grid (4, 6): 24 patches
-    params = {k: keras.ops.convert_to_numpy(v) for k, v in keras_vit.checkpoints.checkpoint_variables(wide).items()}
+    params = {k: keras.ops.convert_to_numpy(v) for k, v in keras_vit.weights.checkpoint_variables(wide).items()}
     np.savez(tmp_path / "reference.npz", **params)  # the reference's layout: no grid saved
     with pytest.raises(ValueError, match="Cannot tell the grid of 24 stored position embeddings"):
         keras_vit.ViT(**TINY, image_size=(36, 24), weights=str(tmp_path / "reference.npz"))  # grid (9, 6)

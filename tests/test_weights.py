@@ -7,7 +7,7 @@ import pytest
 import keras
 
 import keras_vit
-from keras_vit import weights as known
+from keras_vit.weights import releases as known
 from harness import predict, random_images, randomize
 
 

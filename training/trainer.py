@@ -123,7 +123,7 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
     options = {flag: getattr(args, flag) for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if getattr(args, flag) is not None}
     source = args.weights or args.init_from
     if args.model == "ViT" and source and source.endswith((".keras", ".npz")):
-        options = {**keras_vit.loading.architecture_of(source), **options}  # the flags given override the file
+        options = {**keras_vit.weights.architecture_of(source), **options}  # the flags given override the file
     if args.dynamic_image_size:
         options["dynamic_image_size"] = True
     if run.recipe.dropout_rate is not None:  # else the model's own

@@ -22,8 +22,8 @@ FIGURES = (
 
 
 def analysed_model(source: str, variant: str | None = None, image_size=None):
-    """The VisionTransformer to analyse: `keras_vit.loading.open_model`, or the encoder of a masked-patch model."""
-    from keras_vit.loading import open_model
+    """The VisionTransformer to analyse: `keras_vit.open_model`, or the encoder of a masked-patch model."""
+    from keras_vit.models.opening import open_model
 
     from keras_vit.models.vision_transformer import VisionTransformer
 

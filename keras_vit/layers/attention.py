@@ -8,7 +8,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from keras_vit.utils import keeps_first_load_error, to_pair
+from keras_vit.utils import to_pair
 
 #: The key under which a relative table's grid is saved beside it (`.keras`, `.weights.h5`).
 GRID_KEY = "grid_size"
@@ -151,7 +151,6 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if self.relative_positions:
             store[GRID_KEY] = np.asarray(self.grid_size, np.int64)
 
-    @keeps_first_load_error
     def load_own_variables(self, store):
         """Loads the relative table; refuses one stored for another grid."""
         if not self.relative_positions:

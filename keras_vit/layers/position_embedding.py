@@ -10,7 +10,7 @@ from keras_vit.layers.attention import GRID_KEY
 from keras_vit.resize import (
     RESIZE_METHODS, resize_grid_op, resize_position_embedding, resize_table, resize_table_op,
 )
-from keras_vit.utils import keeps_first_load_error, to_pair
+from keras_vit.utils import to_pair
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -145,7 +145,6 @@ class AddPositionEmbedding(keras.layers.Layer):
         super().save_own_variables(store)
         store[GRID_KEY] = np.asarray(self.grid_size, np.int64)
 
-    @keeps_first_load_error
     def load_own_variables(self, store):
         """Loads stored tables, resizing those saved for another grid (`.keras`, `.weights.h5`)."""
         keys = set(store.keys())

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from keras_vit.loading import load_weights
 from keras_vit.models.variants import VARIANTS, variant_name
 from keras_vit.models.vision_transformer import VisionTransformer
+from keras_vit.weights import releases
+from keras_vit.weights.pipeline import load_weights
 
 #: Arguments a variant fixes: a variant constructor refuses them.
 ARCHITECTURE_ARGUMENTS = (
@@ -27,6 +28,9 @@ _DOC = """Builds {reference} ({summary}) as a `keras_vit.VisionTransformer`.
             `.weights.h5` file, or a known name: {known}.
         classes: number of classes of the head.
         name: the model's name (default {default_name!r}).
+        head: the stored head's policy when `weights` load: "auto" (keep it
+            when it fits `classes`), "new" (a zero head, for fine-tuning) or
+            "keep" (`keras_vit.load_weights`).
         **kwargs: further arguments of `keras_vit.VisionTransformer` that do
             not change the variant: classifier, representation_size,
             dropout_rate (default {dropout_rate}, the reference config's),
@@ -40,27 +44,30 @@ _DOC = """Builds {reference} ({summary}) as a `keras_vit.VisionTransformer`.
     """
 
 
-def ViT(weights: str | os.PathLike | None = None, **kwargs) -> VisionTransformer:
+def ViT(weights: str | os.PathLike | None = None, head: str = "auto", **kwargs) -> VisionTransformer:
     """Builds a `keras_vit.VisionTransformer` of any architecture and loads `weights` into it.
 
     Args:
-        weights: None (random), a path to an original `.npz` checkpoint, a
-            `.keras` or `.weights.h5` file, or a known name ("imagenet21k", ...)
-            when `variant` names a released variant. Position embeddings are
-            resized to this model's grid; a head of another number of classes
-            is replaced by a new zero-initialised one.
+        weights: None (random, with a zero head: predictions are uniform until
+            trained), a path to an original `.npz` checkpoint, a `.keras` or
+            `.weights.h5` file, or a known name ("imagenet21k", ...) when
+            `variant` names a released variant. Position embeddings are
+            resized to this model's grid.
+        head: what happens to the stored classification head
+            (`keras_vit.load_weights`): "auto" (default) keeps it when it fits
+            `classes`, for inference with a checkpoint on its own task, and
+            else starts a new zero-initialised one; "new" always starts a new
+            one (fine-tuning, as the paper does); "keep" requires it.
         **kwargs: the arguments of `keras_vit.VisionTransformer`.
     """
     model = VisionTransformer(**kwargs)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, head=head)
     return model
 
 
 def make_constructor(name: str) -> Callable[..., VisionTransformer]:
     """The constructor function of a row of `VARIANTS`."""
-    from keras_vit.weights import default_image_size, known_weights
-
     variant = VARIANTS[name]
 
     def constructor(
@@ -69,6 +76,7 @@ def make_constructor(name: str) -> Callable[..., VisionTransformer]:
         weights: str | os.PathLike | None = None,
         classes: int = 1000,
         name: str | None = None,
+        head: str = "auto",
         **kwargs,
     ) -> VisionTransformer:
         fixed = sorted(set(kwargs) & set(ARCHITECTURE_ARGUMENTS))
@@ -80,8 +88,9 @@ def make_constructor(name: str) -> Callable[..., VisionTransformer]:
         kwargs.setdefault("dropout_rate", variant.dropout_rate)
         return ViT(
             weights=weights,
+            head=head,
             image_size=image_size if image_size is not None or "input_shape" in kwargs
-            else default_image_size(constructor.__name__, weights),
+            else releases.default_image_size(constructor.__name__, weights),
             include_top=include_top,
             classes=classes,
             name=name or constructor.__name__.lower(),
@@ -101,7 +110,7 @@ def make_constructor(name: str) -> Callable[..., VisionTransformer]:
     constructor.__doc__ = _DOC.format(
         reference=variant.reference_name,
         summary=summary,
-        known=", ".join(f'"{k}"' for k in known_weights(name)) or "none released",
+        known=", ".join(f'"{k}"' for k in releases.known_weights(name)) or "none released",
         default_name=name.lower(),
         variant=name,
         dropout_rate=variant.dropout_rate,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_vit import keras_files
+from keras_vit.weights.pipeline import WeightsLoading
 from keras_vit.layers.corrupt_patches import CorruptPatches
 from keras_vit.masked_patches import (
     COLOR_BITS, CORRUPTION_RATE, IMAGES, MASK_SHARE, MASKED, RANDOM_SHARE, SOURCE, PatchCorruption,
@@ -14,7 +14,7 @@ from keras_vit.models.vision_transformer import VisionTransformer
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class MaskedPatchPrediction(keras.Model):
+class MaskedPatchPrediction(WeightsLoading, keras.Model):
     """Masked patch prediction (paper section 4.6, appendix B.1.2) on a `VisionTransformer` backbone.
 
     The backbone's patch embeddings are corrupted (`CorruptPatches`: a
@@ -90,12 +90,6 @@ class MaskedPatchPrediction(keras.Model):
     def representation(self, images, training: bool = False):
         """The backbone's representation of uncorrupted images (for few-shot evaluation during pre-training)."""
         return self.backbone.representation(images, training=training)
-
-    def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
-        """Keras' `load_weights`, all or nothing: a file that does not fit exactly raises and changes nothing."""
-        if skip_mismatch or kwargs:
-            return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
-        keras_files.load_checked(self, filepath)
 
     def get_config(self) -> dict:
         return {

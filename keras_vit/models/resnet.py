@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_vit import keras_files
+from keras_vit.weights.pipeline import WeightsLoading
 from keras_vit.layers import ClassifierHead
 from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.preprocessing import preprocessing_layer
@@ -13,7 +13,7 @@ from keras_vit.utils import GraphViews, config_with_dtype_policy, to_pair
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class ResNet(keras.Model):
+class ResNet(WeightsLoading, keras.Model):
     """A ResNet of the ViT hybrids' units, with global average pooling and a linear head.
 
     Like BiT (Kolesnikov et al., 2020) it uses weight-standardised
@@ -98,12 +98,6 @@ class ResNet(keras.Model):
             return keras.Model(self.input, self.pool.output, name=f"{self.name}_representation")
 
         return self._views.get("representation", build)(images, training=training)
-
-    def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
-        """Keras' `load_weights`, all or nothing: a file that does not fit exactly raises and changes nothing."""
-        if skip_mismatch or kwargs:
-            return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
-        keras_files.load_checked(self, filepath)
 
     def get_config(self) -> dict:
         return {

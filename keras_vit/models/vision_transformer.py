@@ -6,7 +6,6 @@ import numpy as np
 import keras
 from keras.src.trainers.trainer import model_supports_jit
 
-from keras_vit import loading
 from keras_vit.layers import (
     AddPositionEmbedding,
     ClassifierHead,
@@ -23,10 +22,11 @@ from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.preprocessing import preprocessing_layer
 from keras_vit.utils import GraphViews, config_with_dtype_policy, to_pair
+from keras_vit.weights.pipeline import WeightsLoading
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class VisionTransformer(keras.Model):
+class VisionTransformer(WeightsLoading, keras.Model):
     """The Vision Transformer of Dosovitskiy et al. (ICLR 2021), and its ResNet hybrids.
 
     The image (for hybrids: the ResNet's feature map) is cut into
@@ -338,18 +338,6 @@ class VisionTransformer(keras.Model):
         return self._head
 
     # --- Loading ---------------------------------------------------------------------------------
-
-    def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
-        """`keras_vit.load_weights`: all or nothing, with position embeddings resized and the head policy.
-
-        Takes `.keras`, `.weights.h5` and `.npz` files and known weight names;
-        a file that does not fit raises a ValueError naming it and the first
-        mismatching weight, and changes no variable. `skip_mismatch=True` (or
-        other Keras options) is Keras' own lenient load.
-        """
-        if skip_mismatch or kwargs:
-            return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
-        loading.load_weights(self, filepath)
 
     # --- Compiling --------------------------------------------------------------------------------
 

@@ -1,12 +1,13 @@
-"""Known pre-trained weights: names, public URLs and the download into Keras' cache."""
+"""Known pre-trained weights: names, public URLs and the download into Keras' cache.
+
+Importable without TensorFlow: Keras is imported only to download.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import warnings
-
-import keras
 
 #: Where the released checkpoints live; override (e.g. with a file:// mirror) via this variable.
 BASE_URL_ENV = "KERAS_VIT_WEIGHTS_URL"
@@ -87,7 +88,9 @@ def check_resolution(model_name: str, weights: str, image_size: tuple[int, int])
         )
 
 
-#: sha256 of released files, where known; get_file verifies these.
+#: sha256 of a cached file name -> hex digest; `download_weights` has Keras' `get_file` check a file listed here.
+#: Neither google-research/vision_transformer nor AugReg publish checksums of their files, so the table is empty:
+#: downloads are checked only by loading (every key and shape). Add digests here to pin a mirror's files.
 FILE_HASHES: dict[str, str] = {}
 
 
@@ -111,6 +114,8 @@ def weights_url(model_name: str | None, weights: str) -> str:
 
 def download_weights(model_name: str | None, weights: str) -> str:
     """Downloads (or finds in $KERAS_HOME/keras_vit, default ~/.keras) a known checkpoint; returns its path."""
+    import keras
+
     url = weights_url(model_name, weights)
     relative = url.rsplit("/", 2)
     fname = f"{relative[-2]}--{relative[-1]}".replace("+", "_")

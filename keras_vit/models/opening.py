@@ -1,0 +1,54 @@
+"""Opening saved models: `.keras` files as they are, or a model built for an `.npz` checkpoint or a known release."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from keras_vit.models.constructors import ViT, create_model
+from keras_vit.models.variants import variant_name
+from keras_vit.weights import releases, sources
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Loads a `.keras` file of a keras_vit model for inference, evaluation or export.
+
+    The training configuration is not restored (`compile=False`): inference
+    needs no optimizer. Loads with `safe_mode=True`. `keras.models.load_model`
+    works as well, after `import keras_vit`.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"Model file {os.fspath(path)!r} does not exist.")
+    return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+def open_model(
+    source: str | os.PathLike, variant: str | None = None, image_size: int | tuple[int, int] | None = None
+) -> keras.Model:
+    """A model from a `.keras` file, an original `.npz` checkpoint, or a known weights name of `variant`.
+
+    A `.npz` gives its own architecture, image size and classes (with
+    `variant`, the model is that variant); a known name ("imagenet21k", ...)
+    needs `variant` and downloads the release. `image_size` overrides the
+    file's resolution (position embeddings are resized).
+    """
+    path = os.fspath(source)
+    if path.endswith(".keras"):
+        if image_size is not None:
+            raise ValueError(f"{path} is a whole model at its own image size; --image_size applies to .npz files.")
+        return load_model(path)
+    if not path.endswith(".npz"):
+        if os.path.exists(path) or variant is None:
+            raise ValueError(
+                f"Cannot open {path!r}: expected a .keras file, an original .npz checkpoint, or a known weights "
+                f"name with its variant (e.g. --model imagenet21k --variant ViT_B16)."
+            )
+        path = releases.download_weights(variant_name(variant), path)
+    found = sources.npz_architecture(path)
+    if image_size is not None:
+        found["image_size"] = image_size
+    if variant is not None:
+        options = {key: found[key] for key in ("image_size", "classes", "classifier", "representation_size") if key in found}
+        return create_model(variant, weights=path, **options)
+    return ViT(weights=path, **found)
