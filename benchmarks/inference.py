@@ -14,7 +14,7 @@ Systems, each in its own process, alternating round by round:
 
 Each system runs as its users get it by default: Keras' `jit_compile="auto"`
 leaves XLA off on CPU-only machines, keras_vit's models turn it on there
-(`VisionTransformer._resolve_auto_jit_compile`).
+(`VisionTransformer.compile`).
 
 Random weights at 224x224 (the cost does not depend on them). Prints images/s
 (median over rounds), the matrix-multiply GFLOP/s this achieves (ViT-B/16

@@ -17,3 +17,9 @@ DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 #: "tflite_int8" add `model.tflite` beside it (float32, or int8 weights with activations quantized at run time), run
 #: by LiteRT's XNNPACK kernels under `serving.server --prefer_tflite_model`.
 EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8")
+
+#: The fine-tuning head policies of `keras_vit.load_weights(..., head=)`. "new": the model keeps its own
+#: zero-initialised head whatever the source holds (the paper's fine-tuning, section 3.2, and the reference's
+#: `load_pretrained`); "keep": the stored head is loaded and must fit; "auto": the stored head is loaded when it fits
+#: the model's classes (inference with a checkpoint on its own task), else the head starts new.
+HEAD_POLICIES = ("auto", "new", "keep")

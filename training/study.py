@@ -161,7 +161,7 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
             if arm.pretrain is not None:
                 folder = os.path.join(runs_dir, f"arm{index}-pretrain-seed{seed}")
                 _train(arm.pretrain + flags, folder)
-                init = ("--init_from", os.path.join(folder, "model.keras"))
+                init = ("--init_from", os.path.join(folder, "model.keras"), "--head", "new")  # the paper: a new zero head
             folder = os.path.join(runs_dir, f"arm{index}-seed{seed}")
             result = _train(arm.flags + init + flags, folder)
             result.update(_fewshot(folder, args.dataset, args.data_dir))

@@ -20,17 +20,10 @@ import sys
 
 import keras_vit
 from keras_vit import cli
-from keras_vit.options import CLASSIFIERS, DTYPE_POLICIES, POSITION_EMBEDDINGS
+from keras_vit.options import CLASSIFIERS, DTYPE_POLICIES, HEAD_POLICIES, POSITION_EMBEDDINGS
 from keras_vit.training.choices import STRATEGIES
+from keras_vit.training.flags import check_flags
 from keras_vit.training.recipes import RECIPES
-
-#: Flags that describe a custom architecture (`--model ViT`); their defaults are VisionTransformer's.
-ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
-#: `--model ResNet`: the paper's convolutional baseline (`keras_vit.ResNet`), with these flags of the above.
-RESNET_FLAGS = ("resnet_layers", "resnet_width")
-#: Flags of `VisionTransformer` options that any model (a named variant too) may change.
-MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
-
 
 def parser() -> argparse.ArgumentParser:
     p = cli.command_parser("python -m training.train", __doc__)
@@ -56,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
                            "it trains at --image_size, and training.evaluate --image_size runs it at others")
     add("--weights", default=None, help="initial weights: a known name (imagenet21k, ...) or a .npz/.keras/.weights.h5 path")
     add("--init_from", default=None, help="alias of --weights for a checkpoint of this project (e.g. another resolution)")
+    add("--head", choices=HEAD_POLICIES, default=None,
+        help="the stored head of --weights: new (a zero head, as the paper fine-tunes), keep (load it; it must fit), "
+             "auto (load it when it fits the classes); default: new with --recipe finetune, else auto")
     add("--image_size", type=int, nargs="+", default=[224], metavar=("SIZE", "WIDTH"),
         help="training resolution: one size, or height and width; position embeddings are resized to it")
     add("--dataset", default="digits", help="digits (offline), folder:PATH, or a tensorflow-datasets name")
@@ -114,31 +110,6 @@ def backup_frequency(text: str) -> str | int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'epoch' or a number of steps, got {text!r}") from None
-
-
-def check_flags(args: argparse.Namespace) -> None:
-    """Refuses flags that contradict each other, before TensorFlow starts (the rest is checked by `trainer.plan`)."""
-    if args.model == "ResNet":
-        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if flag not in RESNET_FLAGS and getattr(args, flag) is not None]
-        if given:
-            raise ValueError(f"--model ResNet has no Transformer: {', '.join(given)} are for ViT models.")
-        if args.recipe == "masked_patch":
-            raise ValueError("Masked patch prediction trains a ViT's patch tokens; --model ResNet has none.")
-        if args.dynamic_image_size:
-            raise ValueError("--dynamic_image_size resizes a ViT's position embeddings; --model ResNet has none.")
-    elif args.model != "ViT":
-        keras_vit.get_variant(args.model)
-        given = [f"--{flag}" for flag in ARCHITECTURE_FLAGS if getattr(args, flag) is not None]
-        if given:
-            raise ValueError(f"{args.model} fixes its architecture: {', '.join(given)} are for --model ViT.")
-    if len(args.image_size) > 2:
-        raise ValueError(f"--image_size takes one size or a height and a width, got {len(args.image_size)} numbers.")
-    if args.dynamic_image_size and args.recipe == "masked_patch":
-        raise ValueError("Masked patch prediction runs at the stored grid: drop --dynamic_image_size (fine-tune with it).")
-    if args.dynamic_image_size and args.position_embedding == "relative":
-        raise ValueError("--position_embedding relative cannot take --dynamic_image_size: its raster offsets fit one grid.")
-    if args.weights and args.init_from:
-        raise ValueError("Give --weights or --init_from, not both.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import tensorflow as tf
 import keras_vit
 from keras_vit.training import backup, callbacks as run_callbacks, datasets, distribute, outputs, pipeline
 from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
-from keras_vit.training.train import ARCHITECTURE_FLAGS, MODEL_OPTIONS, RESNET_FLAGS, check_flags
+from keras_vit.training.flags import ARCHITECTURE_FLAGS, MODEL_OPTIONS, RESNET_FLAGS, check_flags
 
 
 def default_batch_size(recipe_batch: int, num_examples: int) -> int:
@@ -118,7 +118,8 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
     Architecture flags and model options left out take, for `--model ViT`
     with a `.keras` or `.npz` file to start from, that file's architecture,
     else the model's defaults; initial weights follow
-    `keras_vit.load_weights` (and its head policy).
+    `keras_vit.load_weights` with the head policy `--head` (default: "new",
+    a zero head, for the finetune recipe, as the paper fine-tunes; else "auto").
     """
     options = {flag: getattr(args, flag) for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if getattr(args, flag) is not None}
     source = args.weights or args.init_from
@@ -139,6 +140,7 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
             image_size=tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0],
             classes=run.info.num_classes,
             weights=args.weights or args.init_from,
+            head=args.head or ("new" if args.recipe == "finetune" else "auto"),
             head_bias_init=run.recipe.head_bias_init,
             attention_dropout_rate=args.attention_dropout_rate,
             stochastic_depth_rate=args.stochastic_depth_rate,

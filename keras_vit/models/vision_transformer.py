@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import keras
-from keras.src.trainers.trainer import model_supports_jit
 
 from keras_vit.layers import (
     AddPositionEmbedding,
@@ -276,6 +275,8 @@ class VisionTransformer(WeightsLoading, keras.Model):
         self._views = GraphViews()
         if dtype is not None:
             self.dtype_policy = keras.dtype_policies.get(dtype)
+        if self._xla_by_default():  # `predict` before any `compile` too (Keras' setter still checks every layer)
+            self.jit_compile = True
 
     # --- What the model knows about itself -------------------------------------------------------
 
@@ -341,30 +342,34 @@ class VisionTransformer(WeightsLoading, keras.Model):
 
     # --- Compiling --------------------------------------------------------------------------------
 
-    def _resolve_auto_jit_compile(self) -> bool:
-        """What `jit_compile="auto"` (Keras' default) means for this model: XLA on CPU-only machines too, in float32.
+    def compile(self, *args, jit_compile="auto", **kwargs) -> None:
+        """`keras.Model.compile`, where `jit_compile="auto"` (the default) is XLA on CPU-only machines too, in float32.
 
         Keras leaves XLA off where TensorFlow sees no accelerator. Every layer
         of a VisionTransformer compiles with XLA, and on a CPU XLA fuses the
         LayerNorms, GELUs, attention transposes and softmax that TensorFlow's
-        graph otherwise runs as separate kernels: float32 `predict` and `fit`
-        ran 1.01-1.36x faster than keras-hub's ViT in graph mode on a 2-core
-        CPU (benchmarks/inference.py). In bfloat16 and
-        float16 the graph's oneDNN kernels are faster than XLA's on a CPU
-        (ViT-S/16, batch 16: 22.5 vs 15.3 images/s), so those policies keep
-        Keras' choice, as do other backends and tf.distribute, and so does
-        a dynamic model that resizes bicubically (XLA has no such kernel); op
-        determinism turns XLA off. Pass `jit_compile=False` to `compile` for
-        graph mode.
+        graph otherwise runs as separate kernels (benchmarks/inference.py
+        compares the two). In bfloat16 and float16 the graph's oneDNN kernels
+        are faster than XLA's on a CPU, so those policies keep Keras' choice,
+        as do tf.distribute strategies and a dynamic model that resizes
+        bicubically (XLA has no such kernel); op determinism turns XLA off.
+        Pass `jit_compile=False` for graph mode.
         """
-        if (
-            keras.backend.backend() != "tensorflow"
-            or getattr(self, "_distribute_strategy", None) is not None
-            or self.dtype_policy.compute_dtype != "float32"
-            or (self.dynamic_image_size and self.position_embedding_resize == "bicubic")  # XLA has no ResizeBicubic
-        ):
-            return super()._resolve_auto_jit_compile()
-        return model_supports_jit(self)
+        if jit_compile == "auto" and not kwargs.get("run_eagerly") and self._xla_by_default():
+            jit_compile = True
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
+
+    def _xla_by_default(self) -> bool:
+        """Whether `jit_compile="auto"` means XLA for this model here (see `compile`)."""
+        if keras.backend.backend() != "tensorflow":
+            return False
+        import tensorflow as tf
+
+        return (
+            not tf.distribute.has_strategy()
+            and self.dtype_policy.compute_dtype == "float32"
+            and not (self.dynamic_image_size and self.position_embedding_resize == "bicubic")  # XLA has no ResizeBicubic
+        )
 
     # --- Looking inside -------------------------------------------------------------------------
 

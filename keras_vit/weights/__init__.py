@@ -21,7 +21,7 @@ _EXPORTS = {
     "load_weights": "keras_vit.weights.pipeline",
     "load_npz": "keras_vit.weights.pipeline",
     "save_npz": "keras_vit.weights.pipeline",
-    "HEAD_POLICIES": "keras_vit.weights.validation",
+    "HEAD_POLICIES": "keras_vit.options",
     "Checkpoint": "keras_vit.weights.sources",
     "architecture_of": "keras_vit.weights.sources",
     "npz_architecture": "keras_vit.weights.sources",

@@ -13,16 +13,11 @@ import logging
 import numpy as np
 import keras
 
+from keras_vit.options import HEAD_POLICIES
 from keras_vit.weights import layout
 from keras_vit.weights.sources import Checkpoint
 
 logger = logging.getLogger(__name__)
-
-#: The fine-tuning head policies of `keras_vit.load_weights(..., head=)`.
-#: "new": the model keeps its own zero-initialised head whatever the source holds (the paper's fine-tuning,
-#: section 3.2, and the reference's `load_pretrained`); "keep": the stored head is loaded and must fit;
-#: "auto": the stored head is loaded when it fits the model's classes, else the head stays new.
-HEAD_POLICIES = ("auto", "new", "keep")
 
 #: Architecture arguments compared when a source does not fit, in the order messages give them.
 _COMPARED = ("hidden_size", "num_layers", "mlp_dim", "num_heads", "patch_size", "classifier", "resnet_layers",

@@ -1,0 +1,95 @@
+"""The package's structure: imports flow one way, private Keras APIs stay in the one module that names why."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+from support import REPO
+
+#: Folder -> the import name its modules have (setup.cfg's package_dir).
+PACKAGES = {"keras_vit": "keras_vit", "training": "keras_vit.training", "serving": "keras_vit.serving"}
+#: The modules allowed to use Keras' private API, each with a docstring naming the upstream reason.
+PRIVATE_KERAS = {"keras_vit/weights/keras_saving.py"}
+
+
+def modules() -> dict[str, pathlib.Path]:
+    out = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = list(path.relative_to(REPO / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join([package, *parts])] = path
+    return out
+
+
+def imports(path: pathlib.Path, name: str, known: set[str]) -> set[str]:
+    """The project modules `path` imports, at any depth of its code (lazy imports in functions count)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names}
+    return {module for module in found if module in known and module != name}
+
+
+def test_the_import_graph_has_no_circle():
+    known = modules()
+    graph = {name: imports(path, name, set(known)) for name, path in known.items()}
+    # Depth-first search for a back edge; report the circle it closes.
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                return stack[stack.index(target):] + [target]
+            if target not in state and (circle := visit(target)):
+                return circle
+        stack.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            circle = visit(module)
+            assert circle is None, "import circle: " + " -> ".join(circle)
+
+
+def test_private_keras_apis_only_where_named():
+    users = {
+        str(path.relative_to(REPO))
+        for folder in ("keras_vit", "training", "serving")
+        for path in (REPO / folder).rglob("*.py")
+        if "keras.src" in path.read_text() or "saving_lib._" in path.read_text()
+    }
+    assert users == PRIVATE_KERAS
+
+
+def test_the_private_saving_traversal_still_names_every_weight_keras_writes(tmp_path):
+    """Fails by name the day Keras changes the traversal `keras_vit.weights.keras_saving` relies on."""
+    import h5py
+    import keras
+
+    import keras_vit
+    from keras_vit.weights import keras_saving
+
+    model = keras_vit.ViT(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=2, classes=3,
+                          position_embedding="learned_2d")
+    model.save_weights(tmp_path / "model.weights.h5")
+    written = {}
+    with h5py.File(tmp_path / "model.weights.h5") as f:
+        f.visititems(lambda name, item: written.update({name: item.shape}) if isinstance(item, h5py.Dataset) else None)
+    slots = keras_saving.file_slots(model)
+    recorded = {f"{group}/vars/{key}".lstrip("/"): tuple(value.shape) for (group, key), value in slots.items()
+                if isinstance(value, keras.Variable)}
+    assert recorded == {name: shape for name, shape in written.items() if not name.endswith("grid_size")}
+    assert {id(v) for (_, _), v in slots.items() if isinstance(v, keras.Variable)} == {id(v) for v in model.weights}
