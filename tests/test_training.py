@@ -186,6 +186,9 @@ def test_one_device_run_writes_models_logs_and_results(trained_run):
     assert not (out / "backup").exists()  # removed after a finished run
     results = json.loads((out / "results.json").read_text())
     assert results["epochs"] == 10 and results["examples"] == 360 and results["accuracy"] > 0.6
+    # The paper's compute: 3 forward passes' worth per example, 10 epochs of 1437 // 32 batches of 32.
+    model = keras_vit.load_model(out / "model.keras")
+    assert results["training_flops"] == 3 * keras_vit.analysis.flops(model) * 10 * (1437 // 32) * 32
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(10))
     assert float(rows[-1]["fewshot_5shot"]) > 0.3  # the few-shot callback logs into the history

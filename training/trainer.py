@@ -15,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vit
+from keras_vit import analysis
 from keras_vit.training import backup, callbacks as run_callbacks, datasets, distribute, outputs, pipeline
-from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
 from keras_vit.training.flags import ARCHITECTURE_FLAGS, MODEL_OPTIONS, RESNET_FLAGS, check_flags
+from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
 
 
 def default_batch_size(recipe_batch: int, num_examples: int) -> int:
@@ -236,7 +237,8 @@ def train(args: argparse.Namespace) -> dict:
         callbacks.insert(0, run_callbacks.FewShotEvaluation(*fewshot_ds, run.info.num_classes, every=args.fewshot_every))
 
     resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
-    image_size = (model.backbone if isinstance(model, keras_vit.MaskedPatchPrediction) else model).image_size
+    counted = model.backbone if isinstance(model, keras_vit.MaskedPatchPrediction) else model
+    image_size = counted.image_size
     print(
         f"Training {args.model} ({model.count_params():,} parameters) at {'x'.join(map(str, image_size))}px on {args.dataset} "
         f"({len(run.train_examples)} examples, {run.info.num_classes} classes): "
@@ -266,6 +268,8 @@ def train(args: argparse.Namespace) -> dict:
         "loss": float(final["loss"]),
         "epochs": run.epochs,
         "train_seconds": round(train_seconds, 1),
+        # The paper's compute (Table 6, Fig. 5): forward and backward passes over every example the run trains on.
+        "training_flops": analysis.training_flops(counted, run.epochs * run.steps_per_epoch * run.step_batch),
         "weights_sha256": weights_fingerprint(model),
     }
     if chief:  # the model, then the results that mark the run finished, then the backups it no longer needs

@@ -4,6 +4,7 @@
     distance = keras_vit.analysis.mean_attention_distance(model, images)   # [layers, heads], pixels (Fig. 7 right)
     similarity = keras_vit.analysis.position_embedding_similarity(model)   # [gh, gw, gh, gw]  (Fig. 7 center)
     filters = keras_vit.analysis.embedding_filters(model, count=28)        # [28, P, P, C]     (Fig. 7 left)
+    gflops = keras_vit.analysis.flops(model) / 1e9                        # one image's forward pass (Table 6)
 
 `images` are model inputs, as for `model.predict`. From the command line,
 `python -m keras_vit.analysis {attention,distance,posemb,filters,report}`
@@ -19,6 +20,7 @@ _EXPORTS = {
          "select_rollout"),
         "keras_vit.analysis.attention",
     ),
+    **dict.fromkeys(("flops", "training_flops", "TRAINING_PASSES"), "keras_vit.analysis.compute"),
     **dict.fromkeys(
         ("embedding_filters", "position_embedding_similarity", "principal_components"), "keras_vit.analysis.embeddings"
     ),
