@@ -3,7 +3,8 @@
 A backup is a directory `state-NNNNNNNN/` in the run's backup folder holding
 `model.weights.h5` (the model's and the optimizer's variables) and
 `training_metadata.json` (`{"epoch": E, "batch": B}`: resume at the start of
-epoch E). It is written under a `.tmp` name and renamed into place only when
+epoch E; with `"callbacks": {name: state}` for callbacks whose state must
+survive a kill, as early stopping's patience does). It is written under a `.tmp` name and renamed into place only when
 whole; the previous state is removed only after that. `restore` loads the
 newest state that reads back, falling back to older ones, and says which
 files it skipped and why.
@@ -55,8 +56,10 @@ def read_metadata(state: str) -> dict:
     return metadata
 
 
-def restore(model: keras.Model, backup_dir: str) -> int:
+def restore(model: keras.Model, backup_dir: str, callbacks: dict | None = None) -> int:
     """Loads the newest usable state into `model` (and its optimizer); returns the epoch to resume at (0: none).
+
+    `callbacks`: name -> callback whose state (`set_state`) that backup holds, as `AtomicBackup(stateful=)` saved it.
 
     Raises:
         ValueError: states exist but none loads; the message names each file and its problem.
@@ -79,6 +82,9 @@ def restore(model: keras.Model, backup_dir: str) -> int:
             continue
         for problem in problems:
             print(f"warning: skipped a damaged backup: {problem}", file=sys.stderr)
+        for name, callback in (callbacks or {}).items():
+            if name in metadata.get("callbacks", {}):
+                callback.set_state(metadata["callbacks"][name])
         return metadata["epoch"]
     if problems:
         raise ValueError(
@@ -104,8 +110,10 @@ class AtomicBackup(keras.callbacks.Callback):
     claiming epoch E + 1 then exists only once epoch E is logged.
     """
 
-    def __init__(self, backup_dir: str, save_freq: str | int = "epoch"):
+    def __init__(self, backup_dir: str, save_freq: str | int = "epoch", stateful: dict | None = None):
+        """`stateful`: name -> a callback with `get_state()` (a JSON dict) and `set_state(dict)`, saved in each state."""
         super().__init__()
+        self.stateful = dict(stateful or {})
         if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
             raise ValueError(f"save_freq must be 'epoch' or a positive number of batches, got {save_freq!r}.")
         self.backup_dir = backup_dir
@@ -136,7 +144,10 @@ class AtomicBackup(keras.callbacks.Callback):
         os.makedirs(partial)
         self.model.save_weights(os.path.join(partial, WEIGHTS))
         with open(os.path.join(partial, METADATA), "w") as f:
-            json.dump({"epoch": epoch, "batch": batch}, f)
+            metadata = {"epoch": epoch, "batch": batch}
+            if self.stateful:
+                metadata["callbacks"] = {name: callback.get_state() for name, callback in self.stateful.items()}
+            json.dump(metadata, f)
             f.flush()
             os.fsync(f.fileno())
         time.sleep(float(os.environ.get(PAUSE_ENV, "0")))

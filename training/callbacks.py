@@ -10,25 +10,80 @@ from keras_vit.training import backup, outputs
 from keras_vit.training.fewshot import L2_REG, SEEDS, SHOTS, features, fewshot_accuracies
 
 
-def run_callbacks(output_dir: str, chief: bool, backup_dir: str, backup_freq: str | int = "epoch") -> list:
+def run_callbacks(
+    output_dir: str, chief: bool, backup_dir: str, backup_freq: str | int = "epoch",
+    early_stopping: "EarlyStopping | None" = None,
+) -> list:
     """Callbacks for `model.fit`; only the chief writes models and logs into `output_dir`.
 
     `backup.AtomicBackup` comes last: a state claiming an epoch done is
-    written only after that epoch is logged. The best model's threshold
-    survives restarts via the CSV history.
+    written only after that epoch is logged, with the early stopping state of
+    that epoch. The best model's threshold survives restarts via the CSV
+    history; with early stopping, `early_stopping` keeps the best model.
     """
     callbacks: list = [LearningRateLog()]
+    if early_stopping is not None:
+        callbacks.append(early_stopping)
     if chief:
         history = os.path.join(output_dir, outputs.HISTORY)
+        if early_stopping is None:
+            best = outputs.best_so_far(history, "val_accuracy")
+            callbacks.append(BestModel(os.path.join(output_dir, outputs.BEST_MODEL), "val_accuracy", best))
         callbacks += [
-            BestModel(
-                os.path.join(output_dir, outputs.BEST_MODEL), "val_accuracy", outputs.best_so_far(history, "val_accuracy")
-            ),
             keras.callbacks.CSVLogger(history, append=True),
             keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
         ]
-    callbacks.append(backup.AtomicBackup(backup_dir, save_freq=backup_freq))
+    stateful = {EarlyStopping.NAME: early_stopping} if early_stopping is not None else None
+    callbacks.append(backup.AtomicBackup(backup_dir, save_freq=backup_freq, stateful=stateful))
     return callbacks
+
+
+class EarlyStopping(keras.callbacks.Callback):
+    """Stops training when `monitor` has not improved by more than `min_delta` for `patience` evaluations.
+
+    The paper pre-trains with "early-stopping based on validation accuracy".
+    Each improvement is the new best: its weights are kept in memory and, on
+    the chief, written to `path` (best.keras). An epoch where `monitor` is
+    absent or NaN (few-shot accuracy between `--fewshot_every` epochs) is not
+    an evaluation. Its state (best value and epoch, evaluations since, the
+    epoch it stopped at) goes into every backup (`get_state`/`set_state`), so
+    a run killed and resumed stops where an uninterrupted one does.
+    """
+
+    NAME = "early_stopping"
+
+    def __init__(self, monitor: str, patience: int, min_delta: float = 0.0, path: str | None = None):
+        super().__init__()
+        if patience < 1:
+            raise ValueError(f"Early stopping needs a patience of at least 1 evaluation, got {patience}.")
+        self.monitor, self.patience, self.min_delta, self.path = monitor, patience, min_delta, path
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+        self.best_weights: list | None = None  # this process's copy; after a resume, `path` holds them
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or value != value:  # absent, or NaN: not evaluated this epoch
+            return
+        if self.best is None or value > self.best + self.min_delta:
+            self.best, self.best_epoch, self.wait = float(value), epoch, 0
+            self.best_weights = self.model.get_weights()
+            if self.path is not None:
+                outputs.write_atomically(self.path, self.model.save)
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def get_state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "stopped_epoch": self.stopped_epoch}
+
+    def set_state(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
 
 
 class BestModel(keras.callbacks.Callback):

@@ -6,6 +6,7 @@ Importable without TensorFlow, so `python -m training.train` refuses contradicti
 from __future__ import annotations
 
 import keras_vit
+from keras_vit.training.fewshot import SHOTS
 
 #: Flags that describe a custom architecture (`--model ViT`); their defaults are VisionTransformer's.
 ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
@@ -13,6 +14,8 @@ ARCHITECTURE_FLAGS = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_
 RESNET_FLAGS = ("resnet_layers", "resnet_width")
 #: Flags of `VisionTransformer` options that any model (a named variant too) may change.
 MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
+#: What early stopping may watch: the logged accuracies (validation, and few-shot with --fewshot_every).
+EARLY_STOPPING_MONITORS = ("val_accuracy", *(f"fewshot_{k}shot" for k in SHOTS))
 
 
 def check_flags(args) -> None:
@@ -41,3 +44,7 @@ def check_flags(args) -> None:
         raise ValueError("--position_embedding relative cannot take --dynamic_image_size: its raster offsets fit one grid.")
     if args.weights and args.init_from:
         raise ValueError("Give --weights or --init_from, not both.")
+    if args.early_stopping_patience < 0:
+        raise ValueError(f"--early_stopping_patience must be 0 (off) or positive, got {args.early_stopping_patience}.")
+    if args.early_stopping_monitor.startswith("fewshot") and args.early_stopping_patience and not args.fewshot_every:
+        raise ValueError(f"--early_stopping_monitor {args.early_stopping_monitor} needs --fewshot_every N to log it.")

@@ -28,7 +28,10 @@ BACKUP = "backup"
 #: Flags that change how a run is shown or where it lives, not what it computes.
 NOT_CONFIGURATION = ("progress", "verbose", "output_dir")
 #: Flags added since runs were first recorded, with the value a `run.json` that leaves them out was run with.
-ADDED_FLAGS = {"dynamic_image_size": False, "head": None}
+ADDED_FLAGS = {
+    "dynamic_image_size": False, "head": None,
+    "early_stopping_patience": 0, "early_stopping_min_delta": 0.0, "early_stopping_monitor": "val_accuracy",
+}
 
 
 def run_config(args: argparse.Namespace) -> dict:

@@ -22,7 +22,7 @@ import keras_vit
 from keras_vit import cli
 from keras_vit.options import CLASSIFIERS, DTYPE_POLICIES, HEAD_POLICIES, POSITION_EMBEDDINGS
 from keras_vit.training.choices import STRATEGIES
-from keras_vit.training.flags import check_flags
+from keras_vit.training.flags import EARLY_STOPPING_MONITORS, check_flags
 from keras_vit.training.recipes import RECIPES
 
 def parser() -> argparse.ArgumentParser:
@@ -98,6 +98,13 @@ def parser() -> argparse.ArgumentParser:
     add("--steps_per_execution", type=int, default=1, help="train steps run per call of the compiled function")
     add("--backup_freq", type=backup_frequency, default="epoch", help="'epoch' or a number of steps between backups")
     add("--fewshot_every", type=int, default=0, help="log few-shot accuracy every N epochs (0: off)")
+    stop = p.add_argument_group("early stopping (the paper's pre-training: on validation accuracy)")
+    stop.add_argument("--early_stopping_patience", type=int, default=0,
+                      help="stop when the monitored accuracy has not improved for N evaluations, keeping the best "
+                           "weights in model.keras (0: off)")
+    stop.add_argument("--early_stopping_min_delta", type=float, default=0.0, help="the least gain that counts")
+    stop.add_argument("--early_stopping_monitor", default="val_accuracy", choices=EARLY_STOPPING_MONITORS,
+                      help="what to watch: validation accuracy, or few-shot accuracy (with --fewshot_every)")
     add("--seed", type=int, default=0, help="random seed")
     add("--progress", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0 none, 1 a bar, 2 a line per epoch")
     return p

@@ -223,7 +223,16 @@ def train(args: argparse.Namespace) -> dict:
     train_ds, eval_ds, fewshot_ds = build_data(args, run, model)
 
     backup_dir = backup.directory(args.output_dir, chief, distribute.task()[1])
-    initial_epoch = backup.restore(model, backup_dir)
+    best_path = os.path.join(args.output_dir, outputs.BEST_MODEL)
+    early_stopping = None
+    if args.early_stopping_patience:
+        early_stopping = run_callbacks.EarlyStopping(
+            args.early_stopping_monitor, args.early_stopping_patience, args.early_stopping_min_delta,
+            path=best_path if chief else None,
+        )
+    initial_epoch = backup.restore(
+        model, backup_dir, {run_callbacks.EarlyStopping.NAME: early_stopping} if early_stopping else None
+    )
     if initial_epoch > run.epochs:
         raise ValueError(
             f"The backup in {backup_dir} is at epoch {initial_epoch}, past --epochs {run.epochs}: "
@@ -232,7 +241,7 @@ def train(args: argparse.Namespace) -> dict:
     if chief:
         outputs.record(args.output_dir, config)
         outputs.trim_history(os.path.join(args.output_dir, outputs.HISTORY), initial_epoch)
-    callbacks = run_callbacks.run_callbacks(args.output_dir, chief, backup_dir, args.backup_freq)
+    callbacks = run_callbacks.run_callbacks(args.output_dir, chief, backup_dir, args.backup_freq, early_stopping)
     if fewshot_ds is not None:
         callbacks.insert(0, run_callbacks.FewShotEvaluation(*fewshot_ds, run.info.num_classes, every=args.fewshot_every))
 
@@ -246,18 +255,23 @@ def train(args: argparse.Namespace) -> dict:
         f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe} ({run.recipe.source}){resumed}."
     )
     start = time.perf_counter()
-    model.fit(
-        train_ds,
-        epochs=run.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=run.steps_per_epoch,
-        validation_data=eval_ds,
-        callbacks=callbacks,
-        shuffle=False,  # the pipeline shuffles
-        verbose=args.progress,
-    )
+    stopped = early_stopping is not None and early_stopping.stopped_epoch is not None  # killed after it stopped
+    if not stopped:
+        model.fit(
+            train_ds,
+            epochs=run.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=run.steps_per_epoch,
+            validation_data=eval_ds,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles
+            verbose=args.progress,
+        )
     train_seconds = time.perf_counter() - start
+    if early_stopping is not None and early_stopping.stopped_epoch is not None:
+        _restore_best(model, early_stopping, best_path)
     final = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    epochs_trained = early_stopping.stopped_epoch + 1 if early_stopping and early_stopping.stopped_epoch is not None else run.epochs
     results = {
         "model": args.model,
         "task": run.recipe.task,  # the accuracy is over the colours of corrupted patches for masked_patch
@@ -267,9 +281,10 @@ def train(args: argparse.Namespace) -> dict:
         "accuracy": float(final["accuracy"]),
         "loss": float(final["loss"]),
         "epochs": run.epochs,
+        **(_early_stopping_results(early_stopping) if early_stopping else {}),
         "train_seconds": round(train_seconds, 1),
         # The paper's compute (Table 6, Fig. 5): forward and backward passes over every example the run trains on.
-        "training_flops": analysis.training_flops(counted, run.epochs * run.steps_per_epoch * run.step_batch),
+        "training_flops": analysis.training_flops(counted, epochs_trained * run.steps_per_epoch * run.step_batch),
         "weights_sha256": weights_fingerprint(model),
     }
     if chief:  # the model, then the results that mark the run finished, then the backups it no longer needs
@@ -281,3 +296,25 @@ def train(args: argparse.Namespace) -> dict:
     print(f"Final evaluation on {args.dataset}/{run.eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
     print(f"Weights fingerprint: {results['weights_sha256']}")
     return results
+
+
+def _restore_best(model: keras.Model, early_stopping: run_callbacks.EarlyStopping, best_path: str) -> None:
+    """The best weights early stopping kept: from memory, or after a resume from best.keras (model and optimizer)."""
+    if early_stopping.best_weights is not None:
+        model.set_weights(early_stopping.best_weights)
+    else:
+        model.load_weights(best_path)
+    print(f"Early stopping: no gain in {early_stopping.monitor} for {early_stopping.patience} evaluation(s) after epoch "
+          f"{early_stopping.best_epoch + 1}; stopped after epoch {early_stopping.stopped_epoch + 1}, keeping epoch "
+          f"{early_stopping.best_epoch + 1}'s weights ({early_stopping.monitor} {early_stopping.best:.4f}).")
+
+
+def _early_stopping_results(early_stopping: run_callbacks.EarlyStopping) -> dict:
+    """results.json's early stopping entries: 1-based epochs, as Keras prints them; stopped_epoch null if it ran on."""
+    stopped = early_stopping.stopped_epoch
+    return {
+        "early_stopping_monitor": early_stopping.monitor,
+        "best_epoch": None if early_stopping.best_epoch is None else early_stopping.best_epoch + 1,
+        "best_value": early_stopping.best,
+        "stopped_epoch": None if stopped is None else stopped + 1,
+    }
