@@ -93,3 +93,15 @@ def image_size_of(values: list[int] | None, flag: str = "--image_size") -> tuple
     if len(values) > 2:
         raise ValueError(f"{flag} takes one size or a height and a width, got {len(values)} numbers.")
     return (values[0], values[-1])
+
+
+def check_files(**flags) -> None:
+    """ValueError naming the first flag whose file is missing (`check_files(labels=args.labels, image=args.image)`).
+
+    Values may be None (not given), a path, or a list of paths. Commands call
+    this before TensorFlow starts, so a mistyped path is answered at once.
+    """
+    for flag, value in flags.items():
+        for path in [value] if isinstance(value, str) else value or []:
+            if not os.path.exists(path):
+                raise ValueError(f"--{flag} {path}: no such file.")

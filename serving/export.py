@@ -30,15 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model_name", default=None, help="name in models.config (default: the folder's name)")
     parser.add_argument("--top_k", type=int, default=5, help="how many classes and scores to return")
     parser.add_argument("--dtype_policy", choices=DTYPE_POLICIES, default=None,
-                        help="what the served graph computes in (default: the model's own); mixed_bfloat16 is about "
-                             "twice as fast where the CPU has AVX512_BF16 or AMX, and slower where it has not")
+                        help="what the served graph computes in (default: the model's own); mixed_bfloat16 is fast where "
+                             "the CPU has AVX512_BF16 or AMX, and slower where it has not (benchmarks/precision.py)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
                         help="tflite / tflite_int8 also write model.tflite (float32 / int8 weights and products), which "
-                             "serving.server --prefer_tflite_model runs with LiteRT; tflite_int8 is 2.5-4x faster than "
-                             "the SavedModel on a CPU with AVX-512 VNNI (benchmarks/precision.py)")
+                             "serving.server --prefer_tflite_model runs with LiteRT (speeds per CPU: benchmarks/precision.py)")
     parser.add_argument("--jit_compile", action="store_true",
-                        help="compile the model's forward pass with XLA in the SavedModel (about the Keras model's "
-                             "speed on a CPU); TF Serving and serving.server then need --xla_cpu_compilation_enabled")
+                        help="compile the model's forward pass with XLA in the SavedModel; TF Serving and "
+                             "serving.server then need --xla_cpu_compilation_enabled")
     cli.add_image_size_flag(parser, "--serving_image_size", default=None, help="a model built with dynamic_image_size: the size serving_default decodes images to, and "
                              "the one size model.tflite takes (default: the model's image_size)")
     args = parser.parse_args(argv)
@@ -46,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         size = cli.image_size_of(args.serving_image_size, "--serving_image_size")
     except ValueError as error:
         parser.error(str(error))
+    try:
+        cli.check_files(model=args.model, labels=args.labels)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     cli.start_tensorflow(args.verbose)
     from keras_vit.serving.saved_model import export, serving_size
 

@@ -36,10 +36,26 @@ def test_pooling_pools_the_patch_tokens(pooling, reduce, classifier, tmp_path):
 
 
 def test_pooling_needs_include_top_false():
-    with pytest.raises(ValueError, match="with include_top=False"):
-        keras_vit.ViT(**TINY, image_size=32, pooling="avg")
-    with pytest.raises(ValueError, match="expected None or one of"):
+    with pytest.raises(ValueError, match=r"^pooling='avg' applies only with include_top=False \(feature extraction\)"):
+        keras_vit.ViT_S16(pooling="avg")
+    with pytest.raises(ValueError, match=r"Unknown pooling 'mean'; expected None or one of \('avg', 'max'\)"):
         keras_vit.ViT(**TINY, image_size=32, include_top=False, pooling="mean")
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_images_of_other_channels_are_refused_at_the_models_input(dynamic):
+    model = keras_vit.ViT(**TINY, image_size=32, dynamic_image_size=dynamic)
+    gray = np.zeros((1, 32, 32, 1), np.float32)
+    for call in (lambda: model.predict(gray, verbose=0), lambda: model(gray)):
+        with pytest.raises(ValueError) as raised:
+            call()
+        assert str(raised.value) == (
+            "Model 'vit' takes images of 3 channel(s), [batch, height, width, 3]; got shape (1, 32, 32, 1). "
+            "Repeat a grayscale image to 3 channels, or build the model with channels=1."
+        )
+    if dynamic:  # a size the patches do not tile: the same plain message, without Keras' call frame
+        with pytest.raises(ValueError, match=r"^Image size \(30, 30\) \(height, width\) does not divide by the patch stride \(8, 8\)[^\x1b]*$"):
+            model(np.zeros((1, 30, 30, 3), np.float32))
 
 
 def test_preprocess_input_returns_the_inputs_kind():

@@ -35,7 +35,7 @@ def two_class_model(tmp_path_factory):
 
 @pytest.mark.parametrize("module, args, message", [
     ("serving.export", ["--model", "{model}", "--model_base_path", "{tmp}/m", "--labels", "/nonexistent/labels.txt"],
-     "/nonexistent/labels.txt: No such file or directory"),
+     "--labels /nonexistent/labels.txt: no such file"),
     ("serving.export", ["--model", "{model}", "--model_base_path", "{tmp}/m", "--format", "tflite_int8", "--dtype_policy",
                         "mixed_bfloat16"], "--format tflite_int8 converts the float32 model"),
     ("serving.client", ["predict", "/nonexistent/cat.png"], "/nonexistent/cat.png: No such file or directory"),
@@ -61,6 +61,33 @@ def test_help_shows_the_defaults_without_importing_tensorflow(command):
     assert "(default: " in result.stdout and "--verbose" in result.stdout
     assert result.stdout.rstrip().endswith("imported: []"), result.stdout[-300:]
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("command, message", [
+    ("serving.export --model {model} --model_base_path {tmp}/m --labels {tmp}/missing.txt", "--labels {tmp}/missing.txt: no such file"),
+    ("serving.export --model {tmp}/missing.keras --model_base_path {tmp}/m", "--model {tmp}/missing.keras: no such file"),
+    ("keras_vit.analysis attention --model {model} --out {tmp}/a.png --image {tmp}/nope.jpg", "--image {tmp}/nope.jpg: no such file"),
+    ("training.train --init_from {tmp}/missing.npz --output_dir {tmp}/run", "--init_from {tmp}/missing.npz: no such file"),
+    ("training.train --epochs 5 --output_dir {tmp}/finished", "holds a run of another configuration (--epochs 2 there, 5 now)"),
+])
+def test_mistakes_in_flags_and_files_are_answered_before_tensorflow_starts(command, message, two_class_model, tmp_path):
+    from keras_vit.training import outputs, train
+
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    outputs.record(str(finished), outputs.run_config(train.parser().parse_args(["--epochs", "2", "--output_dir", str(finished)])))
+    (finished / outputs.RESULTS).write_text('{"accuracy": 0.5}')
+    words = command.format(model=two_class_model, tmp=tmp_path).split()
+    result = subprocess.run([sys.executable, "-c", HELP_PROBE, *words], cwd=REPO, env=env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-1000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message.format(tmp=tmp_path) in errors[0], result.stderr[-2000:]
+    assert result.stdout.rstrip().endswith("imported: []"), result.stdout[-300:]
+    again = subprocess.run([sys.executable, "-c", HELP_PROBE, "training.train", "--epochs", "2", "--output_dir", str(finished)],
+                           cwd=REPO, env=env(), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "holds this run, finished: accuracy 50.00%" in again.stdout
+    assert again.stdout.rstrip().endswith("imported: []")
 
 
 def test_tensorflow_start_up_lines_only_with_verbose(tmp_path):

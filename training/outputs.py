@@ -40,6 +40,13 @@ def run_config(args: argparse.Namespace) -> dict:
     return json.loads(json.dumps(config))
 
 
+def finished_message(output_dir: str) -> str:
+    """What a command says when `output_dir` holds this run, finished."""
+    with open(os.path.join(output_dir, RESULTS)) as f:
+        results = json.load(f)
+    return f"{output_dir} holds this run, finished: accuracy {results['accuracy']:.2%}. Nothing to do."
+
+
 def check(output_dir: str, config: dict) -> str:
     """"new", "resume" or "finished": what the command should do with `output_dir`. Writes nothing.
 

@@ -22,6 +22,7 @@ import keras_vit
 from keras_vit import cli
 from keras_vit.options import CLASSIFIERS, DTYPE_POLICIES, HEAD_POLICIES, POSITION_EMBEDDINGS
 from keras_vit.training.choices import STRATEGIES
+from keras_vit.training import outputs
 from keras_vit.training.flags import EARLY_STOPPING_MONITORS, check_flags
 from keras_vit.training.recipes import RECIPES
 
@@ -123,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         check_flags(args)
+        cli.check_files(init_from=args.init_from, weights=args.weights if args.weights and args.weights.endswith((".npz", ".keras", ".h5")) else None)
+        if args.strategy != "multi_worker":  # a worker's role is known once TensorFlow reads TF_CONFIG
+            status = outputs.check(args.output_dir, outputs.run_config(args))
+            if status == "finished":
+                print(outputs.finished_message(args.output_dir))
+                return 0
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -215,10 +215,9 @@ def train(args: argparse.Namespace) -> dict:
     if chief:  # only the chief owns --output_dir; the other workers keep a backup folder there
         status = outputs.check(args.output_dir, config)
         if status == "finished" and not distribute.is_multi_worker(run.strategy):
+            print(outputs.finished_message(args.output_dir))
             with open(os.path.join(args.output_dir, outputs.RESULTS)) as f:
-                results = json.load(f)
-            print(f"{args.output_dir} holds this run, finished: accuracy {results['accuracy']:.2%}. Nothing to do.")
-            return results
+                return json.load(f)
     model = build_model(args, run)
     train_ds, eval_ds, fewshot_ds = build_data(args, run, model)
 

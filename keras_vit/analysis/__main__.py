@@ -57,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        cli.check_files(image=getattr(args, "image", None),
+                        model=args.model if args.model.endswith((".keras", ".npz", ".h5")) else None)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     cli.start_tensorflow(args.verbose)
     try:
         run(args)

@@ -278,6 +278,26 @@ class VisionTransformer(WeightsLoading, keras.Model):
         if self._xla_by_default():  # `predict` before any `compile` too (Keras' setter still checks every layer)
             self.jit_compile = True
 
+    def __call__(self, inputs, *args, **kwargs):
+        """Calls the model, once the input's channels are the model's.
+
+        Keras' functional input check lets a single channel through (it may be
+        a squeezed axis), which then fails deep inside the patch embedding;
+        this says what is wrong before Keras wraps the call, as it does for an
+        image size a dynamic model's patches do not tile.
+        """
+        shape = tuple(getattr(inputs, "shape", ()))
+        channels = shape[-1] if len(shape) == 4 else None
+        if self.dynamic_image_size and len(shape) == 4 and None not in shape[1:3]:
+            self.grid_for(shape[1:3])  # a size the patches do not tile: the StrideAlignment message, without Keras' frame
+        if channels is not None and channels != self.channels:
+            raise ValueError(
+                f"Model {self.name!r} takes images of {self.channels} channel(s), [batch, height, width, {self.channels}]; "
+                f"got shape {tuple(inputs.shape)}. Repeat a grayscale image to {self.channels} channels, or build the "
+                f"model with channels={channels}."
+            )
+        return super().__call__(inputs, *args, **kwargs)
+
     # --- What the model knows about itself -------------------------------------------------------
 
     @property
@@ -515,11 +535,13 @@ def _validate(args: dict) -> None:
         )
     if args["hidden_size"] % args["num_heads"]:
         raise ValueError(f"hidden_size {args['hidden_size']} is not divisible by num_heads {args['num_heads']}.")
-    if args["pooling"] is not None and (args["pooling"] not in POOLINGS or args["include_top"]):
+    if args["pooling"] is not None and args["include_top"]:
         raise ValueError(
-            f"pooling={args['pooling']!r}: expected None or one of {POOLINGS}, with include_top=False "
-            "(the head takes the classifier's representation)."
+            f"pooling={args['pooling']!r} applies only with include_top=False (feature extraction): the head takes "
+            f"the classifier's representation. Pass include_top=False, or leave pooling out."
         )
+    if args["pooling"] is not None and args["pooling"] not in POOLINGS:
+        raise ValueError(f"Unknown pooling {args['pooling']!r}; expected None or one of {POOLINGS}.")
     if args["include_top"] and args["classes"] < 1:
         raise ValueError(f"classes must be positive with include_top=True, got {args['classes']}.")
     for key in ("patch_size", "image_size"):
