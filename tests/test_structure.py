@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
-from support import REPO
+from support import REPO, env
 
 #: Folder -> the import name its modules have (setup.cfg's package_dir).
 PACKAGES = {"keras_vit": "keras_vit", "training": "keras_vit.training", "serving": "keras_vit.serving"}
@@ -93,3 +95,27 @@ def test_the_private_saving_traversal_still_names_every_weight_keras_writes(tmp_
                 if isinstance(value, keras.Variable)}
     assert recorded == {name: shape for name, shape in written.items() if not name.endswith("grid_size")}
     assert {id(v) for (_, _), v in slots.items() if isinstance(v, keras.Variable)} == {id(v) for v in model.weights}
+
+
+#: Imports every module of training/ and serving/ under both names the README shows, then lists files with two modules.
+BOTH_NAMES = """
+import importlib, sys
+for name in sys.argv[1:]:
+    for prefix in ("", "keras_vit."):
+        importlib.import_module(prefix + name)
+files = {}
+for module in list(sys.modules.values()):
+    path = getattr(module, "__file__", None)
+    if path and "/site-packages/" not in path:
+        files.setdefault(path, set()).add(id(module))
+print(sorted(path for path, modules in files.items() if len(modules) > 1))
+"""
+
+
+def test_no_file_is_loaded_twice_under_the_checkouts_two_names():
+    names = sorted(name[len("keras_vit."):] for name in modules() if name.startswith(("keras_vit.training", "keras_vit.serving")))
+    result = subprocess.run([sys.executable, "-c", BOTH_NAMES, *names], cwd=REPO, env=env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert len(names) > 30

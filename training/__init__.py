@@ -4,6 +4,11 @@ The names below are imported on first use, so that `python -m training.fewshot`
 (and the other commands) run their module once, and `--help` needs no TensorFlow.
 """
 
+if __name__ == "training":  # a checkout's short name: the same module objects as keras_vit.training (keras_vit._aliases)
+    from keras_vit._aliases import alias_package
+
+    alias_package(__name__, "keras_vit.training")
+
 from keras_vit._lazy import lazy_attributes
 
 _EXPORTS = {
