@@ -166,12 +166,13 @@ def photo_crops() -> list[np.ndarray]:
 
 def train_digits_model(folder: str) -> str:
     from keras_vit.serving.demo import TRAIN_ARGS
+    from keras_vit.training.outputs import MODEL
 
     harness.print_progress("training the demo's digits model (about 2 minutes)")
     subprocess.run([sys.executable, "-m", "keras_vit.training.train", *TRAIN_ARGS, "--epochs", "60", "--output_dir", folder,
                     "--progress", "0"], cwd=harness.ROOT, check=True, env=dict(os.environ, PYTHONPATH=harness.ROOT),
                    stdout=subprocess.DEVNULL)
-    return os.path.join(folder, "model.keras")
+    return os.path.join(folder, MODEL)
 
 
 def accuracy_table(digits_model: str, paths: list[str]) -> str:

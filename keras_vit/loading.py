@@ -4,7 +4,7 @@ import warnings
 
 from keras_vit.models.opening import load_model, open_model
 from keras_vit.weights.pipeline import load_weights
-from keras_vit.weights.sources import ARCHITECTURE, architecture_of
+from keras_vit.weights.sources import RECORDED as ARCHITECTURE, architecture_of
 
 warnings.warn(
     "keras_vit.loading is deprecated: use keras_vit.load_weights, keras_vit.load_model, keras_vit.open_model and "

@@ -1,5 +1,11 @@
 """The values a model's options take, importable without TensorFlow (for command lines and configs alike)."""
 
+#: The `VisionTransformer` arguments that make an architecture: what a variant fixes and a weights file records.
+ARCHITECTURE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
+
+#: `VisionTransformer` options that any architecture, a variant's too, may change, and that a weights file records.
+MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
+
 #: How the encoder's output becomes the head's input. "token": the class token's output; "gap": the mean of all tokens.
 CLASSIFIERS = ("token", "gap")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 
@@ -23,6 +24,29 @@ def config_with_dtype_policy(config: dict) -> dict:
 
         config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
     return config
+
+
+class ConstructorConfig:
+    """Mixin of keras_vit's models: `get_config()` is exactly the constructor's arguments, kept as attributes of the
+    same names (besides Keras' name, trainable and dtype), and `from_config` calls the constructor with them."""
+
+    #: Constructor parameters that are not config entries of their own.
+    _NOT_IN_CONFIG = ("self", "name", "dtype", "input_shape", "kwargs")
+
+    def get_config(self) -> dict:
+        import keras
+
+        arguments = [n for n in inspect.signature(type(self).__init__).parameters if n not in self._NOT_IN_CONFIG]
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            **{argument: getattr(self, argument) for argument in arguments},
+        }
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config_with_dtype_policy(config))
 
 
 class GraphViews:

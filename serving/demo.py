@@ -26,13 +26,11 @@ import numpy as np
 from keras_vit import cli
 from keras_vit.serving import signatures
 from keras_vit.serving.client import RestClient
+from keras_vit.training import outputs
+from keras_vit.training.config import DEMO_MODEL, DEMO_TRAINING, as_flags
 
 # A ViT small enough to train in a couple of minutes on 2 CPU cores: 16x16 inputs, 4x4 patches (16 tokens).
-TRAIN_ARGS = [
-    "--model", "ViT", "--image_size", "16", "--patch_size", "4", "--hidden_size", "64", "--mlp_dim", "128",
-    "--num_heads", "4", "--num_layers", "4", "--dataset", "digits", "--batch_size", "32",
-    "--learning_rate", "3e-3", "--warmup_steps", "100", "--label_smoothing", "0", "--dropout_rate", "0", "--jit_compile",
-]
+TRAIN_ARGS = as_flags(**DEMO_MODEL, **DEMO_TRAINING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.start_tensorflow(args.verbose)
     started = time.perf_counter()
 
-    model_path = os.path.join(args.output_dir, "model.keras")
+    model_path = os.path.join(args.output_dir, outputs.MODEL)
     if not (args.reuse and os.path.exists(model_path)):
         _step(f"1/6 training on digits ({args.epochs} epochs)")
         _run("keras_vit.training.train", *TRAIN_ARGS, "--epochs", str(args.epochs), "--output_dir", args.output_dir, "--progress", "2",

@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import keras_vit
+from keras_vit.training.config import DEMO_MODEL, as_flags
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # A tiny custom ViT that trains on digits in seconds.
-TINY_MODEL = ["--model", "ViT", "--image_size", "16", "--patch_size", "4", "--hidden_size", "32", "--mlp_dim", "64",
-              "--num_heads", "4", "--num_layers", "2"]
+TINY_MODEL = as_flags(**dict(DEMO_MODEL, hidden_size=32, mlp_dim=64, num_layers=2))
 
 
 def fixture_model(fixtures_dir: pathlib.Path, name: str, weights="fixture", **overrides) -> keras_vit.VisionTransformer:

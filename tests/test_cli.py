@@ -72,10 +72,12 @@ def test_help_shows_the_defaults_without_importing_tensorflow(command):
 ])
 def test_mistakes_in_flags_and_files_are_answered_before_tensorflow_starts(command, message, two_class_model, tmp_path):
     from keras_vit.training import outputs, train
+    from keras_vit.training.config import RunConfig
 
     finished = tmp_path / "finished"
     finished.mkdir()
-    outputs.record(str(finished), outputs.run_config(train.parser().parse_args(["--epochs", "2", "--output_dir", str(finished)])))
+    flags = train.parser().parse_args(["--epochs", "2", "--output_dir", str(finished)])
+    outputs.record(str(finished), RunConfig.from_flags(flags).record())
     (finished / outputs.RESULTS).write_text('{"accuracy": 0.5}')
     words = command.format(model=two_class_model, tmp=tmp_path).split()
     result = subprocess.run([sys.executable, "-c", HELP_PROBE, *words], cwd=REPO, env=env(), capture_output=True, text=True,

@@ -100,7 +100,7 @@ def test_an_npz_of_another_architecture_is_one_short_line(small_npz):
     message = str(raised.value)
     assert len(message) < 400 and "\n" not in message
     assert "more problems" in message
-    assert "The file holds another architecture: hidden_size 32 vs 384, num_layers 1 vs 12, mlp_dim 64 vs 1536" in message
+    assert "The file holds another architecture: hidden_size 32 vs 384, mlp_dim 64 vs 1536, num_heads 4 vs 6, num_layers 1 vs 12" in message
 
 
 def test_init_from_an_npz_of_another_architecture_is_one_short_line(small_npz, tmp_path):
@@ -108,7 +108,7 @@ def test_init_from_an_npz_of_another_architecture_is_one_short_line(small_npz, t
                         "--epochs", "1", "--output_dir", str(tmp_path / "run"), timeout=120)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and len(errors[0]) < 400 and "hidden_size 32 vs 384, num_layers 1 vs 12" in errors[0]
+    assert len(errors) == 1 and len(errors[0]) < 400 and "hidden_size 32 vs 384, mlp_dim 64 vs 1536, num_heads 4 vs 6, num_layers 1 vs 12" in errors[0]
 
 
 @pytest.mark.parametrize("name, content", [("weights.npz", b"not a zip"), ("train.py", b"import os\nprint('hello')\n")])

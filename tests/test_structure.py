@@ -76,6 +76,18 @@ def test_private_keras_apis_only_where_named():
     assert users == PRIVATE_KERAS
 
 
+def test_only_the_command_lines_parse_flags():
+    """The library takes a RunConfig: argparse is imported only by the modules that are commands."""
+    entry_points = {"train.py", "evaluate.py", "fewshot.py", "study.py", "vtab.py", "__main__.py"}
+    parsing = {
+        path.name for path in (REPO / "training").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and "argparse" in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module])
+    }
+    assert parsing <= entry_points, parsing - entry_points
+
+
 def test_the_private_saving_traversal_still_names_every_weight_keras_writes(tmp_path):
     """Fails by name the day Keras changes the traversal `keras_vit.weights.keras_saving` relies on."""
     import h5py

@@ -3,6 +3,7 @@
 import pytest
 from PIL import Image
 
+from keras_vit.training.config import RunConfig
 from keras_vit.training import study, train, trainer
 from support import run_module
 
@@ -16,12 +17,13 @@ def test_training_range():
         trainer.training_range(100, 0.6, 0.5)
 
 
-def test_each_study_parses_into_training_flags():
+def test_each_study_builds_run_configs_that_its_flags_give_back():
     for name, spec in study.studies().items():
         for arm in spec.arms:
-            for flags in filter(None, (arm.flags, arm.pretrain)):
-                args = train.parser().parse_args([*flags, "--output_dir", "x"])
-                assert args.model in ("ViT", "ResNet")
+            for fields in filter(None, (arm.fields, arm.pretrain)):
+                config = RunConfig(output_dir="x", **fields, **study.TRAINING)
+                assert config.model in ("ViT", "ResNet")
+                assert RunConfig.from_flags(train.parser().parse_args([*config.flags(), "--output_dir", "x"])) == config
     scale = study.studies()["data_scale"]
     assert {arm.series for arm in scale.arms} == {"ViT", "hybrid", "ResNet"}
     assert sorted({arm.x for arm in scale.arms}) == [0.1, 0.25, 0.5, 1.0]

@@ -150,7 +150,7 @@ def test_default_batch_size_fits_small_datasets():
         (["--dataset", "no_such_dataset_xyz"], "Unknown dataset 'no_such_dataset_xyz'"),
         (["--model", "ViT_Q16"], "Unknown ViT variant 'ViT_Q16'"),
         (["--strategy", "mirrored", "--batch_size", "33"], "not divisible by the 2 replicas"),
-        (["--weights", "/nonexistent/ckpt.npz"], "Weights file not found"),
+        (["--weights", "/nonexistent/ckpt.npz"], "--weights /nonexistent/ckpt.npz: no such file"),
         (["--model", "ViT_Ti16", "--patch_size", "8"], "ViT_Ti16 fixes its architecture: --patch_size, --hidden_size, --mlp_dim, --num_heads, --num_layers are for --model ViT"),
     ],
 )

@@ -89,8 +89,11 @@ def _download_and_prepare(builder, name: str) -> None:
         raise ValueError(f"{missing} (download failed: {str(error).splitlines()[0]}).") from error
 
 
-def load(info: DatasetInfo, split: str, data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
-    """The examples of one split as `(uint8 [H, W, 3], int64)` pairs, in a fixed order."""
+def load(info: DatasetInfo, split: str, data_dir: str | None = None) -> tf.data.Dataset:
+    """The examples of one split as `(uint8 [H, W, 3], int64)` pairs, in a fixed order.
+
+    `info` comes from `describe`, which has downloaded and prepared a tensorflow-datasets dataset already.
+    """
     if info.name == DIGITS:
         images, labels = _digits_arrays()
         train, test = _digits_split(labels)
@@ -111,7 +114,7 @@ def load(info: DatasetInfo, split: str, data_dir: str | None = None, download: b
         return tf.data.Dataset.from_tensor_slices((files, labels)).map(_read_image, num_parallel_calls=tf.data.AUTOTUNE)
     import tensorflow_datasets as tfds
 
-    ds = tfds.load(info.name, split=split, data_dir=data_dir, as_supervised=True, download=download, shuffle_files=False)
+    ds = tfds.load(info.name, split=split, data_dir=data_dir, as_supervised=True, download=False, shuffle_files=False)
     return ds.map(lambda image, label: (_to_rgb(image), tf.cast(label, tf.int64)), num_parallel_calls=tf.data.AUTOTUNE)
 
 

@@ -9,7 +9,6 @@ under its real name.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -17,6 +16,7 @@ from typing import Callable
 
 from keras_vit import labels
 from keras_vit.labels import LABELS_FILE
+from keras_vit.training.config import ADDED_FIELDS
 
 RUN_CONFIG = "run.json"
 MODEL = "model.keras"
@@ -25,21 +25,6 @@ HISTORY = "history.csv"
 RESULTS = "results.json"
 LABELS = LABELS_FILE
 BACKUP = "backup"
-#: Flags that change how a run is shown or where it lives, not what it computes.
-NOT_CONFIGURATION = ("progress", "verbose", "output_dir")
-#: Flags added since runs were first recorded, with the value a `run.json` that leaves them out was run with.
-ADDED_FLAGS = {
-    "dynamic_image_size": False, "head": None,
-    "early_stopping_patience": 0, "early_stopping_min_delta": 0.0, "early_stopping_monitor": "val_accuracy",
-}
-
-
-def run_config(args: argparse.Namespace) -> dict:
-    """The configuration that defines a run: every flag but `NOT_CONFIGURATION`, JSON-normalised."""
-    config = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_CONFIGURATION}
-    return json.loads(json.dumps(config))
-
-
 def finished_message(output_dir: str) -> str:
     """What a command says when `output_dir` holds this run, finished."""
     with open(os.path.join(output_dir, RESULTS)) as f:
@@ -68,7 +53,7 @@ def check(output_dir: str, config: dict) -> str:
             stored = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is unreadable ({error}); use another --output_dir.") from None
-    stored = {**{k: v for k, v in ADDED_FLAGS.items() if k in config}, **stored}
+    stored = {**{k: v for k, v in ADDED_FIELDS.items() if k in config}, **stored}
     if stored != config:
         changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
         details = ", ".join(f"--{k} {stored.get(k)!r} there, {config.get(k)!r} now" for k in changed)

@@ -24,31 +24,31 @@ import time
 import numpy as np
 
 from keras_vit import cli
+from keras_vit.training import outputs
+from keras_vit.training.config import DEMO_MODEL, DEMO_TRAINING, RunConfig
 
-#: The small ViT of the studies (the demo's): 16x16 inputs, 4x4 patches (16 tokens), 4 blocks of D 64.
-VIT = ("--model", "ViT", "--image_size", "16", "--patch_size", "4", "--hidden_size", "64", "--mlp_dim", "128",
-       "--num_heads", "4", "--num_layers", "4")
+#: The small ViT of the studies: the demo's.
+VIT = DEMO_MODEL
 #: The same Transformer on the hybrid's ResNet root and one unit (stride 4: a 4x4 map, patch 1, 16 tokens).
-HYBRID = ("--model", "ViT", "--image_size", "16", "--resnet_layers", "1", "--patch_size", "1", "--hidden_size", "64",
-          "--mlp_dim", "128", "--num_heads", "4", "--num_layers", "4")
+HYBRID = dict(DEMO_MODEL, resnet_layers=(1,), patch_size=1)
 #: A ResNet of the hybrid's units, two stages.
-RESNET = ("--model", "ResNet", "--image_size", "16", "--resnet_layers", "1", "1")
+RESNET = dict(model="ResNet", image_size=(16,), resnet_layers=(1, 1))
 #: Fine-tuning a pre-trained run's model: its architecture comes from its file.
-FINETUNE = ("--model", "ViT", "--image_size", "16")
-#: Training flags every run shares (the demo's recipe); --learning_rate may be overridden by an arm.
-TRAINING = ("--batch_size", "32", "--warmup_steps", "100", "--label_smoothing", "0", "--dropout_rate", "0", "--jit_compile")
-LEARNING_RATE = 3e-3
+FINETUNE = dict(model="ViT", image_size=(16,))
+#: Training every run shares (the demo's recipe); an arm may change the learning rate.
+TRAINING = {key: value for key, value in DEMO_TRAINING.items() if key not in ("dataset", "learning_rate")}
+LEARNING_RATE = DEMO_TRAINING["learning_rate"]
 SHOTS = (1, 5, 10)
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """One configuration of a study: the flags of its run, and optionally of a run it starts from."""
+    """One configuration of a study: the RunConfig fields of its run, and optionally of a run it starts from."""
 
     name: str
-    flags: tuple[str, ...]
-    pretrain: tuple[str, ...] | None = None  # a pre-training run whose model.keras this arm's run starts from
+    fields: dict  # of its RunConfig
+    pretrain: dict | None = None  # the RunConfig fields of a pre-training run whose model.keras this arm's run starts from
     series: str = ""  # data_scale: the model family
     x: float | None = None  # data_scale: the training fraction
 
@@ -62,35 +62,35 @@ class Study:
     seeds: int  # default seeds
 
 
-def lr(value: float) -> tuple[str, ...]:
-    return ("--learning_rate", f"{value:g}")
+def lr(value: float) -> dict:
+    return dict(learning_rate=value)
 
 
 def studies() -> dict[str, Study]:
     """The studies, each a list of arms."""
-    half, rest = ("--train_fraction", "0.5"), ("--train_offset", "0.5", "--train_fraction", "0.5")
+    half, rest = dict(train_fraction=0.5), dict(train_offset=0.5, train_fraction=0.5)
     return {
         "posemb": Study(
             "Position embeddings", "paper Table 8 (appendix D.4)",
-            tuple(Arm(kind, VIT + lr(LEARNING_RATE) + ("--position_embedding", kind))
+            tuple(Arm(kind, {**VIT, **lr(LEARNING_RATE), "position_embedding": kind})
                   for kind in ("none", "learned_1d", "learned_2d", "relative")),
             epochs=30, seeds=3,
         ),
         "classifier": Study(
             "Class token vs global average pooling", "paper Figure 9 (appendix D.3)",
             (
-                Arm(f"token, lr {LEARNING_RATE:g}", VIT + lr(LEARNING_RATE) + ("--classifier", "token")),
-                Arm(f"gap, lr {LEARNING_RATE:g}", VIT + lr(LEARNING_RATE) + ("--classifier", "gap")),
-                Arm(f"gap, lr {LEARNING_RATE * 3 / 8:g}", VIT + lr(LEARNING_RATE * 3 / 8) + ("--classifier", "gap")),
+                Arm(f"token, lr {LEARNING_RATE:g}", {**VIT, **lr(LEARNING_RATE), "classifier": "token"}),
+                Arm(f"gap, lr {LEARNING_RATE:g}", {**VIT, **lr(LEARNING_RATE), "classifier": "gap"}),
+                Arm(f"gap, lr {LEARNING_RATE * 3 / 8:g}", {**VIT, **lr(LEARNING_RATE * 3 / 8), "classifier": "gap"}),
             ),
             epochs=30, seeds=3,
         ),
         "data_scale": Study(
             "ViT, hybrid and ResNet as the training data grows", "paper Figures 3 and 4, in small",
             tuple(
-                Arm(f"{family} {fraction:.0%}", flags + lr(LEARNING_RATE) + ("--train_fraction", str(fraction)),
+                Arm(f"{family} {fraction:.0%}", {**fields, **lr(LEARNING_RATE), "train_fraction": fraction},
                     series=family, x=fraction)
-                for family, flags in (("ViT", VIT), ("hybrid", HYBRID), ("ResNet", RESNET))
+                for family, fields in (("ViT", VIT), ("hybrid", HYBRID), ("ResNet", RESNET))
                 for fraction in FRACTIONS
             ),
             epochs=15, seeds=2,
@@ -99,10 +99,11 @@ def studies() -> dict[str, Study]:
             "Fine-tuning from scratch, from masked patch prediction, from supervised pre-training",
             "paper section 4.6 (pre-training on the first half of the training split, fine-tuning on the other half)",
             (
-                Arm("scratch", VIT + lr(LEARNING_RATE) + rest),
-                Arm("masked patch pre-training", FINETUNE + lr(LEARNING_RATE) + rest,
-                    pretrain=VIT + lr(LEARNING_RATE) + half + ("--recipe", "masked_patch")),
-                Arm("supervised pre-training", FINETUNE + lr(LEARNING_RATE) + rest, pretrain=VIT + lr(LEARNING_RATE) + half),
+                Arm("scratch", {**VIT, **lr(LEARNING_RATE), **rest}),
+                Arm("masked patch pre-training", {**FINETUNE, **lr(LEARNING_RATE), **rest},
+                    pretrain={**VIT, **lr(LEARNING_RATE), **half, "recipe": "masked_patch"}),
+                Arm("supervised pre-training", {**FINETUNE, **lr(LEARNING_RATE), **rest},
+                    pretrain={**VIT, **lr(LEARNING_RATE), **half}),
             ),
             epochs=24, seeds=2,  # 10 runs (two arms pre-train first): under 20 minutes on 2 cores
         ),
@@ -141,29 +142,27 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     if args.quick and args.study == "data_scale":
         arms = tuple(arm for arm in arms if arm.x in (0.25, 1.0))
     runs_dir = args.runs_dir or os.path.splitext(args.out)[0] + "_runs"
-    common = TRAINING + ("--dataset", args.dataset, "--progress", "0")
+    common = dict(TRAINING, dataset=args.dataset, data_dir=args.data_dir, progress=0)
     if args.quick:  # compiling costs more than a few steps
-        common = tuple(flag for flag in common if flag != "--jit_compile")
-    if args.data_dir:
-        common += ("--data_dir", args.data_dir)
+        common["jit_compile"] = False
     # Every run takes the same steps: `epochs` passes over the whole split (a fraction of it repeats more often).
     from keras_vit.training import datasets
 
     info = datasets.describe(args.dataset, args.data_dir)
-    full_steps = max(1, info.num_examples[info.train_split] // int(TRAINING[TRAINING.index("--batch_size") + 1]))
-    length = ("--epochs", "1", "--steps_per_epoch", "3") if args.quick else ("--epochs", str(epochs), "--steps_per_epoch", str(full_steps))
+    full_steps = max(1, info.num_examples[info.train_split] // TRAINING["batch_size"])
+    length = dict(epochs=1, steps_per_epoch=3) if args.quick else dict(epochs=epochs, steps_per_epoch=full_steps)
     rows: dict[str, list[dict]] = {arm.name: [] for arm in arms}
     start = time.perf_counter()
     for seed in range(seeds):
         for index, arm in enumerate(arms):
-            flags = common + ("--seed", str(seed)) + length
-            init = ()
+            shared = dict(common, seed=seed, **length)
+            init = {}
             if arm.pretrain is not None:
                 folder = os.path.join(runs_dir, f"arm{index}-pretrain-seed{seed}")
-                _train(arm.pretrain + flags, folder)
-                init = ("--init_from", os.path.join(folder, "model.keras"), "--head", "new")  # the paper: a new zero head
+                _train(RunConfig(output_dir=folder, **arm.pretrain, **shared))
+                init = dict(init_from=os.path.join(folder, outputs.MODEL), head="new")  # the paper: a new zero head
             folder = os.path.join(runs_dir, f"arm{index}-seed{seed}")
-            result = _train(arm.flags + init + flags, folder)
+            result = _train(RunConfig(output_dir=folder, **arm.fields, **init, **shared))
             result.update(_fewshot(folder, args.dataset, args.data_dir))
             rows[arm.name].append(result)
             print(f"[{time.perf_counter() - start:5.0f}s] seed {seed} {arm.name}: accuracy {result['accuracy']:.2%}, "
@@ -178,14 +177,14 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     return rows
 
 
-def _train(flags: tuple[str, ...], output_dir: str) -> dict:
-    """One `training.train` run in this process (a finished one is recognised and not repeated)."""
+def _train(config: RunConfig) -> dict:
+    """One training run in this process (a finished one is recognised and not repeated)."""
     import keras
 
-    from keras_vit.training import train, trainer
+    from keras_vit.training import trainer
 
     keras.backend.clear_session()
-    result = trainer.train(train.parser().parse_args([*flags, "--output_dir", output_dir]))
+    result = trainer.train(config)
     keras.config.set_dtype_policy("float32")
     return dict(result)
 
@@ -195,7 +194,7 @@ def _fewshot(folder: str, dataset: str, data_dir: str | None) -> dict:
     import keras_vit
     from keras_vit.training import datasets, fewshot, pipeline
 
-    model = keras_vit.load_model(os.path.join(folder, "model.keras"))
+    model = keras_vit.load_model(os.path.join(folder, outputs.MODEL))
     info = datasets.describe(dataset, data_dir)
     prep = pipeline.Preprocessing.for_model(model, flip=False, num_classes=info.num_classes)
     train_split, test_split = (

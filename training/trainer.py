@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -17,7 +16,8 @@ import tensorflow as tf
 import keras_vit
 from keras_vit import analysis
 from keras_vit.training import backup, callbacks as run_callbacks, datasets, distribute, outputs, pipeline
-from keras_vit.training.flags import ARCHITECTURE_FLAGS, MODEL_OPTIONS, RESNET_FLAGS, check_flags
+from keras_vit.options import ARCHITECTURE, MODEL_OPTIONS
+from keras_vit.training.config import RESNET_FIELDS, RunConfig
 from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
 
 
@@ -52,50 +52,49 @@ class Plan:
     total_updates: int
 
 
-def plan(args: argparse.Namespace) -> Plan:
+def plan(config: RunConfig) -> Plan:
     """Checks everything that can be wrong with the command, then sets up precision, seed and strategy."""
-    check_flags(args)
-    info = datasets.describe(args.dataset, args.data_dir)
-    train_split = args.train_split or info.train_split
-    eval_split = args.eval_split or info.eval_split
-    train_examples = training_range(info.num_examples.get(train_split, 0), args.train_offset, args.train_fraction)
+    info = datasets.describe(config.dataset, config.data_dir)
+    train_split = config.train_split or info.train_split
+    eval_split = config.eval_split or info.eval_split
+    train_examples = training_range(info.num_examples.get(train_split, 0), config.train_offset, config.train_fraction)
     n_train = len(train_examples)
     if not n_train:
         raise ValueError(
-            f"Split {train_split!r} of {args.dataset} ({info.num_examples}) has no examples from --train_offset "
-            f"{args.train_offset} for --train_fraction {args.train_fraction}."
+            f"Split {train_split!r} of {config.dataset} ({info.num_examples}) has no examples from --train_offset "
+            f"{config.train_offset} for --train_fraction {config.train_fraction}."
         )
     recipe = build_recipe(
-        args.recipe,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        schedule=args.schedule,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        momentum=args.momentum,
-        global_clipnorm=args.global_clipnorm,
-        label_smoothing=args.label_smoothing,
-        dropout_rate=args.dropout_rate,
-        loss=args.loss,
-        head_bias_init=args.head_bias_init,
-        ema_momentum=args.ema_momentum,
-        batch_size=args.batch_size or default_batch_size(RECIPES[args.recipe].batch_size, n_train),
-        grad_accum_steps=args.grad_accum_steps,
+        config.recipe,
+        optimizer=config.optimizer,
+        learning_rate=config.learning_rate,
+        schedule=config.schedule,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        momentum=config.momentum,
+        global_clipnorm=config.global_clipnorm,
+        label_smoothing=config.label_smoothing,
+        dropout_rate=config.dropout_rate,
+        loss=config.loss,
+        head_bias_init=config.head_bias_init,
+        ema_momentum=config.ema_momentum,
+        batch_size=config.batch_size or default_batch_size(RECIPES[config.recipe].batch_size, n_train),
+        grad_accum_steps=config.grad_accum_steps,
     )
 
-    if args.logical_cpus:
-        distribute.split_cpu(args.logical_cpus)
-    keras.config.set_dtype_policy(args.precision)
-    keras.utils.set_random_seed(args.seed)
-    strategy = distribute.make_strategy(args.strategy)
+    if config.logical_cpus:
+        distribute.split_cpu(config.logical_cpus)
+    keras.config.set_dtype_policy(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    strategy = distribute.make_strategy(config.strategy)
     step_batch = distribute.check_batch_size(recipe.batch_size, strategy, recipe.grad_accum_steps)
-    steps_per_epoch = args.steps_per_epoch or max(1, n_train // step_batch)
-    if args.steps is not None:
-        data_steps = args.steps * recipe.grad_accum_steps
+    steps_per_epoch = config.steps_per_epoch or max(1, n_train // step_batch)
+    if config.steps is not None:
+        data_steps = config.steps * recipe.grad_accum_steps
         steps_per_epoch = min(steps_per_epoch, data_steps)
         epochs = math.ceil(data_steps / steps_per_epoch)
     else:
-        epochs = args.epochs or 10
+        epochs = config.epochs or 10
     total_updates = max(1, epochs * steps_per_epoch // recipe.grad_accum_steps)
     return Plan(info, train_split, eval_split, recipe, strategy, train_examples, step_batch, steps_per_epoch, epochs, total_updates)
 
@@ -111,7 +110,7 @@ def training_range(count: int, offset: float = 0.0, fraction: float = 1.0) -> ra
     return range(start, min(count, max(start + 1, round((offset + fraction) * count))))
 
 
-def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
+def build_model(config: RunConfig, run: Plan) -> keras.Model:
     """The model under the strategy's scope: a named variant, or `--model ViT` with the flags given.
 
     The masked patch recipe wraps the encoder (no head) in `keras_vit.MaskedPatchPrediction`.
@@ -122,64 +121,64 @@ def build_model(args: argparse.Namespace, run: Plan) -> keras.Model:
     `keras_vit.load_weights` with the head policy `--head` (default: "new",
     a zero head, for the finetune recipe, as the paper fine-tunes; else "auto").
     """
-    options = {flag: getattr(args, flag) for flag in ARCHITECTURE_FLAGS + MODEL_OPTIONS if getattr(args, flag) is not None}
-    source = args.weights or args.init_from
-    if args.model == "ViT" and source and source.endswith((".keras", ".npz")):
+    options = {flag: getattr(config, flag) for flag in ARCHITECTURE + MODEL_OPTIONS if getattr(config, flag) is not None}
+    source = config.initial_weights
+    if config.model == "ViT" and source and source.endswith((".keras", ".npz")):
         options = {**keras_vit.weights.architecture_of(source), **options}  # the flags given override the file
-    if args.dynamic_image_size:
+    if config.dynamic_image_size:
         options["dynamic_image_size"] = True
     if run.recipe.dropout_rate is not None:  # else the model's own
         options["dropout_rate"] = run.recipe.dropout_rate
     masked_patch = run.recipe.task == "masked_patch"
     if masked_patch:  # the encoder alone: its representation is what fine-tuning starts from
         options["include_top"] = False
-    if args.model == "ResNet":
-        return _build_resnet(args, run)
+    if config.model == "ResNet":
+        return _build_resnet(config, run)
     with run.strategy.scope():
         model = keras_vit.create_model(
-            args.model,
-            image_size=tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0],
+            config.model,
+            image_size=config.model_image_size,
             classes=run.info.num_classes,
-            weights=args.weights or args.init_from,
-            head=args.head or ("new" if args.recipe == "finetune" else "auto"),
+            weights=config.initial_weights,
+            head=config.head_policy,
             head_bias_init=run.recipe.head_bias_init,
-            attention_dropout_rate=args.attention_dropout_rate,
-            stochastic_depth_rate=args.stochastic_depth_rate,
-            crop_fraction=args.crop_fraction,
+            attention_dropout_rate=config.attention_dropout_rate,
+            stochastic_depth_rate=config.stochastic_depth_rate,
+            crop_fraction=config.crop_fraction,
             **options,
         )
         if masked_patch:
             model = keras_vit.MaskedPatchPrediction(model)
         run.recipe.compile(
-            model, run.total_updates, jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution
+            model, run.total_updates, jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution
         )
     distribute.enable_multi_worker_fit(model)
     return model
 
 
-def _build_resnet(args: argparse.Namespace, run: Plan) -> keras_vit.ResNet:
+def _build_resnet(config: RunConfig, run: Plan) -> keras_vit.ResNet:
     """`keras_vit.ResNet` with the flags given, from `.keras`/`.weights.h5` weights when given (strict)."""
-    options = {flag: getattr(args, flag) for flag in RESNET_FLAGS if getattr(args, flag) is not None}
-    source = args.weights or args.init_from
+    options = {flag: getattr(config, flag) for flag in RESNET_FIELDS if getattr(config, flag) is not None}
+    source = config.initial_weights
     if source and not source.endswith((".keras", ".weights.h5")):
         raise ValueError(f"--model ResNet loads .keras or .weights.h5 files of a keras_vit.ResNet, not {source!r}.")
     with run.strategy.scope():
         model = keras_vit.ResNet(
-            image_size=tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0],
+            image_size=config.model_image_size,
             classes=run.info.num_classes,
-            crop_fraction=args.crop_fraction,
+            crop_fraction=config.crop_fraction,
             **options,
         )
         if source:
             model.load_weights(source)
         run.recipe.compile(
-            model, run.total_updates, jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution
+            model, run.total_updates, jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution
         )
     distribute.enable_multi_worker_fit(model)
     return model
 
 
-def build_data(args: argparse.Namespace, run: Plan, model: keras.Model):
+def build_data(config: RunConfig, run: Plan, model: keras.Model):
     """(training batches, evaluation batches, few-shot (train, test) batches or None), fed as the model expects.
 
     Few-shot evaluation always reads labelled images, whatever the task trains on.
@@ -188,45 +187,46 @@ def build_data(args: argparse.Namespace, run: Plan, model: keras.Model):
     prep = pipeline.Preprocessing.for_model(
         model.backbone if task else model,
         num_classes=run.info.num_classes,
-        train_crop=run.info.train_crop if args.train_crop == "auto" else args.train_crop,
-        flip=run.info.flip if args.flip == "auto" else args.flip == "yes",
-        randaugment=(int(args.randaugment[0]), args.randaugment[1]) if args.randaugment else None,
-        mixup_alpha=args.mixup,
+        train_crop=run.info.train_crop if config.train_crop == "auto" else config.train_crop,
+        flip=run.info.flip if config.flip == "auto" else config.flip == "yes",
+        randaugment=(int(config.randaugment[0]), config.randaugment[1]) if config.randaugment else None,
+        mixup_alpha=config.mixup,
     )
-    if task and args.mixup:
+    if task and config.mixup:
         raise ValueError("MixUp blends labels; masked patch prediction has none to blend: drop --mixup.")
 
     def load(split: str):
-        return datasets.load(run.info, split, args.data_dir)
+        return datasets.load(run.info, split, config.data_dir)
 
     examples = load(run.train_split).skip(run.train_examples.start).take(len(run.train_examples))
-    train_ds = pipeline.train_dataset(examples, prep, run.step_batch, seed=args.seed, task=task)
+    train_ds = pipeline.train_dataset(examples, prep, run.step_batch, seed=config.seed, task=task)
     eval_ds = pipeline.eval_dataset(load(run.eval_split), prep, run.step_batch, task=task)
     fewshot_ds = None
-    if args.fewshot_every:
+    if config.fewshot_every:
         fewshot_ds = tuple(pipeline.eval_dataset(load(split), prep, run.step_batch) for split in (run.train_split, run.eval_split))
     return train_ds, eval_ds, fewshot_ds
 
 
-def train(args: argparse.Namespace) -> dict:
-    run = plan(args)
+def train(config: RunConfig) -> dict:
+    """Runs `config`: trains (or resumes, or reports the finished run in `output_dir`) and returns its results."""
+    run = plan(config)
     chief = distribute.is_chief()
-    config = outputs.run_config(args)
+    record = config.record()
     if chief:  # only the chief owns --output_dir; the other workers keep a backup folder there
-        status = outputs.check(args.output_dir, config)
+        status = outputs.check(config.output_dir, record)
         if status == "finished" and not distribute.is_multi_worker(run.strategy):
-            print(outputs.finished_message(args.output_dir))
-            with open(os.path.join(args.output_dir, outputs.RESULTS)) as f:
+            print(outputs.finished_message(config.output_dir))
+            with open(os.path.join(config.output_dir, outputs.RESULTS)) as f:
                 return json.load(f)
-    model = build_model(args, run)
-    train_ds, eval_ds, fewshot_ds = build_data(args, run, model)
+    model = build_model(config, run)
+    train_ds, eval_ds, fewshot_ds = build_data(config, run, model)
 
-    backup_dir = backup.directory(args.output_dir, chief, distribute.task()[1])
-    best_path = os.path.join(args.output_dir, outputs.BEST_MODEL)
+    backup_dir = backup.directory(config.output_dir, chief, distribute.task()[1])
+    best_path = os.path.join(config.output_dir, outputs.BEST_MODEL)
     early_stopping = None
-    if args.early_stopping_patience:
+    if config.early_stopping_patience:
         early_stopping = run_callbacks.EarlyStopping(
-            args.early_stopping_monitor, args.early_stopping_patience, args.early_stopping_min_delta,
+            config.early_stopping_monitor, config.early_stopping_patience, config.early_stopping_min_delta,
             path=best_path if chief else None,
         )
     initial_epoch = backup.restore(
@@ -238,20 +238,20 @@ def train(args: argparse.Namespace) -> dict:
             f"it is not this run's. Remove {backup_dir} to start the run over."
         )
     if chief:
-        outputs.record(args.output_dir, config)
-        outputs.trim_history(os.path.join(args.output_dir, outputs.HISTORY), initial_epoch)
-    callbacks = run_callbacks.run_callbacks(args.output_dir, chief, backup_dir, args.backup_freq, early_stopping)
+        outputs.record(config.output_dir, record)
+        outputs.trim_history(os.path.join(config.output_dir, outputs.HISTORY), initial_epoch)
+    callbacks = run_callbacks.run_callbacks(config.output_dir, chief, backup_dir, config.backup_freq, early_stopping)
     if fewshot_ds is not None:
-        callbacks.insert(0, run_callbacks.FewShotEvaluation(*fewshot_ds, run.info.num_classes, every=args.fewshot_every))
+        callbacks.insert(0, run_callbacks.FewShotEvaluation(*fewshot_ds, run.info.num_classes, every=config.fewshot_every))
 
     resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
     counted = model.backbone if isinstance(model, keras_vit.MaskedPatchPrediction) else model
     image_size = counted.image_size
     print(
-        f"Training {args.model} ({model.count_params():,} parameters) at {'x'.join(map(str, image_size))}px on {args.dataset} "
+        f"Training {config.model} ({model.count_params():,} parameters) at {'x'.join(map(str, image_size))}px on {config.dataset} "
         f"({len(run.train_examples)} examples, {run.info.num_classes} classes): "
         f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
-        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {args.recipe} ({run.recipe.source}){resumed}."
+        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {config.recipe} ({run.recipe.source}){resumed}."
     )
     start = time.perf_counter()
     stopped = early_stopping is not None and early_stopping.stopped_epoch is not None  # killed after it stopped
@@ -264,7 +264,7 @@ def train(args: argparse.Namespace) -> dict:
             validation_data=eval_ds,
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles
-            verbose=args.progress,
+            verbose=config.progress,
         )
     train_seconds = time.perf_counter() - start
     if early_stopping is not None and early_stopping.stopped_epoch is not None:
@@ -272,9 +272,9 @@ def train(args: argparse.Namespace) -> dict:
     final = model.evaluate(eval_ds, verbose=0, return_dict=True)
     epochs_trained = early_stopping.stopped_epoch + 1 if early_stopping and early_stopping.stopped_epoch is not None else run.epochs
     results = {
-        "model": args.model,
+        "model": config.model,
         "task": run.recipe.task,  # the accuracy is over the colours of corrupted patches for masked_patch
-        "dataset": args.dataset,
+        "dataset": config.dataset,
         "split": run.eval_split,
         "examples": run.info.num_examples.get(run.eval_split),
         "accuracy": float(final["accuracy"]),
@@ -287,12 +287,12 @@ def train(args: argparse.Namespace) -> dict:
         "weights_sha256": weights_fingerprint(model),
     }
     if chief:  # the model, then the results that mark the run finished, then the backups it no longer needs
-        outputs.write_atomically(os.path.join(args.output_dir, outputs.MODEL), model.save)
+        outputs.write_atomically(os.path.join(config.output_dir, outputs.MODEL), model.save)
         if run.recipe.task == "classification":
-            outputs.write_labels(args.output_dir, run.info.class_names)
-        outputs.write_json(os.path.join(args.output_dir, outputs.RESULTS), results)
+            outputs.write_labels(config.output_dir, run.info.class_names)
+        outputs.write_json(os.path.join(config.output_dir, outputs.RESULTS), results)
     backup.clear(backup_dir)
-    print(f"Final evaluation on {args.dataset}/{run.eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
+    print(f"Final evaluation on {config.dataset}/{run.eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
     print(f"Weights fingerprint: {results['weights_sha256']}")
     return results
 

@@ -6,14 +6,13 @@ import os
 from typing import Callable
 
 from keras_vit.models.variants import VARIANTS, variant_name
+from keras_vit.options import ARCHITECTURE
 from keras_vit.models.vision_transformer import VisionTransformer
 from keras_vit.weights import releases
 from keras_vit.weights.pipeline import load_weights
 
 #: Arguments a variant fixes: a variant constructor refuses them.
-ARCHITECTURE_ARGUMENTS = (
-    "patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width", "variant",
-)
+ARCHITECTURE_ARGUMENTS = (*ARCHITECTURE, "variant")
 
 _DOC = """Builds {reference} ({summary}) as a `keras_vit.VisionTransformer`.
 

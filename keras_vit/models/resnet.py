@@ -9,11 +9,11 @@ from keras_vit.weights.pipeline import WeightsLoading
 from keras_vit.layers import ClassifierHead
 from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.preprocessing import preprocessing_layer
-from keras_vit.utils import GraphViews, config_with_dtype_policy, to_pair
+from keras_vit.utils import ConstructorConfig, GraphViews, to_pair
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class ResNet(WeightsLoading, keras.Model):
+class ResNet(WeightsLoading, ConstructorConfig, keras.Model):
     """A ResNet of the ViT hybrids' units, with global average pooling and a linear head.
 
     Like BiT (Kolesnikov et al., 2020) it uses weight-standardised
@@ -98,23 +98,3 @@ class ResNet(WeightsLoading, keras.Model):
             return keras.Model(self.input, self.pool.output, name=f"{self.name}_representation")
 
         return self._views.get("representation", build)(images, training=training)
-
-    def get_config(self) -> dict:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "image_size": self.image_size,
-            "resnet_layers": self.resnet_layers,
-            "resnet_width": self.resnet_width,
-            "include_top": self.include_top,
-            "classes": self.classes,
-            "classifier_activation": self.classifier_activation,
-            "include_preprocessing": self.include_preprocessing,
-            "crop_fraction": self.crop_fraction,
-            "channels": self.channels,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> "ResNet":
-        return cls(**config_with_dtype_policy(config))

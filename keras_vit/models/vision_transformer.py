@@ -20,12 +20,12 @@ from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
 from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.preprocessing import preprocessing_layer
-from keras_vit.utils import GraphViews, config_with_dtype_policy, to_pair
+from keras_vit.utils import ConstructorConfig, GraphViews, to_pair
 from keras_vit.weights.pipeline import WeightsLoading
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class VisionTransformer(WeightsLoading, keras.Model):
+class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
     """The Vision Transformer of Dosovitskiy et al. (ICLR 2021), and its ResNet hybrids.
 
     The image (for hybrids: the ResNet's feature map) is cut into
@@ -379,6 +379,12 @@ class VisionTransformer(WeightsLoading, keras.Model):
             jit_compile = True
         super().compile(*args, jit_compile=jit_compile, **kwargs)
 
+    def compile_from_config(self, config: dict) -> None:
+        """Compiles a loaded model as it was saved (what Keras does itself for a model whose `compile` is its own)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # the optimizer's variables, for its saved state
+
     def _xla_by_default(self) -> bool:
         """Whether `jit_compile="auto"` means XLA for this model here (see `compile`)."""
         if keras.backend.backend() != "tensorflow":
@@ -485,45 +491,6 @@ class VisionTransformer(WeightsLoading, keras.Model):
             if norm:
                 outputs = [self.encoder_norm(x) for x in outputs]
         return keras.Model(inputs, outputs, name=f"{self.name}_{kind}")
-
-    # --- Serialization --------------------------------------------------------------------------
-
-    def get_config(self) -> dict:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
-            "hidden_size": self.hidden_size,
-            "mlp_dim": self.mlp_dim,
-            "num_heads": self.num_heads,
-            "num_layers": self.num_layers,
-            "resnet_layers": self.resnet_layers,
-            "resnet_width": self.resnet_width,
-            "include_top": self.include_top,
-            "pooling": self.pooling,
-            "classes": self.classes,
-            "head_bias_init": self.head_bias_init,
-            "classifier": self.classifier,
-            "representation_size": self.representation_size,
-            "dropout_rate": self.dropout_rate,
-            "attention_dropout_rate": self.attention_dropout_rate,
-            "stochastic_depth_rate": self.stochastic_depth_rate,
-            "position_embedding": self.position_embedding,
-            "position_embedding_resize": self.position_embedding_resize,
-            "dynamic_image_size": self.dynamic_image_size,
-            "dynamic_image_pad": self.dynamic_image_pad,
-            "classifier_activation": self.classifier_activation,
-            "include_preprocessing": self.include_preprocessing,
-            "channels": self.channels,
-            "crop_fraction": self.crop_fraction,
-            "variant": self.variant,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> "VisionTransformer":
-        return cls(**config_with_dtype_policy(config))
 
 
 def _validate(args: dict) -> None:

@@ -20,15 +20,13 @@ import numpy as np
 import keras
 
 from keras_vit.layers.attention import GRID_KEY as LAYER_GRID_KEY
+from keras_vit.options import ARCHITECTURE, MODEL_OPTIONS
 from keras_vit.weights import formats, keras_saving, layout, releases
 
 KERAS_FORMATS = (".keras", ".weights.h5", ".h5")
 
 #: The `VisionTransformer` arguments a weights file fixes (what `architecture_of` returns).
-ARCHITECTURE = (
-    "patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width",
-    "classifier", "representation_size", "position_embedding",
-)
+RECORDED = (*ARCHITECTURE, *MODEL_OPTIONS)
 
 
 @dataclasses.dataclass
@@ -166,7 +164,7 @@ def architecture_of(path: str | os.PathLike) -> dict:
         found = saved["config"]
     else:
         raise ValueError(f"{path}: only .keras files and .npz checkpoints record their architecture.")
-    return {key: found[key] for key in ARCHITECTURE if key in found}
+    return {key: found[key] for key in RECORDED if key in found}
 
 
 def npz_architecture(path: str | os.PathLike) -> dict:

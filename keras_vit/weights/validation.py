@@ -13,15 +13,12 @@ import logging
 import numpy as np
 import keras
 
-from keras_vit.options import HEAD_POLICIES
+from keras_vit.options import ARCHITECTURE, HEAD_POLICIES, MODEL_OPTIONS
 from keras_vit.weights import layout
 from keras_vit.weights.sources import Checkpoint
 
 logger = logging.getLogger(__name__)
 
-#: Architecture arguments compared when a source does not fit, in the order messages give them.
-_COMPARED = ("hidden_size", "num_layers", "mlp_dim", "num_heads", "patch_size", "classifier", "resnet_layers",
-             "resnet_width", "representation_size")
 
 
 def validate(model, checkpoint: Checkpoint, head: str = "auto") -> list[tuple[keras.Variable, np.ndarray]]:
@@ -134,7 +131,7 @@ def architecture_difference(model, stored: dict | None) -> str:
         return ""
     config = model.get_config()
     parts = []
-    for key in _COMPARED:
+    for key in (*ARCHITECTURE, *MODEL_OPTIONS):
         if key not in stored:
             continue
         mine, theirs = config.get(key), stored[key]
