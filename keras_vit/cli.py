@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 import tempfile
+from typing import Callable
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -105,3 +106,13 @@ def check_files(**flags) -> None:
         for path in [value] if isinstance(value, str) else value or []:
             if not os.path.exists(path):
                 raise ValueError(f"--{flag} {path}: no such file.")
+
+
+def report_errors(work: Callable[[], object], errors: tuple[type[Exception], ...] = (ValueError, OSError, ImportError)) -> int:
+    """Runs `work`: 0, or for an expected failure one `error:` line on stderr and exit status 2 (never a traceback)."""
+    try:
+        work()
+    except errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

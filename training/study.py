@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 
 import numpy as np
@@ -126,12 +125,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cli.start_tensorflow(args.verbose)
-    try:
-        run_study(args)
-    except (ValueError, OSError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.report_errors(lambda: run_study(args))
 
 
 def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:

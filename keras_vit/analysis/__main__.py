@@ -13,7 +13,6 @@ variant), or a known weights name with --variant (e.g. --model imagenet21k --var
 from __future__ import annotations
 
 import argparse
-import sys
 
 from keras_vit import cli
 
@@ -57,19 +56,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        cli.check_files(image=getattr(args, "image", None),
-                        model=args.model if args.model.endswith((".keras", ".npz", ".h5")) else None)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    model_file = args.model if args.model.endswith((".keras", ".npz", ".h5")) else None
+    status = cli.report_errors(lambda: cli.check_files(image=getattr(args, "image", None), model=model_file))
+    if status:
+        return status
     cli.start_tensorflow(args.verbose)
-    try:
-        run(args)
-    except (ValueError, OSError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.report_errors(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> None:
