@@ -22,6 +22,25 @@ def predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(model(images, training=False))
 
 
+def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer inside `layer`, at any depth: the functional graph's layers and the layers held in attributes."""
+    found: dict[int, keras.layers.Layer] = {}
+
+    def visit(value) -> None:
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+        elif isinstance(value, keras.layers.Layer) and id(value) not in found:
+            found[id(value)] = value
+            for child in [*getattr(value, "layers", []), *vars(value).values()]:
+                visit(child)
+
+    for child in [*getattr(layer, "layers", []), *vars(layer).values()]:
+        visit(child)
+    found.pop(id(layer), None)
+    return list(found.values())
+
+
 def randomize(model: keras.Model, seed: int = 0) -> None:
     """Gives every variable non-trivial values (zero heads and tokens would hide layout bugs)."""
     rng = np.random.default_rng(seed)
@@ -83,7 +102,7 @@ def run_model_test(
             keras.config.set_dtype_policy(previous)
         other = {
             layer.name
-            for layer in mixed._flatten_layers(include_self=False)
+            for layer in sublayers(mixed)
             if layer.dtype_policy.compute_dtype != policy.split("_")[1] and not isinstance(layer, keras.layers.InputLayer)
         }
         assert other == {"predictions"} if mixed.include_top else not other, (policy, other)
