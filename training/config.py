@@ -30,7 +30,7 @@ DEMO_TRAINING = dict(dataset="digits", batch_size=32, learning_rate=3e-3, warmup
                      dropout_rate=0.0, jit_compile=True)
 #: Fields added since runs were first recorded, with the value a `run.json` that leaves them out was run with.
 ADDED_FIELDS = {
-    "dynamic_image_size": False, "head": None,
+    "dynamic_image_size": False, "head": None, "remat": False,
     "early_stopping_patience": 0, "early_stopping_min_delta": 0.0, "early_stopping_monitor": "val_accuracy",
 }
 
@@ -54,6 +54,7 @@ class RunConfig:
     representation_size: int | None = None
     position_embedding: str | None = None
     dynamic_image_size: bool = False
+    remat: bool = False
     weights: str | None = None
     init_from: str | None = None
     head: str | None = None
@@ -167,6 +168,8 @@ class RunConfig:
                 raise ValueError("Masked patch prediction trains a ViT's patch tokens; --model ResNet has none.")
             if self.dynamic_image_size:
                 raise ValueError("--dynamic_image_size resizes a ViT's position embeddings; --model ResNet has none.")
+            if self.remat:
+                raise ValueError("--remat recomputes a ViT's encoder blocks; --model ResNet has none.")
         elif self.model != "ViT":
             keras_vit.get_variant(self.model)
             given = [f"--{name}" for name in ARCHITECTURE if getattr(self, name) is not None]

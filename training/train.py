@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     head.add_argument("--dynamic_image_size", action="store_true",
                       help="a model that takes images of any size (position embeddings resized in the graph per call); "
                            "it trains at --image_size, and training.evaluate --image_size runs it at others")
+    head.add_argument("--remat", action="store_true",
+                      help="gradient checkpointing: recompute each encoder block's activations in the backward pass "
+                           "(less memory for the big variants, at the cost of another forward pass)")
     add("--weights", help="initial weights: a known name (imagenet21k, ...) or a .npz/.keras/.weights.h5 path")
     add("--init_from", help="alias of --weights for a checkpoint of this project (e.g. another resolution)")
     add("--head", choices=HEAD_POLICIES,

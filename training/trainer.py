@@ -127,6 +127,8 @@ def build_model(config: RunConfig, run: Plan) -> keras.Model:
         options = {**keras_vit.weights.architecture_of(source), **options}  # the flags given override the file
     if config.dynamic_image_size:
         options["dynamic_image_size"] = True
+    if config.remat:
+        options["remat"] = True
     if run.recipe.dropout_rate is not None:  # else the model's own
         options["dropout_rate"] = run.recipe.dropout_rate
     masked_patch = run.recipe.task == "masked_patch"

@@ -27,6 +27,10 @@ class TransformerBlock(keras.layers.Layer):
         stochastic_depth_rate: probability of dropping a residual branch.
         relative_positions: 1-D relative position logits in the attention.
         grid_size, num_prefix_tokens: the token layout, for relative positions.
+        remat: in training, keep only the block's input for the backward pass
+            and compute its activations again there (gradient checkpointing:
+            `tf.recompute_grad`). The random draws of dropout and stochastic
+            depth are replayed, so gradients are the plain block's.
 
     Shapes:
         input: [batch, N, D]; output: [batch, N, D]. With
@@ -43,9 +47,11 @@ class TransformerBlock(keras.layers.Layer):
         relative_positions: bool = False,
         grid_size: tuple[int, int] | None = None,
         num_prefix_tokens: int = 0,
+        remat: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.remat = remat
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.dropout_rate = dropout_rate
@@ -94,6 +100,22 @@ class TransformerBlock(keras.layers.Layer):
         )
 
     def call(self, inputs, training=None, return_attention_scores: bool = False):
+        if not (self.remat and training) or return_attention_scores:
+            return self._forward(inputs, training, return_attention_scores)
+        import tensorflow as tf
+
+        random_layers = (self.dropout, self.drop_path, self.attention.attention_dropout)
+        generators = [layer.seed_generator for layer in random_layers if hasattr(layer, "seed_generator")]  # rate > 0
+        start = [tf.identity(generator.state.value) for generator in generators]  # where this call's draws begin
+
+        def forward(x):
+            for generator, state in zip(generators, start):  # recomputed in the backward pass: the same draws again
+                generator.state.assign(state)
+            return self._forward(x, training)
+
+        return tf.recompute_grad(forward)(inputs)
+
+    def _forward(self, inputs, training=None, return_attention_scores: bool = False):
         y = self.attention_norm(inputs)
         y, scores = self.attention(y, training=training, return_attention_scores=True)
         x = inputs + self.drop_path(self.dropout(y, training=training), training=training)
@@ -117,5 +139,6 @@ class TransformerBlock(keras.layers.Layer):
             relative_positions=self.relative_positions,
             grid_size=self.grid_size,
             num_prefix_tokens=self.num_prefix_tokens,
+            remat=self.remat,
         )
         return config

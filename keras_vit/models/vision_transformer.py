@@ -81,6 +81,12 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         dynamic_image_pad: with `dynamic_image_size`: pad images whose height
             or width does not divide by `patch_stride` with zeros at the
             bottom and right (timm's `dynamic_img_pad`) instead of refusing them.
+        remat: rematerialisation (gradient checkpointing, as timm's
+            `set_grad_checkpointing` and big_vision's `remat_policy`): in
+            training each encoder block keeps only its input and computes its
+            activations again in the backward pass, for less memory at the cost
+            of a second forward pass through the blocks. Gradients are
+            unchanged (dropout and stochastic depth replay their draws).
         classifier_activation: activation of the head's output; None gives
             logits, like the reference.
         include_preprocessing: take [0, 255] images and scale them to [-1, 1]
@@ -129,6 +135,7 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         position_embedding_resize: str = "reference",
         dynamic_image_size: bool = False,
         dynamic_image_pad: bool = False,
+        remat: bool = False,
         classifier_activation: str | None = None,
         include_preprocessing: bool = False,
         channels: int = 3,
@@ -229,6 +236,7 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
                 relative_positions=position_embedding == "relative",
                 grid_size=grid if position_embedding == "relative" else None,
                 num_prefix_tokens=int(classifier == "token"),
+                remat=remat,
                 dtype=dtype,
                 name=f"encoderblock_{i}",
             )
@@ -266,6 +274,7 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         self.position_embedding_resize = position_embedding_resize
         self.dynamic_image_size = dynamic_image_size
         self.dynamic_image_pad = dynamic_image_pad
+        self.remat = remat
         self.classifier_activation = classifier_activation
         self.include_preprocessing = include_preprocessing
         self.channels = channels
