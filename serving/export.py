@@ -11,6 +11,8 @@ DT_STRING [N]); `predict_pixels` takes `pixels`, DT_FLOAT [N, H, W, 3] in
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 import keras_vit
@@ -38,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jit_compile", action="store_true",
                         help="compile the model's forward pass with XLA in the SavedModel; TF Serving and "
                              "serving.server then need --xla_cpu_compilation_enabled")
+    parser.add_argument("--calibration_images", nargs="+", default=None, metavar="PATH",
+                        help="--format tflite_int8: image files or folders to check the int8 model's top-1 agreement "
+                             "with the float32 one on (default: the export's two synthetic warm-up images)")
+    parser.add_argument("--min_top1_agreement", type=float, default=0.99,
+                        help="--format tflite_int8: refuse the export when the int8 model agrees less often than this")
     cli.add_image_size_flag(parser, "--serving_image_size", default=None, help="a model built with dynamic_image_size: the size serving_default decodes images to, and "
                              "the one size model.tflite takes (default: the model's image_size)")
     args = parser.parse_args(argv)
@@ -46,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
-        cli.check_files(model=args.model, labels=args.labels)
+        cli.check_files(model=args.model, labels=args.labels, calibration_images=args.calibration_images)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     cli.start_tensorflow(args.verbose)
+    from keras_vit.serving import quantization
     from keras_vit.serving.saved_model import export, serving_size
 
     try:
@@ -59,13 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         labels_file = args.labels or (labels_beside(args.model) if model.include_top else None)
         labels = read_labels(labels_file) if labels_file else None
         path = export(model, args.model_base_path, args.version, labels, args.model_name, args.top_k, args.dtype_policy,
-                      args.format, size, args.jit_compile)
+                      args.format, size, args.jit_compile, args.calibration_images, args.min_top1_agreement)
     except (ValueError, OSError) as error:  # bad flags, missing or unreadable files
         print(f"error: {_message(error)}", file=sys.stderr)
         return 2
     print(f"Exported {args.model} to {path}" + (f" with the class names of {labels_file}" if labels else "")
           + (f", computing in {args.dtype_policy}" if args.dtype_policy else "")
           + (f", with {TFLITE_FILE} ({args.format})" if args.format != "saved_model" else ""))
+    report = os.path.join(path, quantization.REPORT_FILE)
+    if os.path.exists(report):
+        with open(report) as f:
+            print("\n".join(quantization.QuantizationReport(**json.load(f)).lines()))
     if args.jit_compile:
         print("Its forward pass is compiled with XLA: serve it with --xla_cpu_compilation_enabled "
               "(tensorflow_model_server and serving.server alike); without it, requests are refused.")

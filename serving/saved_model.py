@@ -28,7 +28,9 @@ A classifier returns `probabilities` [N, classes], the top-k `classes`
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -40,7 +42,7 @@ import keras
 import keras_vit
 from keras_vit.options import DTYPE_POLICIES, EXPORT_FORMATS
 from keras_vit.preprocessing import decode_for_eval, model_inputs
-from keras_vit.serving import signatures, tflite
+from keras_vit.serving import quantization, signatures, tflite
 from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.model_manager import version_of
 from keras_vit.utils import to_pair
@@ -170,6 +172,8 @@ def export(
     format: str = "saved_model",
     serving_image_size: int | tuple[int, int] | None = None,
     jit_compile: bool = False,
+    calibration_images: list[str] | None = None,
+    min_top1_agreement: float = 0.99,
 ) -> str:
     """Writes the SavedModel, its warmup requests, models.config and batching parameters; returns the version's path.
 
@@ -187,6 +191,12 @@ def export(
     the model's forward pass with XLA in the saved graph (about the Keras
     model's speed on a CPU); TF Serving then needs
     `--xla_cpu_compilation_enabled` (so does `serving.server`).
+
+    "tflite_int8" is checked before the version appears
+    (`keras_vit.serving.quantization`): its top-1 agreement with the float32
+    model on `calibration_images` (files or folders; default: the warm-up
+    images) below `min_top1_agreement` refuses the export; the figures go to
+    `assets.extra/int8_check.json` in the version.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(EXPORT_FORMATS)}.")
@@ -223,6 +233,8 @@ def export(
             flatbuffer = tflite.convert(module.fixed_size_pixels(), int8=format == "tflite_int8")
             with open(os.path.join(staging, signatures.TFLITE_FILE), "wb") as f:
                 f.write(flatbuffer)
+        if format == "tflite_int8" and model.include_top:
+            _check_int8(module, staging, calibration_images, min_top1_agreement)
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -231,6 +243,22 @@ def export(
     write_model_config(os.path.join(model_base_path, "models.config"), name, model_base_path)
     write_batching_parameters(os.path.join(model_base_path, "batching_parameters.txt"))
     return target
+
+
+def _check_int8(module: ServingModule, staging: str, calibration_images: list[str] | None, min_top1_agreement: float) -> None:
+    """Runs the int8 check on the staged version; ValueError (the version is not written) when it fails."""
+    if calibration_images:
+        pixels, source = quantization.calibration_pixels(calibration_images, module._decode), quantization.CALIBRATION_SET
+    else:
+        pixels = np.stack([module._decode(tf.constant(encode_png(_gray_image(module.image_size, 64 * (i + 1))))).numpy()
+                           for i in range(2)])
+        source = quantization.WARMUP_IMAGES
+    report = quantization.check(module.fixed_size_pixels(), os.path.join(staging, signatures.TFLITE_FILE), pixels, source)
+    with open(os.path.join(staging, quantization.REPORT_FILE), "w") as f:
+        json.dump(dataclasses.asdict(report), f, indent=1)
+    refusal = report.refusal(min_top1_agreement)
+    if refusal:
+        raise ValueError(refusal)
 
 
 def write_warmup_requests(path: str, model_name: str, image_size: tuple[int, int], count: int = 2) -> None:

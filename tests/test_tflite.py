@@ -1,5 +1,6 @@
 """serving.export --format tflite|tflite_int8: model.tflite beside the SavedModel, served by LiteRT with the same contract."""
 
+import json
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from test_export_flavours import build
-from keras_vit.serving import saved_model, signatures
+from keras_vit.serving import quantization, saved_model, signatures
 from keras_vit.serving.client import GrpcClient, RestClient
 from keras_vit.serving.servable import Servable
 from support import REPO, env, free_port
@@ -120,3 +121,44 @@ def test_the_server_runs_model_tflite_over_rest_and_grpc_with_batching(exported,
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output[-2000:]
     assert "Loaded vit version 3 (model.tflite, run by LiteRT)" in output, output[-2000:]
+
+
+def test_the_int8_export_reports_its_check(exported):
+    _, paths = exported
+    with open(os.path.join(paths["tflite_int8"], quantization.REPORT_FILE)) as f:
+        report = quantization.QuantizationReport(**json.load(f))
+    assert report.images == 2 and report.source == "warm-up images" and 0.99 <= report.top1_agreement <= 1
+    assert report.int8_images_per_second > 0 and report.float32_images_per_second > 0
+    lines = report.lines()
+    assert lines[0].startswith("int8 check: top-1 agreement with the float32 model 100.00% on 2 warm-up images")
+    assert any("--calibration_images" in line for line in lines)
+    assert not os.path.exists(os.path.join(paths["tflite"], quantization.REPORT_FILE))
+
+
+def test_an_int8_model_that_disagrees_is_refused_and_writes_no_version(tmp_path):
+    """A head whose classes differ by far less than int8's rounding of its weights (32 classes: LiteRT leaves tensors
+    under 1,024 weights in float32): the best class flips."""
+    model = build(dict(OPTIONS, classes=32), seed=5)
+    rng = np.random.default_rng(3)
+    column = rng.normal(0, 1, (model.head.kernel.shape[0], 1))
+    model.head.kernel.assign((column + rng.normal(0, 1e-5, model.head.kernel.shape)).astype("float32"))
+    model.head.bias.assign(np.zeros(model.head.bias.shape, "float32"))
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for i in range(16):
+        (folder / f"{i}.png").write_bytes(saved_model.encode_png(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
+    model_path = tmp_path / "model.keras"
+    model.save(model_path)
+    command = [sys.executable, "-m", "serving.export", "--model", str(model_path), "--model_base_path", str(tmp_path / "vit"),
+               "--format", "tflite_int8", "--calibration_images", str(folder)]
+    refused = subprocess.run([*command, "--min_top1_agreement", "1"], cwd=REPO, env=env(), capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "on 16 calibration set images is below --min_top1_agreement 1" in errors[0], refused.stderr
+    assert not any(name.isdigit() for name in os.listdir(tmp_path / "vit"))  # no version appeared
+    accepted = subprocess.run([*command, "--min_top1_agreement", "0"], cwd=REPO, env=env(), capture_output=True,
+                              text=True, timeout=300)
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert "int8 check: top-1 agreement with the float32 model" in accepted.stdout
+    assert "on 16 calibration set images" in accepted.stdout and "warm-up images are synthetic" not in accepted.stdout

@@ -1,0 +1,127 @@
+"""The check `serving.export --format tflite_int8` runs on the int8 model it writes, before the version appears.
+
+Dynamic-range int8 can lose accuracy (a ViT's top-1 has dropped from 80% to
+62% in other toolchains) or run slower than float32 on a CPU without VNNI, and
+neither shows until it is served. The export therefore runs the int8 LiteRT
+model and the float32 graph it was converted from on the same images and
+measures:
+
+- top-1 agreement: the share of images whose best class is the same in both;
+  below `min_top1_agreement` the export is refused and no version is written;
+- speed: images per second of each on this machine (batch 1), said plainly
+  when int8 is the slower one.
+
+The images are a calibration set the user gives (`--calibration_images`:
+image files or folders of them, decoded as `serving_default` decodes them),
+or else the export's warm-up images, which say little about accuracy: the
+report says which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from keras_vit.serving import signatures
+from keras_vit.serving.tflite import LiteRTModel
+
+#: Image files a calibration folder is read for.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+
+
+#: What the check ran on: a calibration set the user gave, or the export's own warm-up images.
+CALIBRATION_SET, WARMUP_IMAGES = "calibration set images", "warm-up images"
+#: Where the export keeps the check's figures, in the version's folder.
+REPORT_FILE = os.path.join("assets.extra", "int8_check.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationReport:
+    """What the int8 check measured."""
+
+    top1_agreement: float
+    images: int
+    source: str  # CALIBRATION_SET or WARMUP_IMAGES
+    int8_images_per_second: float
+    float32_images_per_second: float
+
+    @property
+    def speedup(self) -> float:
+        return self.int8_images_per_second / self.float32_images_per_second
+
+    def refusal(self, min_top1_agreement: float) -> str | None:
+        """Why the export is refused, or None."""
+        if self.top1_agreement >= min_top1_agreement:
+            return None
+        return (
+            f"int8 check: top-1 agreement with the float32 model {self.top1_agreement:.2%} on {self.images} "
+            f"{self.source} is below --min_top1_agreement {min_top1_agreement:g}: the int8 model answers differently; "
+            f"no version was written. Export float32 (--format saved_model or tflite), or lower "
+            f"--min_top1_agreement if that difference is acceptable."
+        )
+
+    def lines(self) -> list[str]:
+        """The report, as the export prints it."""
+        out = [
+            f"int8 check: top-1 agreement with the float32 model {self.top1_agreement:.2%} on {self.images} "
+            f"{self.source}; {self.int8_images_per_second:.2f} images/s int8 (LiteRT) against "
+            f"{self.float32_images_per_second:.2f} float32 (the SavedModel's graph) at batch 1: {self.speedup:.2f}x."
+        ]
+        if self.source == WARMUP_IMAGES:
+            out.append("int8 check: warm-up images are synthetic; pass --calibration_images with real images to "
+                       "measure the agreement that matters.")
+        if self.speedup < 1:
+            out.append("int8 check: int8 is slower than float32 on this CPU (dynamic-range int8 needs VNNI to pay "
+                       "off); serve the SavedModel, or --format tflite.")
+        return out
+
+
+def calibration_pixels(paths: list[str], decode) -> np.ndarray:
+    """float32 [N, H, W, 3] in [0, 255] of image files (folders: every image in them), decoded by `decode`."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            files += sorted(os.path.join(path, name) for name in os.listdir(path) if name.lower().endswith(IMAGE_SUFFIXES))
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise ValueError(f"--calibration_images {path}: no such file or folder.")
+    if not files:
+        raise ValueError(f"--calibration_images {' '.join(paths)}: no image files (JPEG, PNG, GIF, BMP) there.")
+    pixels = []
+    for path in files:
+        with open(path, "rb") as f:
+            try:
+                pixels.append(decode(tf.constant(f.read())).numpy())
+            except tf.errors.InvalidArgumentError:
+                raise ValueError(f"--calibration_images: {path} is not an image TensorFlow can decode.") from None
+    return np.stack(pixels).astype(np.float32)
+
+
+def check(float32_pixels_fn, tflite_path: str, pixels: np.ndarray, source: str, seconds: float = 2.0) -> QuantizationReport:
+    """Compares `model.tflite` (int8) with the float32 `predict_pixels` function on `pixels`."""
+    lite = LiteRTModel(tflite_path)
+    key = signatures.PROBABILITIES
+    reference = np.concatenate([float32_pixels_fn(tf.constant(pixels[i: i + 16]))[key].numpy()
+                                for i in range(0, len(pixels), 16)])
+    quantized = np.concatenate([lite(pixels[i: i + 16])[key] for i in range(0, len(pixels), 16)])
+    agreement = float(np.mean(reference.argmax(-1) == quantized.argmax(-1)))
+    one = pixels[:1]
+    return QuantizationReport(
+        agreement, len(pixels), source,
+        _images_per_second(lambda: lite(one), seconds),
+        _images_per_second(lambda: float32_pixels_fn(tf.constant(one)), seconds),
+    )
+
+
+def _images_per_second(call, seconds: float) -> float:
+    call()
+    calls, start = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < seconds:
+        call()
+        calls += 1
+    return calls / (time.perf_counter() - start)
