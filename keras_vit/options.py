@@ -4,7 +4,7 @@
 ARCHITECTURE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
 
 #: `VisionTransformer` options that any architecture, a variant's too, may change, and that a weights file records.
-MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding")
+MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding", "position_embedding_placement")
 
 #: How the encoder's output becomes the head's input. "token": the class token's output; "gap": the mean of all tokens.
 CLASSIFIERS = ("token", "gap")
@@ -14,6 +14,10 @@ POOLINGS = ("avg", "max")
 
 #: Position embeddings of the paper's ablation (appendix D.4, Table 8).
 POSITION_EMBEDDINGS = ("none", "learned_1d", "learned_2d", "relative")
+
+#: Where learned position embeddings are added (appendix D.4, Table 8): at the input, before every block with a
+#: table of its own, or before every block with one shared table.
+POSITION_EMBEDDING_PLACEMENTS = ("input", "every_layer", "every_layer_shared")
 
 #: Keras dtype policies a model trains or is exported with. The mixed ones keep float32 variables and compute in
 #: bfloat16 (fast where the CPU has AVX512_BF16 or AMX, and on TPUs and recent GPUs) or float16 (GPUs).

@@ -46,3 +46,20 @@ def test_a_quick_study_writes_its_table_and_plot(tmp_path):
 def test_resnet_refuses_transformer_flags(capsys):
     assert train.main(["--model", "ResNet", "--patch_size", "4", "--output_dir", "x"]) == 2
     assert "--model ResNet has no Transformer: --patch_size are for ViT models" in capsys.readouterr().err
+
+
+def test_table_8_in_full_is_laid_out_4x3():
+    """The arms of every placement, and the Markdown's 4x3 table (its runs are tested by the quick study above)."""
+    args = study.parser().parse_args(["posemb", "--placements", "input", "every_layer", "every_layer_shared",
+                                      "--out", "table8.md"])
+    spec = study.studies(tuple(args.placements))["posemb"]
+    assert len(spec.arms) == 8  # none and relative at the input only
+    rows = {arm.name: [{"accuracy": 0.5 + i / 100, "train_seconds": 1.0, **{f"{k}shot": 0.4 for k in study.SHOTS}}]
+            for i, arm in enumerate(spec.arms)}
+    args.dataset, args.quick = "digits", True
+    table = study.markdown(spec, spec.arms, rows, args, 1, 1)
+    grid = table[table.index("as the paper's Table 8 lays it out"):].splitlines()
+    cells = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:5]] for line in grid if line.startswith("| ")}
+    assert cells[""] == ["input", "every_layer", "every_layer_shared"]
+    assert cells["none"] == ["50.0", "N/A", "N/A"] and cells["relative"][1:] == ["N/A", "N/A"]
+    assert cells["learned_1d"] == ["51.0", "52.0", "53.0"] and cells["learned_2d"] == ["54.0", "55.0", "56.0"]

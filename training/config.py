@@ -30,7 +30,7 @@ DEMO_TRAINING = dict(dataset="digits", batch_size=32, learning_rate=3e-3, warmup
                      dropout_rate=0.0, jit_compile=True)
 #: Fields added since runs were first recorded, with the value a `run.json` that leaves them out was run with.
 ADDED_FIELDS = {
-    "dynamic_image_size": False, "head": None, "remat": False,
+    "dynamic_image_size": False, "head": None, "remat": False, "position_embedding_placement": None,
     "early_stopping_patience": 0, "early_stopping_min_delta": 0.0, "early_stopping_monitor": "val_accuracy",
 }
 
@@ -53,6 +53,7 @@ class RunConfig:
     classifier: str | None = None
     representation_size: int | None = None
     position_embedding: str | None = None
+    position_embedding_placement: str | None = None
     dynamic_image_size: bool = False
     remat: bool = False
     weights: str | None = None

@@ -1,6 +1,7 @@
 """The paper's ablations and data-scale study in small, re-run on one dataset with several seeds.
 
     python -m training.study posemb           --dataset digits --out posemb.md   # Table 8: none / 1-D / 2-D / relative
+    python -m training.study posemb --placements input every_layer every_layer_shared --out table8.md  # all of Table 8
     python -m training.study classifier       --dataset digits --out cls.md      # Fig. 9: class token vs GAP, own lr
     python -m training.study data_scale       --dataset digits --out scale.md    # Fig. 3/4: ViT vs hybrid vs ResNet
     python -m training.study self_supervision --dataset digits --out ssl.md      # 4.6: scratch / masked patch / supervised
@@ -23,6 +24,7 @@ import time
 import numpy as np
 
 from keras_vit import cli
+from keras_vit.options import POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS
 from keras_vit.training import outputs
 from keras_vit.training.config import DEMO_MODEL, DEMO_TRAINING, RunConfig
 
@@ -65,14 +67,25 @@ def lr(value: float) -> dict:
     return dict(learning_rate=value)
 
 
-def studies() -> dict[str, Study]:
-    """The studies, each a list of arms."""
+def posemb_arms(placements: tuple[str, ...] = ("input",)) -> tuple[Arm, ...]:
+    """Table 8: every kind of position embedding at every placement it has (learned tables only move)."""
+    return tuple(
+        Arm(kind if placement == "input" else f"{kind}, {placement}",
+            {**VIT, **lr(LEARNING_RATE), "position_embedding": kind,
+             **({"position_embedding_placement": placement} if placement != "input" else {})})
+        for kind in POSITION_EMBEDDINGS
+        for placement in placements
+        if placement == "input" or kind in ("learned_1d", "learned_2d")
+    )
+
+
+def studies(placements: tuple[str, ...] = ("input",)) -> dict[str, Study]:
+    """The studies, each a list of arms; `placements`: the posemb study's placements of learned tables."""
     half, rest = dict(train_fraction=0.5), dict(train_offset=0.5, train_fraction=0.5)
     return {
         "posemb": Study(
             "Position embeddings", "paper Table 8 (appendix D.4)",
-            tuple(Arm(kind, {**VIT, **lr(LEARNING_RATE), "position_embedding": kind})
-                  for kind in ("none", "learned_1d", "learned_2d", "relative")),
+            posemb_arms(placements),
             epochs=30, seeds=3,
         ),
         "classifier": Study(
@@ -118,6 +131,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs_dir", default=None, help="where the runs go (default: OUT without .md, plus _runs)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the study's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of the full training split per run (default: the study's)")
+    p.add_argument("--placements", nargs="+", choices=POSITION_EMBEDDING_PLACEMENTS, default=["input"],
+                   help="posemb: where learned tables are added (Table 8's columns; the full table: all three)")
     p.add_argument("--quick", action="store_true", help="a few steps, one seed: checks the study runs, measures nothing")
     return p
 
@@ -129,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
-    study = studies()[args.study]
+    study = studies(tuple(args.placements))[args.study]
     seeds = 1 if args.quick else args.seeds or study.seeds
     epochs = 1 if args.quick else args.epochs or study.epochs
     arms = study.arms
@@ -221,6 +236,16 @@ def markdown(study: Study, arms, rows: dict[str, list[dict]], args, seeds: int, 
         cells = [_cell([r["accuracy"] for r in results])] + [_cell([r[f"{k}shot"] for r in results]) for k in SHOTS]
         seconds = np.mean([r["train_seconds"] for r in results])
         lines.append(f"| {arm.name} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+    placements = getattr(args, "placements", ["input"])
+    if study.title == "Position embeddings" and len(placements) > 1:
+        lines += ["", "Test accuracy (%), as the paper's Table 8 lays it out (N/A: no learned table to place):", "",
+                  "| | " + " | ".join(placements) + " |", "|" + "---|" * (1 + len(placements))]
+        for kind in POSITION_EMBEDDINGS:
+            cells = []
+            for placement in placements:
+                name = kind if placement == "input" else f"{kind}, {placement}"
+                cells.append(_cell([r["accuracy"] for r in rows[name]]) if name in rows else "N/A")
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,9 @@ import sys
 
 import keras_vit
 from keras_vit import cli
-from keras_vit.options import CLASSIFIERS, DTYPE_POLICIES, HEAD_POLICIES, POSITION_EMBEDDINGS
+from keras_vit.options import (
+    CLASSIFIERS, DTYPE_POLICIES, HEAD_POLICIES, POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS,
+)
 from keras_vit.training.choices import STRATEGIES
 from keras_vit.training import outputs
 from keras_vit.training.config import EARLY_STOPPING_MONITORS, RunConfig
@@ -48,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     head.add_argument("--dynamic_image_size", action="store_true",
                       help="a model that takes images of any size (position embeddings resized in the graph per call); "
                            "it trains at --image_size, and training.evaluate --image_size runs it at others")
+    head.add_argument("--position_embedding_placement", choices=POSITION_EMBEDDING_PLACEMENTS,
+                      help="learned tables added at the input, or before every block (own or shared; Table 8)")
     head.add_argument("--remat", action="store_true",
                       help="gradient checkpointing: recompute each encoder block's activations in the backward pass "
                            "(less memory for the big variants, at the cost of another forward pass)")

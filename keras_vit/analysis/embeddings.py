@@ -17,12 +17,12 @@ def position_embedding_similarity(model) -> np.ndarray:
     (row and column halves concatenated) first. Models without absolute
     position embeddings ("none", "relative") have none to compare.
     """
-    layer = model.posembed_input
-    if layer is None:
+    if not model.position_embeddings:
         raise ValueError(
             f"Model {model.name!r} has position_embedding={model.position_embedding!r}: "
             "no learned absolute position embeddings to compare."
         )
+    layer = model.position_embeddings[0]  # with a table per block: the first block's
     table = keras.ops.convert_to_numpy(keras.ops.cast(layer.embedding(), "float32"))[0].astype(np.float64)
     grid = table[layer.num_prefix_tokens :]
     unit = grid / np.maximum(np.linalg.norm(grid, axis=-1, keepdims=True), 1e-12)

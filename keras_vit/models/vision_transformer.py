@@ -15,7 +15,7 @@ from keras_vit.layers import (
     StrideAlignment,
     TransformerBlock,
 )
-from keras_vit.options import CLASSIFIERS, POOLINGS, POSITION_EMBEDDINGS
+from keras_vit.options import CLASSIFIERS, POOLINGS, POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS
 from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
 from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.models.variants import check_variant, variant_name
@@ -73,6 +73,11 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
             grid are resized, on load and (`dynamic_image_size`) at call time:
             "reference" (the reference's aligned-corners linear zoom) or
             "bilinear", "bicubic", "nearest" (half-pixel, `tf.image.resize`).
+        position_embedding_placement: where learned position embeddings are
+            added (the paper's appendix D.4, Table 8): "input" (default: once,
+            before the encoder), "every_layer" (a table of its own before each
+            block) or "every_layer_shared" (one table added before each block).
+            "none" and "relative" have no table to place: input only.
         dynamic_image_size: take images of any height and width (input
             [batch, None, None, channels]); each call resizes the position
             embeddings in the graph to its own grid, as loading weights at
@@ -133,6 +138,7 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         stochastic_depth_rate: float = 0.0,
         position_embedding: str = "learned_1d",
         position_embedding_resize: str = "reference",
+        position_embedding_placement: str = "input",
         dynamic_image_size: bool = False,
         dynamic_image_pad: bool = False,
         remat: bool = False,
@@ -215,16 +221,31 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
             x = self.patch_tokens(patches)
         if self.class_token is not None:
             x = self.class_token(x)
-        if position_embedding in ("learned_1d", "learned_2d"):
-            self.posembed_input = AddPositionEmbedding(
+        def position_table(name: str) -> AddPositionEmbedding:
+            return AddPositionEmbedding(
                 grid,
                 num_prefix_tokens=int(classifier == "token"),
                 kind=position_embedding,
                 resize_method=position_embedding_resize,
                 dtype=dtype,
-                name="posembed_input",
+                name=name,
             )
-            x = self.posembed_input(x, patches) if dynamic_image_size else self.posembed_input(x)
+
+        def add_positions(layer: AddPositionEmbedding, tokens):
+            return layer(tokens, patches) if dynamic_image_size else layer(tokens)
+
+        # Where the learned tables are added (the paper's appendix D.4): once at the input, before every block (one
+        # table per block), or before every block (one table shared by all).
+        self._block_position_embeddings: tuple[AddPositionEmbedding, ...] = ()
+        if position_embedding in ("learned_1d", "learned_2d"):
+            if position_embedding_placement == "every_layer":
+                self._block_position_embeddings = tuple(position_table(f"posembed_{i}") for i in range(num_layers))
+            else:
+                self.posembed_input = position_table("posembed_input")
+                if position_embedding_placement == "every_layer_shared":
+                    self._block_position_embeddings = (self.posembed_input,) * num_layers
+                else:
+                    x = add_positions(self.posembed_input, x)
         x = keras.layers.Dropout(dropout_rate, dtype=dtype, name="posembed_dropout")(x)
         self._encoder_blocks = tuple(
             TransformerBlock(
@@ -242,7 +263,9 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
             )
             for i, rate in enumerate(np.linspace(0.0, stochastic_depth_rate, num_layers))
         )
-        for block in self._encoder_blocks:
+        for i, block in enumerate(self._encoder_blocks):
+            if self._block_position_embeddings:
+                x = add_positions(self._block_position_embeddings[i], x)
             x = block(x)
         x = self.pool(self.encoder_norm(x))
         if self.pre_logits is not None:
@@ -272,6 +295,7 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         self.stochastic_depth_rate = stochastic_depth_rate
         self.position_embedding = position_embedding
         self.position_embedding_resize = position_embedding_resize
+        self.position_embedding_placement = position_embedding_placement
         self.dynamic_image_size = dynamic_image_size
         self.dynamic_image_pad = dynamic_image_pad
         self.remat = remat
@@ -367,6 +391,20 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         """The classification head (a Dense to `classes` logits), or None with `include_top=False`."""
         return self._head
 
+    @property
+    def position_embeddings(self) -> tuple[AddPositionEmbedding, ...]:
+        """The learned position-embedding layers, each once: `posembed_input` (input or shared placement), or
+        one per block (`position_embedding_placement="every_layer"`); empty for "none" and "relative"."""
+        if self.posembed_input is not None:
+            return (self.posembed_input,)
+        return self._block_position_embeddings
+
+    @property
+    def block_position_embeddings(self) -> tuple[AddPositionEmbedding, ...]:
+        """The table added before each block, in depth order (the same layer for every block when shared); empty
+        with `position_embedding_placement="input"`."""
+        return self._block_position_embeddings
+
     # --- Loading ---------------------------------------------------------------------------------
 
     # --- Compiling --------------------------------------------------------------------------------
@@ -453,9 +491,13 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         last block asked for.
         """
         indices = self._block_indices(blocks)
-        x = self._view("encoder_input")(images, training=False)
+        x = self._view("encoder_input")(images, training=False)  # block 0's input: its position table added
+        patches = self._view("patches")(images, training=False) if self.dynamic_image_size else None
         maps = {}
         for i, block in enumerate(self._encoder_blocks[: max(indices) + 1]):
+            if i and self._block_position_embeddings:
+                table = self._block_position_embeddings[i]
+                x = table(x, patches) if patches is not None else table(x)
             x, weights = block(x, training=False, return_attention_scores=True)
             if i in indices:
                 maps[i] = keras.ops.convert_to_numpy(keras.ops.cast(weights, "float32"))
@@ -494,6 +536,8 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
             outputs = (self.pre_logits or self.pool).output
         elif kind == "encoder_input":
             outputs = self._encoder_blocks[0].input
+        elif kind == "patches":
+            outputs = self.embedding.output
         else:
             indices, norm = options
             outputs = [self._encoder_blocks[i].output for i in indices]
@@ -508,6 +552,16 @@ def _validate(args: dict) -> None:
     if args["position_embedding"] not in POSITION_EMBEDDINGS:
         raise ValueError(
             f"Unknown position_embedding {args['position_embedding']!r}; expected one of {POSITION_EMBEDDINGS}."
+        )
+    if args["position_embedding_placement"] not in POSITION_EMBEDDING_PLACEMENTS:
+        raise ValueError(f"Unknown position_embedding_placement {args['position_embedding_placement']!r}; expected one "
+                         f"of {POSITION_EMBEDDING_PLACEMENTS}.")
+    if args["position_embedding_placement"] != "input" and args["position_embedding"] not in ("learned_1d", "learned_2d"):
+        raise ValueError(
+            f"position_embedding_placement={args['position_embedding_placement']!r} places learned tables; "
+            f"position_embedding={args['position_embedding']!r} has none ("
+            + ("no position information at all" if args["position_embedding"] == "none"
+               else "its relative positions are in every block's attention already") + "): use 'input'."
         )
     if args["hidden_size"] % args["num_heads"]:
         raise ValueError(f"hidden_size {args['hidden_size']} is not divisible by num_heads {args['num_heads']}.")

@@ -33,9 +33,13 @@ _NORM = {"gamma": "scale", "beta": "bias"}
 HEAD = "head/"
 PRE_LOGITS = "pre_logits/"
 POSITION_EMBEDDING = "Transformer/posembed_input/"
+#: Inside `Transformer/encoderblock_{i}/`: the block's own table (`position_embedding_placement="every_layer"`).
+BLOCK_POSITION_EMBEDDING = "posembed/"
 RELATIVE = "/relative_embedding"
 #: The patch grid, written into `.npz` files beside the reference's keys where the reference cannot tell it.
 NPZ_GRID_KEY = "keras_vit/grid_size"
+#: Written beside them for a table shared by every block, whose keys are the input table's.
+NPZ_PLACEMENT_KEY = "keras_vit/position_embedding_placement"
 
 
 def is_vision_transformer(model) -> bool:
@@ -67,6 +71,9 @@ def checkpoint_variables(model) -> dict[str, keras.Variable]:
     if model.posembed_input is not None:
         out.update({POSITION_EMBEDDING + v.name: v for v in model.posembed_input.weights})
     for depth, block in enumerate(model.encoder_blocks):
+        if model.posembed_input is None and model.block_position_embeddings:  # a table per block
+            table = model.block_position_embeddings[depth]
+            out.update({f"Transformer/encoderblock_{depth}/{BLOCK_POSITION_EMBEDDING}{v.name}": v for v in table.weights})
         for name, reference in _BLOCK.items():
             out.update(_leaf_variables(getattr(block, name), f"Transformer/encoderblock_{depth}/{reference}"))
     out.update(_leaf_variables(model.encoder_norm, "Transformer/encoder_norm"))
@@ -92,8 +99,13 @@ def released_name(key: str) -> str:
     """The released files' (pre-Linen) name of a canonical key."""
     parts = key.split("/")
     if len(parts) > 2 and parts[1].startswith("encoderblock_"):
-        parts[2] = formats.PRE_LINEN_BLOCK_NAMES[parts[2]]
+        parts[2] = formats.PRE_LINEN_BLOCK_NAMES.get(parts[2], parts[2])
     return "/".join(parts)
+
+
+def is_position_embedding(key: str) -> bool:
+    """Whether a canonical key is a learned position-embedding table (at the input, shared, or a block's own)."""
+    return key.startswith(POSITION_EMBEDDING) or f"/{BLOCK_POSITION_EMBEDDING}" in key
 
 
 def block_of(key: str) -> int:
@@ -104,10 +116,13 @@ def block_of(key: str) -> int:
 def architecture(params: dict[str, np.ndarray], grid: tuple[int, int] | None = None) -> dict:
     """The `VisionTransformer` arguments of a checkpoint in the canonical layout, read from its keys and shapes.
 
-    Returns image_size (the patch grid, `grid` or else the square grid of its
-    position embedding, times the input pixels per token), patch_size,
+    Returns image_size (the patch grid, `grid` or else the grid of its
+    position tables, times the input pixels per token), patch_size,
     hidden_size, mlp_dim, num_heads, num_layers, resnet_layers, resnet_width,
-    classifier, representation_size and, when it has a head, classes.
+    classifier, representation_size, position_embedding,
+    position_embedding_placement ("input" or, with a table per block,
+    "every_layer"; a shared table is recorded by `NPZ_PLACEMENT_KEY`) and,
+    when it has a head, classes.
 
     Raises:
         KeyError: a key every ViT checkpoint has is missing.
@@ -130,8 +145,21 @@ def architecture(params: dict[str, np.ndarray], grid: tuple[int, int] | None = N
         units = [len({k.split("/")[1] for k in params if k.startswith(stage + "/")}) for stage in stages]
         found.update(resnet_layers=tuple(units), resnet_width=params["conv_root/kernel"].shape[-1] // 64)
         stride = resnet_stride(units)
+    tables = {key.rsplit("/", 1)[1]: value for key, value in params.items()
+              if key.startswith((POSITION_EMBEDDING, f"Transformer/encoderblock_0/{BLOCK_POSITION_EMBEDDING}"))}
+    relative = "Transformer/encoderblock_0/" + _BLOCK["attention"] + RELATIVE in params
+    found["position_embedding"] = (
+        "relative" if relative else "learned_2d" if "row_embedding" in tables else "learned_1d" if tables else "none"
+    )
+    found["position_embedding_placement"] = "input"
+    if any(key.startswith(f"Transformer/encoderblock_0/{BLOCK_POSITION_EMBEDDING}") for key in params):
+        found["position_embedding_placement"] = "every_layer"
+    if grid is None and "row_embedding" in tables:
+        grid = (len(tables["row_embedding"]), len(tables["column_embedding"]))
     if grid is None:
-        tokens = params[formats.POSITION_EMBEDDING].shape[1] - int(found["classifier"] == "token")
+        if "pos_embedding" not in tables:
+            raise KeyError(formats.POSITION_EMBEDDING)
+        tokens = tables["pos_embedding"].shape[1] - int(found["classifier"] == "token")
         side = math.isqrt(tokens)
         if side * side != tokens:
             raise ValueError(f"its {tokens} position embeddings are not a square grid")

@@ -58,8 +58,10 @@ def save_npz(model: keras.Model, path: str | os.PathLike) -> None:
         layout.released_name(key): keras.ops.convert_to_numpy(v) for key, v in layout.checkpoint_variables(model).items()
     }
     grid = model.grid_size
-    if grid[0] != grid[1] or model.position_embedding == "relative":
+    if grid[0] != grid[1] or model.position_embedding in ("relative", "none"):  # no table of theirs tells the grid
         params[layout.NPZ_GRID_KEY] = np.asarray(grid, np.int64)
+    if model.position_embedding_placement == "every_layer_shared":
+        params[layout.NPZ_PLACEMENT_KEY] = np.asarray(model.position_embedding_placement)
     with open(path, "wb") as f:
         np.savez(f, **params)
 

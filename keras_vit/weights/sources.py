@@ -91,9 +91,13 @@ def read_npz(path: str | os.PathLike) -> Checkpoint:
     except ValueError as error:
         raise ValueError(f"Checkpoint {path!r}: {error}") from None
     grid = tuple(int(g) for g in params.pop(layout.NPZ_GRID_KEY)) if layout.NPZ_GRID_KEY in params else None
-    names.pop(layout.NPZ_GRID_KEY, None)
+    placement = str(params.pop(layout.NPZ_PLACEMENT_KEY)) if layout.NPZ_PLACEMENT_KEY in params else None
+    for key in (layout.NPZ_GRID_KEY, layout.NPZ_PLACEMENT_KEY):
+        names.pop(key, None)
     try:
         found = layout.architecture(params, grid)
+        if placement:
+            found["position_embedding_placement"] = placement
     except (KeyError, ValueError):
         found = None
     return Checkpoint(path, params, names, grid, architecture=found)
@@ -170,6 +174,8 @@ def architecture_of(path: str | os.PathLike) -> dict:
 def npz_architecture(path: str | os.PathLike) -> dict:
     """The `VisionTransformer` arguments of an original checkpoint (`keras_vit.weights.layout.architecture`)."""
     checkpoint = read_npz(path)
+    if checkpoint.architecture is not None:
+        return checkpoint.architecture
     try:
         return layout.architecture(checkpoint.params, checkpoint.grid)
     except KeyError as error:

@@ -47,8 +47,8 @@ def validate(model, checkpoint: Checkpoint, head: str = "auto") -> list[tuple[ke
         value, expected = params[key], tuple(variable.shape)
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
             problems.append(f"{checkpoint.name(key)!r} holds NaN or Inf values")
-        elif vit and key.startswith(layout.POSITION_EMBEDDING):
-            assignments.append((variable, value))  # resized as one set of tables below
+        elif vit and layout.is_position_embedding(key):
+            assignments.append((variable, value))  # resized below, each layer's tables as one set
         elif vit and key.endswith(layout.RELATIVE):
             try:
                 model.encoder_blocks[layout.block_of(key)].attention.check_relative_embedding(value.shape, checkpoint.grid)
@@ -61,8 +61,9 @@ def validate(model, checkpoint: Checkpoint, head: str = "auto") -> list[tuple[ke
             assignments.append((variable, value.reshape(expected)))  # GroupNorm scales stored as (1, 1, 1, C)
         else:
             problems.append(f"{checkpoint.name(key)!r}: the model's shape {expected}, the file holds {value.shape}")
-    if vit and model.posembed_input is not None and not problems:
-        assignments = _resized_position_embeddings(model, checkpoint, assignments, problems)
+    if vit and not problems:
+        for layer in model.position_embeddings:
+            assignments = _resized_position_embeddings(layer, checkpoint, assignments, problems)
     assignments += _optimizer_assignments(model, checkpoint, problems)
     if problems:
         raise ValueError(_message(model, checkpoint, problems))
@@ -88,9 +89,8 @@ def _head_keys(model, checkpoint: Checkpoint, variables: dict, head: str, proble
     return set()
 
 
-def _resized_position_embeddings(model, checkpoint: Checkpoint, assignments: list, problems: list[str]) -> list:
-    """`assignments` with the position tables resized by their layer to the model's grid."""
-    layer = model.posembed_input
+def _resized_position_embeddings(layer, checkpoint: Checkpoint, assignments: list, problems: list[str]) -> list:
+    """`assignments` with the tables of one position-embedding layer resized by it to the model's grid."""
     tables = {id(v): value for v, value in assignments if any(v is w for w in layer.weights)}
     if len(tables) != len(layer.weights):
         return assignments  # a table is missing: already a problem
