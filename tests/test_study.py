@@ -63,3 +63,16 @@ def test_table_8_in_full_is_laid_out_4x3():
     assert cells[""] == ["input", "every_layer", "every_layer_shared"]
     assert cells["none"] == ["50.0", "N/A", "N/A"] and cells["relative"][1:] == ["N/A", "N/A"]
     assert cells["learned_1d"] == ["51.0", "52.0", "53.0"] and cells["learned_2d"] == ["54.0", "55.0", "56.0"]
+
+
+def test_a_quick_scaling_study_plots_accuracy_against_compute(tmp_path):
+    out = tmp_path / "scaling.md"
+    result = run_module("training.study", "scaling", "--dataset", "digits", "--quick", "--out", str(out), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|") for line in out.read_text().splitlines() if line.startswith(("| ViT ", "| hybrid ", "| ResNet "))]
+    assert [row[1].strip() for row in rows] == ["ViT S", "ViT M", "hybrid S", "hybrid M", "ResNet S", "ResNet M"]
+    compute = {row[1].strip(): float(row[-3]) for row in rows}
+    assert compute["ViT S"] < compute["ViT M"] and compute["ResNet S"] < compute["ResNet M"]  # 3 steps of 32 each
+    assert "Differs from the paper in scale" in out.read_text()
+    with Image.open(tmp_path / "scaling.png") as image:
+        assert image.format == "PNG"

@@ -5,6 +5,7 @@
     python -m training.study classifier       --dataset digits --out cls.md      # Fig. 9: class token vs GAP, own lr
     python -m training.study data_scale       --dataset digits --out scale.md    # Fig. 3/4: ViT vs hybrid vs ResNet
     python -m training.study self_supervision --dataset digits --out ssl.md      # 4.6: scratch / masked patch / supervised
+    python -m training.study scaling          --dataset digits --out scaling.md  # Fig. 5: accuracy against compute
 
 Every arm of a study trains the same small model family on the same data,
 for the same steps, with the same seeds, through `training.train` (each run
@@ -39,6 +40,16 @@ FINETUNE = dict(model="ViT", image_size=(16,))
 #: Training every run shares (the demo's recipe); an arm may change the learning rate.
 TRAINING = {key: value for key, value in DEMO_TRAINING.items() if key not in ("dataset", "learning_rate")}
 LEARNING_RATE = DEMO_TRAINING["learning_rate"]
+#: The scaling study's families, three sizes each: the demo's ViT narrower and wider, the same Transformers on the
+#: hybrid's ResNet root and one unit, and ResNets of the hybrids' units.
+_VIT_SIZES = {"S": dict(hidden_size=32, mlp_dim=64, num_heads=2, num_layers=2), "M": {},
+              "L": dict(hidden_size=128, mlp_dim=256, num_heads=4, num_layers=6)}
+SCALING = {
+    "ViT": {size: {**VIT, **widths} for size, widths in _VIT_SIZES.items()},
+    "hybrid": {size: {**HYBRID, **widths} for size, widths in _VIT_SIZES.items()},
+    "ResNet": {"S": RESNET, "M": {**RESNET, "resnet_layers": (2, 2)},
+               "L": {**RESNET, "resnet_layers": (2, 2), "resnet_width": 2}},
+}
 SHOTS = (1, 5, 10)
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
@@ -62,6 +73,7 @@ class Study:
     epochs: int  # default epochs of each run (of the full training split)
     seeds: int  # default seeds
     differs: str = ""  # one line: where the study must differ from the paper's protocol
+    fewshot_plotted: int = SHOTS[-1]  # the few-shot accuracy the plot's second panel shows
 
 
 def lr(value: float) -> dict:
@@ -113,6 +125,19 @@ def studies(placements: tuple[str, ...] = ("input",)) -> dict[str, Study]:
             differs="Differs from the paper: early stopping (patience 3) watches the test split, as digits has no "
                     "validation split, and the data is 1,437 8x8 images, not ImageNet to JFT-300M.",
         ),
+        "scaling": Study(
+            "Performance against pre-training compute", "paper section 4.4, Figure 5, in small",
+            tuple(
+                Arm(f"{family} {size}", {**fields, **lr(LEARNING_RATE)}, series=family)
+                for family, sizes in SCALING.items()
+                for size, fields in sizes.items()
+            ),
+            epochs=20, seeds=1,  # 9 runs: about 20 minutes on 2 cores
+            differs="Differs from the paper in scale: models of 10^4-10^6 parameters on 1,437 8x8 digits (16 tokens) for "
+                    "minutes of CPU, where the paper spans 10^3-10^4 exaFLOPs of JFT-300M pre-training; transfer is "
+                    "measured as 5-shot accuracy on the same digits.",
+            fewshot_plotted=5,
+        ),
         "self_supervision": Study(
             "Fine-tuning from scratch, from masked patch prediction, from supervised pre-training",
             "paper section 4.6 (pre-training on the first half of the training split, fine-tuning on the other half)",
@@ -160,6 +185,8 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     arms = study.arms
     if args.quick and args.study == "data_scale":
         arms = tuple(arm for arm in arms if arm.x in (0.25, 1.0))
+    if args.quick and args.study == "scaling":
+        arms = tuple(arm for arm in arms if not arm.name.endswith(" L"))
     runs_dir = args.runs_dir or os.path.splitext(args.out)[0] + "_runs"
     common = dict(TRAINING, dataset=args.dataset, data_dir=args.data_dir, progress=0)
     if args.quick:  # compiling costs more than a few steps
@@ -230,7 +257,8 @@ def _cell(values: list[float]) -> str:
 
 
 def markdown(study: Study, arms, rows: dict[str, list[dict]], args, seeds: int, epochs: int) -> str:
-    header = "| arm | test accuracy (%) | " + " | ".join(f"{k}-shot (%)" for k in SHOTS) + " | train seconds |"
+    header = ("| arm | test accuracy (%) | " + " | ".join(f"{k}-shot (%)" for k in SHOTS)
+              + " | training compute (FLOPs) | train seconds |")
     lines = [
         f"# {study.title}",
         "",
@@ -240,13 +268,14 @@ def markdown(study: Study, arms, rows: dict[str, list[dict]], args, seeds: int, 
         *([study.differs] if study.differs else []),
         "",
         header,
-        "|" + "---|" * (3 + len(SHOTS)),
+        "|" + "---|" * (4 + len(SHOTS)),
     ]
     for arm in arms:
         results = rows[arm.name]
         cells = [_cell([r["accuracy"] for r in results])] + [_cell([r[f"{k}shot"] for r in results]) for k in SHOTS]
         seconds = np.mean([r["train_seconds"] for r in results])
-        lines.append(f"| {arm.name} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+        compute = np.mean([r.get("training_flops", np.nan) for r in results])
+        lines.append(f"| {arm.name} | " + " | ".join(cells) + f" | {compute:.2e} | {seconds:.0f} |")
     placements = getattr(args, "placements", ["input"])
     if study.title == "Position embeddings" and len(placements) > 1:
         lines += ["", "Test accuracy (%), as the paper's Table 8 lays it out (N/A: no learned table to place):", "",
@@ -261,21 +290,25 @@ def markdown(study: Study, arms, rows: dict[str, list[dict]], args, seeds: int, 
 
 
 def plot(study: Study, arms, rows: dict[str, list[dict]], path: str) -> str:
-    """Test and 10-shot accuracy per arm (bars), or against the training fraction per model (data_scale)."""
+    """Test and few-shot accuracy per arm (bars), or per model family against the training fraction (data_scale) or
+    the training compute (scaling)."""
     from keras_vit.analysis.plots import new_figure, save_figure
 
     figure = new_figure(8, 4.5)
     figure.suptitle(f"{study.title} ({study.source})", fontsize=10)
     axes = figure.subplots(1, 2)
-    for ax, key, label in zip(axes, ("accuracy", f"{SHOTS[-1]}shot"), ("test accuracy", f"{SHOTS[-1]}-shot accuracy")):
+    shots = study.fewshot_plotted
+    for ax, key, label in zip(axes, ("accuracy", f"{shots}shot"), ("test accuracy", f"{shots}-shot accuracy")):
         stats = {arm.name: np.asarray([r[key] for r in rows[arm.name]]) * 100 for arm in arms}
-        if all(arm.x is not None for arm in arms):
+        if all(arm.series for arm in arms):  # one line per model family: against data (x) or compute (measured)
+            by_compute = any(arm.x is None for arm in arms)
             for series in dict.fromkeys(arm.series for arm in arms):
                 members = [arm for arm in arms if arm.series == series]
-                ax.errorbar([a.x * 100 for a in members], [stats[a.name].mean() for a in members],
+                xs = [np.mean([r["training_flops"] for r in rows[a.name]]) if by_compute else a.x * 100 for a in members]
+                ax.errorbar(xs, [stats[a.name].mean() for a in members],
                             yerr=[stats[a.name].std() for a in members], marker="o", capsize=3, label=series)
             ax.set_xscale("log")
-            ax.set_xlabel("training examples used (% of the split)")
+            ax.set_xlabel("training compute (FLOPs)" if by_compute else "training examples used (% of the split)")
             ax.legend()
         else:
             names = [arm.name for arm in arms]
