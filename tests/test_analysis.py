@@ -235,9 +235,9 @@ def test_command_errors_are_one_line(fixtures_dir, tmp_path, capsys):
     assert analysis_main(["attention", "--model", checkpoint, "--out", str(tmp_path / "a.png")]) == 2
     assert "Give images to draw the rollout of" in capsys.readouterr().err
     assert analysis_main(["posemb", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "p.png")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert f"--model {tmp_path / 'missing.keras'}: no such file" in capsys.readouterr().err
     assert analysis_main(["attention", "--model", checkpoint, "--image", str(tmp_path / "x.jpg"), "--out", "a.png"]) == 2
-    assert "x.jpg' does not exist" in capsys.readouterr().err
+    assert f"--image {tmp_path / 'x.jpg'}: no such file" in capsys.readouterr().err
 
 
 def test_a_resnet_is_refused_in_one_line(tmp_path, capsys):
