@@ -1,13 +1,16 @@
-"""Dataset sources: any tensorflow-datasets name, a folder of class sub-folders, or scikit-learn's digits.
+"""Dataset sources: any tensorflow-datasets name, a folder of class sub-folders, scikit-learn's digits, or a VTAB-1k
+task ("vtab:cifar100", `keras_vit.training.vtab_tasks`).
 
 Every source yields `(image uint8 [H, W, 3], label int64)` examples and
-describes itself with a `DatasetInfo`.
+describes itself with a `DatasetInfo`. A split may be sliced as tfds slices
+them, `train[800:1000]` (absolute indices; tfds names take percentages too).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 
 import numpy as np
@@ -16,6 +19,8 @@ import tensorflow as tf
 #: The offline default: scikit-learn's 1,797 handwritten 8x8 digits, split 80/20 (stratified, seed 0).
 DIGITS = "digits"
 FOLDER_PREFIX = "folder:"
+VTAB_PREFIX = "vtab:"
+_SLICE = re.compile(r"^(\w+)\[(\d*):(\d*)\]$")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
@@ -30,6 +35,21 @@ class DatasetInfo:
     train_split: str = "train"
     eval_split: str = "test"
 
+    def count(self, split: str) -> int:
+        """Examples in `split`, a slice `name[a:b]` of one included; 0 for a split it does not have."""
+        if split in self.num_examples:
+            return self.num_examples[split]
+        base, start, stop = parse_split(split)
+        return len(range(self.num_examples.get(base, 0))[start:stop])
+
+
+def parse_split(split: str) -> tuple[str, int | None, int | None]:
+    """("train", 800, 1000) of "train[800:1000]"; (split, None, None) of a plain split name."""
+    match = _SLICE.match(split)
+    if not match:
+        return split, None, None
+    return match.group(1), *(int(v) if v else None for v in match.group(2, 3))
+
 
 def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
     """Checks that a dataset exists (before any work) and describes it; ValueError otherwise."""
@@ -37,6 +57,8 @@ def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
         images, labels = _digits_arrays()
         n_test = len(_digits_split(labels)[1])
         return DatasetInfo(DIGITS, 10, tuple(str(i) for i in range(10)), {"train": len(labels) - n_test, "test": n_test}, flip=False, train_crop="random")
+    if name.startswith(VTAB_PREFIX):
+        return _describe_vtab(name, data_dir)
     if name.startswith(FOLDER_PREFIX):
         root = name[len(FOLDER_PREFIX):]
         splits = _folder_splits(root)
@@ -63,6 +85,22 @@ def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
     splits = {s: info.num_examples for s, info in builder.info.splits.items()}
     eval_split = "test" if "test" in splits else "validation"
     return DatasetInfo(name, label.num_classes, tuple(label.names), splits, flip=True, eval_split=eval_split)
+
+
+def _describe_vtab(name: str, data_dir: str | None) -> DatasetInfo:
+    import tensorflow_datasets as tfds
+
+    from keras_vit.training.vtab_tasks import TASKS
+
+    task = TASKS.get(name[len(VTAB_PREFIX):])
+    if task is None:
+        raise ValueError(f"Unknown VTAB task {name!r}; the tasks are {', '.join(TASKS)}.")
+    builder = tfds.builder(task.tfds, data_dir=data_dir)
+    if not builder.is_prepared():
+        _download_and_prepare(builder, task.tfds)
+    counts = {"train800": 800, "val200": 200, "train800val200": 1000, "test": builder.info.splits[task.test].num_examples}
+    return DatasetInfo(name, task.num_classes, tuple(str(i) for i in range(task.num_classes)), counts, flip=False,
+                       train_split="train800", eval_split="val200")
 
 
 #: The host tensorflow-datasets fetches prepared datasets from first: probed before a download is tried.
@@ -94,6 +132,8 @@ def load(info: DatasetInfo, split: str, data_dir: str | None = None) -> tf.data.
 
     `info` comes from `describe`, which has downloaded and prepared a tensorflow-datasets dataset already.
     """
+    if info.name.startswith(VTAB_PREFIX):
+        return _load_vtab(info.name[len(VTAB_PREFIX):], split, data_dir)
     if info.name == DIGITS:
         images, labels = _digits_arrays()
         train, test = _digits_split(labels)
@@ -103,9 +143,11 @@ def load(info: DatasetInfo, split: str, data_dir: str | None = None) -> tf.data.
         root = info.name[len(FOLDER_PREFIX):]
         splits = _folder_splits(root)
         if splits:
-            if split not in splits:
+            base, start, stop = parse_split(split)
+            if base not in splits:
                 raise ValueError(f"Split {split!r} not found in {root}; it has {sorted(splits)}.")
-            files, labels = _folder_files(os.path.join(root, split), list(info.class_names))
+            files, labels = _folder_files(os.path.join(root, base), list(info.class_names))
+            files, labels = files[start:stop], labels[start:stop]
         else:
             files, labels = _folder_files(root, list(info.class_names))
             held_out = _holdout(len(files))
@@ -133,9 +175,28 @@ def _digits_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _split_index(split: str, splits: dict[str, np.ndarray]) -> np.ndarray:
-    if split not in splits:
-        raise ValueError(f"Unknown split {split!r}; expected one of {sorted(splits)}.")
-    return np.sort(splits[split])
+    base, start, stop = parse_split(split)
+    if base not in splits:
+        raise ValueError(f"Unknown split {split!r}; expected one of {sorted(splits)}, or a slice such as {base}[:800].")
+    return np.sort(splits[base])[start:stop]
+
+
+def _load_vtab(name: str, split: str, data_dir: str | None) -> tf.data.Dataset:
+    """A VTAB-1k split of one task: its examples, labels derived as task_adaptation derives them."""
+    import tensorflow_datasets as tfds
+
+    from keras_vit.training.vtab_tasks import TASKS
+
+    task = TASKS[name]
+    parts = ["train800", "val200"] if split == "train800val200" else [split]
+    out = None
+    for part in parts:
+        tfds_split, count = task.split(part)
+        ds = tfds.load(task.tfds, split=tfds_split, data_dir=data_dir, download=False, shuffle_files=False)
+        ds = ds.take(count) if count else ds
+        out = ds if out is None else out.concatenate(ds)
+    return out.map(lambda x: (_to_rgb(tf.cast(tf.clip_by_value(tf.cast(task.image(x), tf.float32), 0, 255), tf.uint8)),
+                              tf.cast(task.label(x), tf.int64)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _holdout(n: int) -> np.ndarray:

@@ -58,7 +58,7 @@ def evaluate(
     return {
         "accuracy": float(result["accuracy"]),
         "loss": float(result["loss"]),
-        "examples": info.num_examples.get(split),
+        "examples": info.count(split),
         "image_size": list(image_size),
     }
 

@@ -57,7 +57,7 @@ def plan(config: RunConfig) -> Plan:
     info = datasets.describe(config.dataset, config.data_dir)
     train_split = config.train_split or info.train_split
     eval_split = config.eval_split or info.eval_split
-    train_examples = training_range(info.num_examples.get(train_split, 0), config.train_offset, config.train_fraction)
+    train_examples = training_range(info.count(train_split), config.train_offset, config.train_fraction)
     n_train = len(train_examples)
     if not n_train:
         raise ValueError(
@@ -278,7 +278,7 @@ def train(config: RunConfig) -> dict:
         "task": run.recipe.task,  # the accuracy is over the colours of corrupted patches for masked_patch
         "dataset": config.dataset,
         "split": run.eval_split,
-        "examples": run.info.num_examples.get(run.eval_split),
+        "examples": run.info.count(run.eval_split),
         "accuracy": float(final["accuracy"]),
         "loss": float(final["loss"]),
         "epochs": run.epochs,

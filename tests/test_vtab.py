@@ -1,0 +1,76 @@
+"""VTAB-1k: the 19 tasks' labels and splits, the runner's protocol end to end, and a clear stop without the data."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import keras_vit
+from keras_vit.training import datasets, vtab
+from keras_vit.training.vtab_tasks import GROUPS, TASKS
+from support import run_module
+
+
+def test_the_nineteen_tasks_in_their_groups():
+    assert len(TASKS) == 19
+    assert {group: sum(t.group == group for t in TASKS.values()) for group in GROUPS} == {
+        "Natural": 7, "Specialized": 4, "Structured": 8}
+    assert vtab.task_names(["structured", "cifar100", "digits"])[-2:] == ["cifar100", "digits"]
+    assert vtab.task_names(["all"]) == list(TASKS)
+    with pytest.raises(ValueError, match="Unknown VTAB task 'cifar10'"):
+        vtab.task_names(["cifar10"])
+    assert TASKS["eurosat"].split("val200") == ("train[60%:80%]", 200)
+    assert TASKS["smallnorb_elevation"].split("test") == ("test[50%:]", None)
+
+
+def test_derived_labels_bin_as_task_adaptation_does():
+    clevr = {"objects": {"size": tf.zeros([5]), "pixel_coords": tf.constant([[0.0, 0.0, 9.7], [0.0, 0.0, 8.7]])}}
+    assert int(TASKS["clevr_count"].label(clevr)) == 2  # 5 objects: classes start at 3
+    assert int(TASKS["clevr_distance"].label(clevr)) == 2  # the closest at 8.7: bins 0, 8, 8.5 | 9, ...
+    kitti = {"objects": {"type": tf.constant([0, 5, 1]), "location": tf.constant([[0.0, 0, 25], [0, 0, 3], [0, 0, 12]])}}
+    assert int(TASKS["kitti_distance"].label(kitti)) == 1  # the closest vehicle at 12 m (the pedestrian at 3 m is none)
+    kitti["objects"]["type"] = tf.constant([5, 5, 5])
+    assert int(TASKS["kitti_distance"].label(kitti)) == 3  # no vehicle
+    sprite = {"label_x_position": tf.constant(31), "label_orientation": tf.constant(39)}
+    assert int(TASKS["dsprites_location"].label(sprite)) == int(TASKS["dsprites_orientation"].label(sprite)) == 15
+
+
+def test_split_slices_of_the_local_sources():
+    info = datasets.describe("digits")
+    assert (info.count("train[:800]"), info.count("train[800:1000]"), info.count("train[1400:]")) == (800, 200, 37)
+    first = next(iter(datasets.load(info, "train[800:1000]").batch(1000)))[1].numpy()
+    assert len(first) == 200
+    np.testing.assert_array_equal(first, next(iter(datasets.load(info, "train").batch(2000)))[1].numpy()[800:1000])
+
+
+def test_a_vtab_task_without_its_data_stops_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "TFDS_HOST", "tfds.invalid")  # RFC 6761: never resolves
+    with pytest.raises(ValueError, match=r"'cifar100:3.\*.\*' is not downloaded to .*pass --data_dir where it is prepared"):
+        datasets.describe("vtab:cifar100", data_dir=str(tmp_path))
+
+
+def test_a_quick_vtab_run_sweeps_selects_retrains_and_tests(tmp_path):
+    model = tmp_path / "pretrained.keras"
+    keras_vit.ViT(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1, classes=10).save(model)
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 60), ("test", 10)):
+        for name in ("cats", "dogs"):
+            (tmp_path / "pets" / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "pets" / split / name / f"{i}.png")
+    out = tmp_path / "vtab.md"
+    result = run_module("training.vtab", "--model", "ViT", "--weights", str(model), "--image_size", "16", "--tasks",
+                        "digits", f"folder:{tmp_path / 'pets'}", "--quick", "--out", str(out), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads((tmp_path / "vtab.json").read_text())
+    assert list(runs) == ["digits", f"folder:{tmp_path / 'pets'}"]
+    for row in runs.values():
+        assert sorted(row["sweep"]) == ["0.001", "0.003"]
+        assert row["learning_rate"] == float(max(row["sweep"], key=row["sweep"].get))  # the best on val, first on ties
+        assert 0 <= row["test_accuracy"] <= 1
+    table = out.read_text()
+    assert "| digits | other |" in table and "| other | 2 |" in table
+    finals = sorted(p.name for p in (tmp_path / "vtab_runs" / "digits").iterdir())
+    assert finals[0].startswith("final-lr") and finals[1:] == ["lr0.001", "lr0.003"]
