@@ -17,6 +17,7 @@ _EXPORTS = {
     "Preprocessing": "keras_vit.training.pipeline",
     "eval_dataset": "keras_vit.training.pipeline",
     "train_dataset": "keras_vit.training.pipeline",
+    "RunConfig": "keras_vit.training.config",
     "RECIPES": "keras_vit.training.recipes",
     "Recipe": "keras_vit.training.recipes",
     "build_recipe": "keras_vit.training.recipes",
