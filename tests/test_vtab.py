@@ -25,6 +25,17 @@ def test_the_nineteen_tasks_in_their_groups():
     assert TASKS["smallnorb_elevation"].split("test") == ("test[50%:]", None)
 
 
+def test_every_task_names_a_dataset_this_tensorflow_datasets_has(tmp_path):
+    """Each task's tfds name and version resolve to a builder (no data needed) with the features its label reads."""
+    import tensorflow_datasets as tfds
+
+    for task in TASKS.values():
+        features = tfds.builder(task.tfds, data_dir=str(tmp_path)).info.features
+        assert set(task.reads) <= set(features.keys()), task.name
+        if "label" in task.reads:
+            assert features["label"].num_classes == task.num_classes, task.name
+
+
 def test_derived_labels_bin_as_task_adaptation_does():
     clevr = {"objects": {"size": tf.zeros([5]), "pixel_coords": tf.constant([[0.0, 0.0, 9.7], [0.0, 0.0, 8.7]])}}
     assert int(TASKS["clevr_count"].label(clevr)) == 2  # 5 objects: classes start at 3

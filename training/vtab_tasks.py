@@ -92,6 +92,7 @@ class Task:
     test: str = "test"
     label: Callable = _label
     image: Callable = _image
+    reads: tuple[str, ...] = ("image", "label")  # the tfds features `label` and `image` use
 
     def split(self, split: str) -> tuple[str, int | None]:
         """(the tfds split string, examples taken from its start or None for all) of a VTAB-1k split name."""
@@ -109,7 +110,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("cifar100", "Natural", "cifar100:3.*.*", 100, train="train[:90%]", val="train[90%:]"),
     Task("dtd", "Natural", "dtd:3.*.*", 47),
     Task("oxford_flowers102", "Natural", "oxford_flowers102:2.*.*", 102),
-    Task("oxford_iiit_pet", "Natural", "oxford_iiit_pet:3.*.*", 37, train="train[:80%]", val="train[80%:]"),
+    Task("oxford_iiit_pet", "Natural", "oxford_iiit_pet:4.*.*", 37, train="train[:80%]", val="train[80%:]"),
     Task("sun397", "Natural", "sun397/tfds:4.*.*", 397),
     Task("svhn", "Natural", "svhn_cropped:3.*.*", 10, train="train[:90%]", val="train[90%:]"),
     # Specialized
@@ -119,17 +120,19 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("diabetic_retinopathy", "Specialized", "diabetic_retinopathy_detection/btgraham-300:3.*.*", 5),
     # Structured
     Task("clevr_count", "Structured", "clevr:3.*.*", 8, train="train[:90%]", val="train[90%:]", test="validation",
-         label=_clevr_count),
+         label=_clevr_count, reads=("image", "objects")),
     Task("clevr_distance", "Structured", "clevr:3.*.*", 6, train="train[:90%]", val="train[90%:]", test="validation",
-         label=_clevr_distance),
+         label=_clevr_distance, reads=("image", "objects")),
     Task("dmlab", "Structured", "dmlab:2.0.1", 6),
-    Task("kitti_distance", "Structured", "kitti:3.*.*", 4, label=_kitti_vehicle_distance),
+    Task("kitti_distance", "Structured", "kitti:3.*.*", 4, label=_kitti_vehicle_distance, reads=("image", "objects")),
     Task("dsprites_location", "Structured", "dsprites:2.*.*", 16, train="train[:80%]", val="train[80%:90%]",
-         test="train[90%:]", label=_dsprites("label_x_position", 32), image=_gray_to_rgb(255.0)),
+         test="train[90%:]", label=_dsprites("label_x_position", 32), image=_gray_to_rgb(255.0),
+         reads=("image", "label_x_position")),
     Task("dsprites_orientation", "Structured", "dsprites:2.*.*", 16, train="train[:80%]", val="train[80%:90%]",
-         test="train[90%:]", label=_dsprites("label_orientation", 40), image=_gray_to_rgb(255.0)),
+         test="train[90%:]", label=_dsprites("label_orientation", 40), image=_gray_to_rgb(255.0),
+         reads=("image", "label_orientation")),
     Task("smallnorb_azimuth", "Structured", "smallnorb:2.*.*", 18, train="train", val="test[:50%]", test="test[50%:]",
-         label=_attribute("label_azimuth"), image=_gray_to_rgb()),
+         label=_attribute("label_azimuth"), image=_gray_to_rgb(), reads=("image", "label_azimuth")),
     Task("smallnorb_elevation", "Structured", "smallnorb:2.*.*", 9, train="train", val="test[:50%]", test="test[50%:]",
-         label=_attribute("label_elevation"), image=_gray_to_rgb()),
+         label=_attribute("label_elevation"), image=_gray_to_rgb(), reads=("image", "label_elevation")),
 )}
