@@ -154,6 +154,8 @@ def test_architecture_is_read_from_the_checkpoint(name, fixtures_dir, fixture_sp
         classes=config["num_classes"],
         classifier=config["classifier"],
         representation_size=config["representation_size"],
+        position_embedding="learned_1d",  # the reference's only kind, added once at the input
+        position_embedding_placement="input",
     )
     if config["resnet"] is not None:
         expected.update(resnet_layers=tuple(config["resnet"]["num_layers"]), resnet_width=config["resnet"]["width_factor"])
