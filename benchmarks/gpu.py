@@ -28,6 +28,8 @@ import harness  # noqa: E402
 #: Dense bfloat16 tensor-core peaks (TFLOP/s, no sparsity) of NVIDIA data-centre GPUs, by a part of their names.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
 CLASSES = 1000
+#: The rows: inference in float32 and bfloat16 (against the peer), and the training step.
+MODES = ("infer_float32", "infer_bfloat16", "train")
 
 
 def device_name() -> str:
@@ -119,6 +121,7 @@ def main() -> int:
     parser.add_argument("--train_batch", type=int, default=32, help="training batch")
     parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per measurement")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="which rows to measure")
     parser.add_argument("--peak_tflops", type=float, default=None, help="the device's dense bfloat16 peak (default: by name)")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -136,9 +139,8 @@ def main() -> int:
     script = os.path.abspath(__file__)
     rows = []
     for variant in args.variants:
-        for mode, systems, batch in (("infer_float32", ["keras_vit", "hf_torch"], args.batch),
-                                     ("infer_bfloat16", ["keras_vit", "hf_torch"], args.batch),
-                                     ("train", ["keras_vit"], args.train_batch)):
+        for mode in args.modes:
+            systems, batch = (["keras_vit"], args.train_batch) if mode == "train" else (["keras_vit", "hf_torch"], args.batch)
             def measure(system: str, _round: int) -> dict:
                 return harness.run_worker(script, [system, variant, str(args.image_size), str(batch), mode,
                                                    str(args.seconds)], timeout=1200)

@@ -187,7 +187,7 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     if args.quick and args.study == "data_scale":
         arms = tuple(arm for arm in arms if arm.x in (0.25, 1.0))
     if args.quick and args.study == "scaling":
-        arms = tuple(arm for arm in arms if not arm.name.endswith(" L"))
+        arms = tuple(arm for arm in arms if arm.series != "hybrid" and not arm.name.endswith(" L"))
     runs_dir = args.runs_dir or os.path.splitext(args.out)[0] + "_runs"
     common = dict(TRAINING, dataset=args.dataset, data_dir=args.data_dir, progress=0)
     if args.quick:  # compiling costs more than a few steps
