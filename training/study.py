@@ -133,7 +133,7 @@ def studies(placements: tuple[str, ...] = ("input",)) -> dict[str, Study]:
                 for family, sizes in SCALING.items()
                 for size, fields in sizes.items()
             ),
-            epochs=20, seeds=2,  # 18 runs; at 30 epochs they took 29 minutes beside the test suite
+            epochs=20, seeds=2,  # 18 runs: 16 minutes on 2 cores
             differs="Differs from the paper in scale: models of 10^4-10^6 parameters on 1,437 8x8 digits (16 tokens) for "
                     "minutes of CPU, where the paper spans 10^3-10^4 exaFLOPs of JFT-300M pre-training; transfer is "
                     "measured as 5-shot accuracy on the same digits.",
