@@ -193,7 +193,7 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     if args.quick:  # compiling costs more than a few steps
         common["jit_compile"] = False
     # Every run takes the same steps: `epochs` passes over the whole split (a fraction of it repeats more often).
-    from keras_vit.training import datasets
+    from keras_vit.training import datasets, trainer
 
     info = datasets.describe(args.dataset, args.data_dir)
     full_steps = max(1, info.num_examples[info.train_split] // TRAINING["batch_size"])
@@ -206,10 +206,10 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
             init = {}
             if arm.pretrain is not None:
                 folder = os.path.join(runs_dir, f"arm{index}-pretrain-seed{seed}")
-                _train(RunConfig(output_dir=folder, **arm.pretrain, **shared))
+                trainer.train_in_process(RunConfig(output_dir=folder, **arm.pretrain, **shared))
                 init = dict(init_from=os.path.join(folder, outputs.MODEL), head="new")  # the paper: a new zero head
             folder = os.path.join(runs_dir, f"arm{index}-seed{seed}")
-            result = _train(RunConfig(output_dir=folder, **arm.fields, **init, **shared))
+            result = trainer.train_in_process(RunConfig(output_dir=folder, **arm.fields, **init, **shared))
             result.update(_fewshot(folder, args.dataset, args.data_dir))
             rows[arm.name].append(result)
             print(f"[{time.perf_counter() - start:5.0f}s] seed {seed} {arm.name}: accuracy {result['accuracy']:.2%}, "
@@ -222,18 +222,6 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     print(table)
     print(f"Wrote {args.out} and {image}")
     return rows
-
-
-def _train(config: RunConfig) -> dict:
-    """One training run in this process (a finished one is recognised and not repeated)."""
-    import keras
-
-    from keras_vit.training import trainer
-
-    keras.backend.clear_session()
-    result = trainer.train(config)
-    keras.config.set_dtype_policy("float32")
-    return dict(result)
 
 
 def _fewshot(folder: str, dataset: str, data_dir: str | None) -> dict:

@@ -319,3 +319,13 @@ def _early_stopping_results(early_stopping: run_callbacks.EarlyStopping) -> dict
         "best_value": early_stopping.best,
         "stopped_epoch": None if stopped is None else stopped + 1,
     }
+
+
+def train_in_process(config: RunConfig) -> dict:
+    """`train(config)` as one of several runs in this process (studies, VTAB): a fresh Keras session before it, and the
+    global dtype policy, which a mixed-precision run sets, back to float32 after it."""
+    keras.backend.clear_session()
+    try:
+        return dict(train(config))
+    finally:
+        keras.config.set_dtype_policy("float32")

@@ -81,8 +81,6 @@ def splits(task: str, train: int, val: int, test: str) -> dict[str, str]:
 
 
 def run_vtab(args: argparse.Namespace) -> dict:
-    import keras
-
     from keras_vit.training import datasets, trainer
     from keras_vit.training.config import RunConfig
 
@@ -98,12 +96,9 @@ def run_vtab(args: argparse.Namespace) -> dict:
     results, start = {}, time.perf_counter()
 
     def fine_tune(task: str, folder: str, lr: float, train: str, evaluate: str) -> float:
-        keras.backend.clear_session()
         config = RunConfig(output_dir=os.path.join(runs_dir, task.replace(":", "_").replace("/", "_"), folder),
                            dataset=infos[task].name, train_split=train, eval_split=evaluate, learning_rate=lr, **base)
-        accuracy = trainer.train(config)["accuracy"]
-        keras.config.set_dtype_policy("float32")
-        return accuracy
+        return trainer.train_in_process(config)["accuracy"]
 
     for task in tasks:
         split = splits(task, args.train_examples, args.val_examples, infos[task].eval_split)
