@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import gc
 import logging
 import os
 import threading
@@ -14,6 +12,7 @@ from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.errors import invalid_argument, not_found
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 from keras_vit.serving.metrics import metrics
+from keras_vit.serving.native_heap import release_free_memory
 from keras_vit.serving.servable import Servable
 from keras_vit.serving.signatures import TFLITE_FILE
 
@@ -152,7 +151,7 @@ class ModelManager:
                 current[version].close()
                 logger.info("Unloaded %s version %d", name, version)
             if unloaded:
-                release_freed_memory()
+                release_free_memory(collect=True)
 
     def _due(self, name: str, base_path: str, version: int) -> bool:
         """Whether to try loading a version: never failed, its back-off is over, or its saved_model.pb changed."""
@@ -258,17 +257,3 @@ def _stamp(base_path: str, version: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_mtime_ns, info.st_size
-
-
-def release_freed_memory() -> None:
-    """Hands the memory an unloaded version freed back to the OS.
-
-    glibc's allocator keeps freed heap pages for reuse, so without this the
-    server's RSS rises and falls by a model's size from swap to swap (a soak
-    of ViT-Ti/16 swapped every minute moved between 996 and 1128 MB).
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: its allocator's own policy stands
-        pass

@@ -25,6 +25,7 @@ from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.connections import ConnectionLimits, rest_protocol
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 from keras_vit.serving.metrics import read_monitoring_config
+from keras_vit.serving.native_heap import DEFAULT_INTERVAL_SECONDS, PeriodicRelease
 
 if TYPE_CHECKING:
     from keras_vit.serving.model_manager import ModelManager
@@ -72,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--xla_cpu_compilation_enabled", action="store_true",
                    help="run versions exported with serving.export --jit_compile (XLA:CPU), as TF Serving's flag; "
                         "without it their requests are refused naming this flag")
+    p.add_argument("--release_memory_seconds", type=float, default=DEFAULT_INTERVAL_SECONDS,
+                   help="hand freed native memory back to the OS this often (glibc's malloc_trim; 0: only after a "
+                        "version is unloaded); without it RSS creeps up under load")
     p.add_argument("--prefer_tflite_model", action="store_true",
                    help="run a version's model.tflite (serving.export --format tflite|tflite_int8) instead of its "
                         "SavedModel, where it has one")
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if metrics_path and not args.rest_api_port:
             raise ValueError("--monitoring_config_file serves the metrics on the REST port: give --rest_api_port.")
         manager = build_manager(args)
+        release = PeriodicRelease(args.release_memory_seconds)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -118,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     manager.start()
+    release.start()
     for name in manager.configs:
         if not manager.served[name]:
             logger.warning("No servable version of %s found yet under %s", name, manager.configs[name].base_path)
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         if grpc_server is not None:
             grpc_server.stop(grace=10).wait()
         manager.stop()
+        release.stop()
         logger.info("Server stopped")
     return 0
 
