@@ -76,8 +76,9 @@ class ServingModule(tf.Module):
         if labels is not None and len(labels) != model.classes:
             raise ValueError(f"{len(labels)} labels given for a model of {model.classes} classes.")
         self.top_k = min(top_k, model.classes)
-        # The model's forward pass, XLA-compiled with `jit_compile` (decoding and labels stay outside: string ops).
-        self.forward = tf.function(self._forward, jit_compile=True) if jit_compile else self._forward
+        # Pixels to numeric outputs (forward pass, softmax, top-k), one XLA cluster with `jit_compile`; decoding
+        # and the labels' gather stay outside: XLA has no string ops.
+        self.compute = tf.function(self._compute, jit_compile=True) if jit_compile else self._compute
         self.labels = None if labels is None else tf.constant(labels)
         pixels_size = (None, None) if getattr(model, "dynamic_image_size", False) else self.image_size  # ResNets: fixed
         images_spec = tf.TensorSpec([None], tf.string, name=signatures.IMAGES_INPUT)
@@ -107,22 +108,23 @@ class ServingModule(tf.Module):
     def _serve_pixels(self, pixels):
         return self._outputs(pixels)
 
-    def _forward(self, pixels):
-        return tf.cast(self.model(model_inputs(self.model, pixels), training=False), tf.float32)
-
-    def _outputs(self, pixels):
-        outputs = self.forward(pixels)
+    def _compute(self, pixels):
+        """float32 [N, H, W, 3] pixels in [0, 255] -> the signature's numeric outputs (features or head)."""
+        outputs = tf.cast(self.model(model_inputs(self.model, pixels), training=False), tf.float32)
         if not self.model.include_top:
             return {signatures.FEATURES: outputs}
         probabilities = tf.nn.softmax(outputs, axis=-1) if self.apply_softmax else outputs
         scores, classes = tf.math.top_k(probabilities, k=self.top_k)
-        result = {
+        return {
             signatures.PROBABILITIES: probabilities,
             signatures.CLASSES: tf.cast(classes, tf.int64),
             signatures.SCORES: scores,
         }
+
+    def _outputs(self, pixels):
+        result = self.compute(pixels)
         if self.labels is not None:
-            result[signatures.LABELS] = tf.gather(self.labels, classes)
+            result[signatures.LABELS] = tf.gather(self.labels, result[signatures.CLASSES])
         return result
 
 

@@ -37,19 +37,20 @@ def pixels(count: int = 4) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, (count, 16, 16, 3)).astype("float32")
 
 
-def test_the_exported_forward_pass_is_compiled_and_answers_the_same(exports):
+def test_the_exported_computation_is_compiled_and_answers_the_same(exports):
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString(open(f"{exports['xla']}/saved_model.pb", "rb").read())
     compiled = [f.signature.name for f in proto.meta_graphs[0].graph_def.library.function if f.attr["_XlaMustCompile"].b]
-    assert compiled and all("forward" in name for name in compiled), compiled
+    assert compiled and all("compute" in name for name in compiled), compiled
     plain, xla = Servable("vit", 1, exports["plain"]), Servable("vit", 1, exports["xla"], xla_cpu_compilation_enabled=True)
     assert not plain.requires_xla and xla.requires_xla
     for signature, inputs in [("predict_pixels", {"pixels": pixels()}),
                               ("", {"images": np.array([saved_model.encode_png(p) for p in pixels().astype(np.uint8)], object)})]:
         expected, got = plain.predict(signature, inputs), xla.predict(signature, inputs)
         np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-5)
+        np.testing.assert_array_equal(got["classes"], expected["classes"])  # top-k inside the compiled cluster
         assert np.ptp(expected["probabilities"]) > 0.05  # distinct answers, not a uniform head
     with pytest.raises(ServingError, match="--xla_cpu_compilation_enabled") as refused:
         Servable("vit", 1, exports["xla"]).predict("predict_pixels", {"pixels": pixels()})
