@@ -4,6 +4,7 @@
     python benchmarks/inference.py [--variants ViT_Ti16 ViT_S16 ViT_B16] [--batches 1 16] [--rounds 3]
     python benchmarks/inference.py --precision bfloat16    # where the CPU has AVX512_BF16 or AMX
     python benchmarks/inference.py --dynamic               # what dynamic_image_size costs
+    python benchmarks/inference.py --modes train           # the training step's row alone
 
 Systems, each in its own process, alternating round by round:
   keras_vit   `keras_vit.ViT_*` without head, `model.predict_on_batch` (Keras' compiled predict)
@@ -54,6 +55,7 @@ SYSTEMS = ["keras_vit", "keras_hub", "hf_torch"]
 #: Measured on request (--systems): keras-hub with XLA forced on, which Keras leaves off on CPU-only machines.
 EXTRA_SYSTEMS = ["keras_hub_xla"]
 IMAGE_SIZE = 224
+MODES = ("infer", "train")
 TRAIN_VARIANT, TRAIN_BATCH, CLASSES = "ViT_S16", 16, 1000
 #: The `--dynamic` row: a model stored at IMAGE_SIZE called at this size, against one built there.
 DYNAMIC_VARIANT, DYNAMIC_SIZE = "ViT_B16", 384
@@ -265,6 +267,8 @@ def main() -> int:
     parser.add_argument("--systems", nargs="+", default=SYSTEMS, choices=SYSTEMS + EXTRA_SYSTEMS)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the table shows medians")
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement, after warm-up")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                        help="which rows: inference (every variant and batch), the ViT-S/16 training step")
     parser.add_argument("--no_train", dest="train", action="store_false", help="skip the ViT-S/16 training step")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                         help="bfloat16: Keras' mixed_bfloat16 policy, PyTorch's CPU autocast")
@@ -284,10 +288,10 @@ def main() -> int:
         "gflops",
     )
     systems = args.systems + (["keras_vit_dynamic"] if args.dynamic else [])
-    configs = [(v, b, "infer", IMAGE_SIZE, systems) for v in args.variants for b in args.batches]
+    configs = [(v, b, "infer", IMAGE_SIZE, systems) for v in args.variants for b in args.batches if "infer" in args.modes]
     if args.dynamic:
         configs.append((DYNAMIC_VARIANT, 1, "infer", DYNAMIC_SIZE, ["keras_vit", "keras_vit_dynamic"]))
-    if args.train:
+    if args.train and "train" in args.modes:
         configs.append((TRAIN_VARIANT, TRAIN_BATCH, "train", IMAGE_SIZE, args.systems))
     rows = measure_rows(configs, args.rounds, args.seconds, args.precision)
     print(f"float32 GEMM peak (TensorFlow, 2048^3): {peak:.0f} GFLOP/s" if peak else "GEMM peak: n/a")

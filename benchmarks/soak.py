@@ -14,9 +14,11 @@ so two versions stay there.
 Prints per minute: requests, failures, p50/p99 latency, the server's RSS
 and open file descriptors; then, after `--warmup_minutes` (2: the first
 swap's loads included), the least-squares slope of RSS (MB/min) at one
-phase of the swap cycle, just before each swap (one version loaded: during
-a swap two are, so samples across the cycle form a sawtooth), of RSS over
-all samples every 5 s (for information), and of descriptors; the failures
+phase of the swap cycle: its floor over the 30 s before each swap (one
+version loaded: during a swap two are, so samples across the cycle form a
+sawtooth; the floor leaves out the requests' transient buffers, which only
+ever add), of RSS over all samples every 5 s (for information), and of
+descriptors; the failures
 within 10 s of a swap, and the tracebacks in the server's log. It ends with one line per criterion: no failure, RSS
 slope under 1 MB/min, no descriptor growth, no traceback.
 """
@@ -43,6 +45,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import harness  # noqa: E402
+
+
+#: Seconds before each swap over which the RSS floor is taken.
+FLOOR_SECONDS = 30
 
 
 def server_usage(pid: int) -> tuple[float, int]:
@@ -151,7 +157,7 @@ def main() -> int:
     for thread in threads:
         thread.start()
 
-    samples, swaps, before_swaps = [], [], []  # (t, rss, fds) every 5 s; swap times; (t, rss) just before each
+    samples, swaps, before_swaps = [], [], []  # (t, rss, fds) every 5 s; swap times; (t, RSS floor) before each
     next_swap, next_sample, end = begin + args.swap_seconds, begin, begin + args.minutes * 60
     try:
         while time.monotonic() < end and server.poll() is None:
@@ -160,7 +166,8 @@ def main() -> int:
                 samples.append((now - begin, *server_usage(server.pid)))
                 next_sample += 5
             if now >= next_swap:
-                before_swaps.append((now - begin, server_usage(server.pid)[0]))
+                window = [rss for t, rss, _ in samples if t >= now - begin - FLOOR_SECONDS]
+                before_swaps.append((now - begin, min(window + [server_usage(server.pid)[0]])))
                 saved_model.export(model, base)  # the next version, written beside and renamed in
                 swaps.append(time.monotonic() - begin)
                 versions = sorted(int(v) for v in os.listdir(base) if v.isdigit())
@@ -205,7 +212,7 @@ def main() -> int:
     with open(log_path) as f:
         tracebacks = f.read().count("Traceback")
     print(f"\n{len(records)} requests, {failures} failed ({near_swaps} within 10 s of one of {len(swaps)} swaps); "
-          f"after {args.warmup_minutes:g} minutes RSS {rss_slope:+.2f} MB/min just before each swap "
+          f"after {args.warmup_minutes:g} minutes RSS {rss_slope:+.2f} MB/min at its floor before each swap "
           f"({', '.join(f'{r:.0f}' for _, r in steady)} MB; {sawtooth_slope:+.2f} MB/min over every sample), "
           f"open fds {fd_slope:+.2f}/min; "
           f"{tracebacks} tracebacks in the server's log")
