@@ -7,8 +7,9 @@ so free pages pile up arena by arena: a soak of ViT-Ti/16 under 16 REST and
 4 gRPC clients grew by about 2 MB a minute with nothing leaking in Python
 (tracemalloc's traced total stayed flat). `malloc_trim(0)` returns every
 arena's whole free pages; run every 20 s it kept that soak flat (928-935 MB
-over 6 minutes) at the same request rate, where capping the arenas
-(MALLOC_ARENA_MAX=2) also held RSS but served fewer requests. After a
+over 6 minutes, 9,000-9,600 requests a minute). Capping the arenas instead
+(MALLOC_ARENA_MAX=2) held RSS too but served 8,400 a minute in the same
+test, and it is the user's to set. After a
 version is unloaded it hands back the model's memory at once (without it RSS
 swung between 996 and 1128 MB from swap to swap).
 

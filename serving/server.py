@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics_path = read_monitoring_config(args.monitoring_config_file) if args.monitoring_config_file else None
         if metrics_path and not args.rest_api_port:
             raise ValueError("--monitoring_config_file serves the metrics on the REST port: give --rest_api_port.")
-        manager = build_manager(args)
         release = PeriodicRelease(args.release_memory_seconds)
+        manager = build_manager(args)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
