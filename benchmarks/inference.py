@@ -20,9 +20,9 @@ leaves XLA off on CPU-only machines, keras_vit's models turn it on there
 Random weights at 224x224 (the cost does not depend on them). Prints images/s
 (median over rounds), the matrix-multiply GFLOP/s this achieves (ViT-B/16
 costs 35.1 GFLOP per image), its fraction of this machine's measured float32
-GEMM peak (TensorFlow, 2048^3), and keras_vit's ratio to the best peer. With
-`--train` (default on) it also times one training step, forward + backward +
-AdamW, of ViT-S/16 with a 1000-class head. Peers that are not installed show
+GEMM peak (TensorFlow, 2048^3), and keras_vit's ratio to the best peer.
+Unless `--modes` leaves out "train", it also times one training step,
+forward + backward + AdamW, of ViT-S/16 with a 1000-class head. Peers that are not installed show
 as "n/a"; the CPU's flags head the table.
 
 `--dynamic` adds keras_vit_dynamic to every inference row at 224x224 (its
@@ -269,7 +269,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement, after warm-up")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
                         help="which rows: inference (every variant and batch), the ViT-S/16 training step")
-    parser.add_argument("--no_train", dest="train", action="store_false", help="skip the ViT-S/16 training step")
+    parser.add_argument("--no_train", action="store_true", help="deprecated: --modes infer")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                         help="bfloat16: Keras' mixed_bfloat16 policy, PyTorch's CPU autocast")
     parser.add_argument("--dynamic", action="store_true",
@@ -277,6 +277,9 @@ def main() -> int:
     parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS,
                         metavar=("SYSTEM", "VARIANT", "BATCH", "MODE", "SECONDS", "PRECISION", "SIZE"))
     args = parser.parse_args()
+    if args.no_train:
+        print("warning: --no_train is deprecated; use --modes infer", file=sys.stderr)
+        args.modes = [m for m in args.modes if m != "train"]
     if args.worker:
         system, variant, batch, mode, seconds, precision, size = args.worker
         print(json.dumps(worker(system, variant, int(batch), mode, float(seconds), precision, int(size))))
@@ -291,7 +294,7 @@ def main() -> int:
     configs = [(v, b, "infer", IMAGE_SIZE, systems) for v in args.variants for b in args.batches if "infer" in args.modes]
     if args.dynamic:
         configs.append((DYNAMIC_VARIANT, 1, "infer", DYNAMIC_SIZE, ["keras_vit", "keras_vit_dynamic"]))
-    if args.train and "train" in args.modes:
+    if "train" in args.modes:
         configs.append((TRAIN_VARIANT, TRAIN_BATCH, "train", IMAGE_SIZE, args.systems))
     rows = measure_rows(configs, args.rounds, args.seconds, args.precision)
     print(f"float32 GEMM peak (TensorFlow, 2048^3): {peak:.0f} GFLOP/s" if peak else "GEMM peak: n/a")
