@@ -34,7 +34,7 @@ against that row's forward pass.
 
 `--precision bfloat16` runs every system as its users turn bfloat16 on: the
 Keras systems under the "mixed_bfloat16" dtype policy (float32 variables,
-bfloat16 compute; what `serving.export --dtype_policy` serves), PyTorch
+bfloat16 compute; what `keras_vit.serving.export --dtype_policy` serves), PyTorch
 under `torch.autocast("cpu", dtype=torch.bfloat16)`.
 """
 

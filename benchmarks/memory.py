@@ -4,7 +4,7 @@
     python benchmarks/memory.py --models ViT_S16:16 --rounds 3
 
 Each measurement is its own process: a keras_vit model (the variant's default
-dropout, random weights, 1000 classes) compiled as `training.train` compiles it
+dropout, random weights, 1000 classes) compiled as `keras_vit.training.train` compiles it
 (AdamW, XLA by default on a CPU), two warm-up steps (the first compiles), then
 `--steps` measured `train_on_batch` calls. TensorFlow's own accounting of
 the CPU device's allocator (`tf.config.experimental.get_memory_info`, which

@@ -7,7 +7,7 @@ Paths, each measured in its own process, alternating round by round:
   saved_model     the exported SavedModel's `predict_pixels`, float32 (what serving.server runs by default)
   saved_model_xla   the same, exported with `--jit_compile` (served with `--xla_cpu_compilation_enabled`)
   saved_model_bf16  the same, exported with `--dtype_policy mixed_bfloat16`
-  litert          model.tflite of `serving.export --format tflite`, run by LiteRT (XNNPACK), float32
+  litert          model.tflite of `keras_vit.serving.export --format tflite`, run by LiteRT (XNNPACK), float32
   litert_int8     model.tflite of `--format tflite_int8`: int8 weights, activations quantized at run time
 
 Speed: images/s of ViT at 224x224 with random weights (the cost does not

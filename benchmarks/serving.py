@@ -135,7 +135,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64], help="concurrent clients")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the raw model and the servers")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
-                        help="serving.export's format; tflite ones are served with --prefer_tflite_model")
+                        help="keras_vit.serving.export's format; tflite ones are served with --prefer_tflite_model")
     parser.add_argument("--jit_compile", action="store_true", help="export with XLA, serve with --xla_cpu_compilation_enabled")
     args = parser.parse_args()
     lite = args.format != "saved_model"

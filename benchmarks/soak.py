@@ -2,7 +2,7 @@
 
     python benchmarks/soak.py [--minutes 10] [--rest_clients 16] [--grpc_clients 4] [--swap_seconds 60]
 
-Exports a model (random weights), starts `python -m serving.server` on
+Exports a model (random weights), starts `python -m keras_vit.serving.server` on
 127.0.0.1 with batching, and drives it with REST clients (one PNG per
 request, row format) and gRPC clients (tensorflow-serving-api's stubs)
 sending real encoded images, all threads of this process, for `--minutes`.
@@ -142,7 +142,7 @@ def main() -> int:
     log_path = os.path.join(workdir, "server.log")
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+            [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
              "--model_name", "vit", "--model_base_path", base, "--enable_batching",
              "--batching_parameters_file", os.path.join(base, "batching_parameters.txt"),
              "--file_system_poll_wait_seconds", "1"],

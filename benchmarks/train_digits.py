@@ -2,7 +2,7 @@
 
     python benchmarks/train_digits.py [--ti16]
 
-Runs `python -m training.train` as a user would and reads results.json.
+Runs `python -m keras_vit.training.train` as a user would and reads results.json.
 The target (issue: training) is >= 95% test accuracy in a few minutes on 2 CPU cores.
 """
 

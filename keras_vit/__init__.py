@@ -1,50 +1,37 @@
-"""keras_vit: the Vision Transformer (Dosovitskiy et al., ICLR 2021) for Keras 3 and TensorFlow.
+"""keras_vit: the Vision Transformer (Dosovitskiy et al., ICLR 2021) for Keras 3.
 
-The public names are imported on first use, so that the command-line tools
-answer `--help` without starting TensorFlow. Keras still finds keras_vit's
-layers and models when it loads a `.keras` file after a plain
-`import keras_vit`: they are registered as soon as Keras is imported
-(`keras_vit._registration`).
+`import keras_vit` imports Keras (on the TensorFlow backend, TensorFlow too)
+and every module that registers a Keras class, as keras-hub does, so that
+`keras.saving.load_model` finds keras_vit's layers and models after a plain
+`import keras_vit` (TensorFlow's informational start-up lines held back:
+`keras_vit._quiet_start`). The sub-packages `analysis` and `weights` import their
+names on first use.
 """
 
-from keras_vit._lazy import lazy_attributes
-from keras_vit._registration import register_with_keras
-from keras_vit.models.variants import VARIANTS
+from keras_vit._quiet_start import import_keras
+
+import_keras()  # first: every module below defines Keras classes
+
+from keras_vit import analysis, imagenet, layers, losses, weights
+from keras_vit.imagenet import decode_predictions
+from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, TransformerBlock
+from keras_vit.models.constructors import CONSTRUCTORS, ViT, create_model
+from keras_vit.models.masked_patch_prediction import MaskedPatchPrediction
+from keras_vit.models.opening import load_model, open_model
+from keras_vit.models.resnet import ResNet
+from keras_vit.models.variants import VARIANTS, get_variant
+from keras_vit.models.vision_transformer import VisionTransformer
+from keras_vit.preprocessing import preprocess_input
+from keras_vit.schedules import PerUpdate, WarmupDecay
+from keras_vit.weights.pipeline import load_npz, load_weights, save_npz
 
 __version__ = "0.2.0"
 
-#: Public name -> the module that defines it (or, for a sub-package, the sub-package).
-_EXPORTS = {
-    "analysis": "keras_vit.analysis",
-    "imagenet": "keras_vit.imagenet",
-    "layers": "keras_vit.layers",
-    "losses": "keras_vit.losses",
-    "AddPositionEmbedding": "keras_vit.layers",
-    "ClassToken": "keras_vit.layers",
-    "PatchEmbedding": "keras_vit.layers",
-    "TransformerBlock": "keras_vit.layers",
-    "weights": "keras_vit.weights",
-    "load_npz": "keras_vit.weights.pipeline",
-    "save_npz": "keras_vit.weights.pipeline",
-    "load_weights": "keras_vit.weights.pipeline",
-    "decode_predictions": "keras_vit.imagenet",
-    "load_model": "keras_vit.models.opening",
-    "open_model": "keras_vit.models.opening",
-    "CONSTRUCTORS": "keras_vit.models.constructors",
-    "ViT": "keras_vit.models.constructors",
-    "create_model": "keras_vit.models.constructors",
-    **{name: "keras_vit.models.constructors" for name in VARIANTS},  # ViT_B16, ...
-    "get_variant": "keras_vit.models.variants",
-    "MaskedPatchPrediction": "keras_vit.models.masked_patch_prediction",
-    "ResNet": "keras_vit.models.resnet",
-    "VisionTransformer": "keras_vit.models.vision_transformer",
-    "preprocess_input": "keras_vit.preprocessing",
-    "PerUpdate": "keras_vit.schedules",
-    "WarmupDecay": "keras_vit.schedules",
-}
+globals().update(CONSTRUCTORS)  # ViT_Ti16, ViT_B16, ... (keras_vit.VARIANTS' rows)
 
-__all__ = sorted(["VARIANTS", *_EXPORTS])
-__getattr__, __dir__ = lazy_attributes(globals(), _EXPORTS)
-
-# Everything the package exports is imported once Keras is: its layers, models, losses and schedules get registered.
-register_with_keras(sorted({module for module in _EXPORTS.values() if module != "keras_vit.analysis"}))
+__all__ = sorted([
+    "AddPositionEmbedding", "CONSTRUCTORS", "ClassToken", "MaskedPatchPrediction", "PatchEmbedding", "PerUpdate",
+    "ResNet", "TransformerBlock", "VARIANTS", "ViT", "VisionTransformer", "WarmupDecay", "analysis",
+    "create_model", "decode_predictions", "get_variant", "imagenet", "layers", "load_model", "load_npz",
+    "load_weights", "losses", "open_model", "preprocess_input", "save_npz", "weights", *CONSTRUCTORS,
+])

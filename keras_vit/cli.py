@@ -1,17 +1,11 @@
-"""What every keras_vit command shares: its parser, and starting TensorFlow quietly once the flags are read.
-
-A command builds its parser from names that need no TensorFlow, so that
-`--help` and flag errors answer at once; `start_tensorflow` then imports it,
-without its C++ start-up lines unless `--verbose` asked for them.
-"""
+"""What every keras_vit command shares: its parser, its flags' readers and its one-line error report."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-import tempfile
+import warnings
 from typing import Callable
 
 
@@ -32,7 +26,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def command_parser(prog: str, doc: str, verbose: bool = True) -> argparse.ArgumentParser:
     """A parser whose description is the first paragraph of `doc` and whose epilog is the rest.
 
-    `prog` is how the README runs it (`python -m training.train`), unless
+    `prog` is how the README runs it (`python -m keras_vit.training.train`), unless
     it was started as its console script (`keras-vit-train`). With `verbose`,
     it has the --verbose flag (a command with sub-commands gives it to each
     of them instead, with `add_verbose_flag`).
@@ -47,39 +41,18 @@ def command_parser(prog: str, doc: str, verbose: bool = True) -> argparse.Argume
 
 
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--verbose", action="store_true",
-                        help="show TensorFlow's C++ start-up and log lines (hidden by default)")
+    """`--verbose`, kept so that scripts passing it still run: it has had no effect since 0.3 (a warning says so)."""
+    parser.add_argument("--verbose", action=_NoLongerVerbose, nargs=0, help=argparse.SUPPRESS)
 
 
-def start_tensorflow(verbose: bool = False) -> None:
-    """Imports TensorFlow (and Keras); without `verbose`, none of its C++ start-up or info lines reach stderr.
-
-    TensorFlow writes some lines before its logging is set up, straight to
-    file descriptor 2, so they are caught there while it loads; they are
-    replayed if the import fails. `TF_CPP_MIN_LOG_LEVEL` (3 unless the
-    environment sets it) silences the C++ log after that, such as
-    `failed call to cuInit` on machines without a GPU.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    if verbose:
-        importlib.import_module("keras")  # and TensorFlow
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            importlib.import_module("keras")
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+class _NoLongerVerbose(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        warnings.warn(
+            "--verbose is deprecated and has no effect: `import keras_vit` starts TensorFlow, which prints its C++ "
+            "start-up lines as it loads (TF_CPP_MIN_LOG_LEVEL=1 hides them).",
+            FutureWarning,
+            stacklevel=2,
+        )
 
 
 def add_image_size_flag(parser: argparse.ArgumentParser, flag: str = "--image_size", **options) -> None:

@@ -1,6 +1,6 @@
 """The class names of a model: `labels.txt` beside its `.keras` file, one name per line.
 
-`training.train` writes it; `serving.export` reads it by default and carries
+`keras_vit.training.train` writes it; `keras_vit.serving.export` reads it by default and carries
 the names into the SavedModel, so served answers name classes, not indices.
 """
 

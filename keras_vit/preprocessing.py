@@ -1,7 +1,7 @@
 """The input contract, written once: pixel scaling and the evaluation decode/resize/crop.
 
 Every place that turns images into model inputs imports these: training's
-evaluation pipeline, `serving.export`'s signatures, the clients and the tests.
+evaluation pipeline, `keras_vit.serving.export`'s signatures, the clients and the tests.
 
 - Scaling (the reference's): [0, 255] -> [-1, 1] as `x / 127.5 - 1`.
 - Evaluation: bilinear resize to `image_size / crop_fraction`, then a center

@@ -1,6 +1,11 @@
 """Serving keras_vit models: SavedModel export and a server that speaks TensorFlow Serving's REST and gRPC contract."""
 
-if __name__ == "serving":  # a checkout's short name: the same module objects as keras_vit.serving (keras_vit._aliases)
-    from keras_vit._aliases import alias_package
+if __name__ == "serving":  # `python -m keras_vit.serving.X` in a checkout: the module runs as a script, once
+    import warnings
 
-    alias_package(__name__, "keras_vit.serving")
+    warnings.warn(
+        "`python -m serving.X` is deprecated and goes in 0.4: the module is keras_vit.serving.X "
+        "(`python -m keras_vit.serving.X`, or its keras-vit-* console script).",
+        FutureWarning,
+        stacklevel=2,
+    )

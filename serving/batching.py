@@ -26,7 +26,7 @@ Tensors = dict[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class BatchingOptions:
-    """The batching parameters we use; these defaults are the ones `serving.export` writes."""
+    """The batching parameters we use; these defaults are the ones `keras_vit.serving.export` writes."""
 
     max_batch_size: int = 32
     batch_timeout_micros: int = 2000

@@ -1,7 +1,7 @@
 """Clients of a TF Serving (or serving.server) model: REST and gRPC, image files in, top-k labels out.
 
-    python -m serving.client predict cat.jpg --url http://127.0.0.1:8501 --model_name vit
-    python -m serving.client predict cat.jpg --grpc 127.0.0.1:8500 --model_name vit
+    python -m keras_vit.serving.client predict cat.jpg --url http://127.0.0.1:8501 --model_name vit
+    python -m keras_vit.serving.client predict cat.jpg --grpc 127.0.0.1:8500 --model_name vit
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def top_k(prediction: dict) -> Prediction:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.command_parser("python -m serving.client", __doc__, verbose=False)
+    parser = cli.command_parser("python -m keras_vit.serving.client", __doc__, verbose=False)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="print the top-k labels of image files", formatter_class=cli.HelpFormatter)
     cli.add_verbose_flag(predict)
@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         if args.grpc:
-            cli.start_tensorflow(args.verbose)  # the gRPC stubs import TensorFlow's protos, which import TensorFlow
             client = GrpcClient(args.grpc, args.model_name, args.version)
             outputs = client.predict_images(images)
             rows = [{k: v[i] for k, v in outputs.items()} for i in range(len(images))]

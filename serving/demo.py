@@ -1,10 +1,10 @@
 """The end-to-end demo, offline: train on digits, export, serve, query over REST, compare.
 
-    python -m serving.demo
+    python -m keras_vit.serving.demo
 
-1. `python -m training.train` trains a small ViT on scikit-learn's digits;
-2. `python -m serving.export` writes a TF Serving SavedModel;
-3. `python -m serving.server` serves it on 127.0.0.1;
+1. `python -m keras_vit.training.train` trains a small ViT on scikit-learn's digits;
+2. `python -m keras_vit.serving.export` writes a TF Serving SavedModel;
+3. `python -m keras_vit.serving.server` serves it on 127.0.0.1;
 4. the 360 test digits go to `:predict` as PNG bytes over REST (and one batch
    over gRPC), and the REST accuracy is compared with the in-process one;
 5. the server is stopped with SIGTERM;
@@ -34,7 +34,7 @@ TRAIN_ARGS = as_flags(**DEMO_MODEL, **DEMO_TRAINING)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.command_parser("python -m serving.demo", __doc__)
+    parser = cli.command_parser("python -m keras_vit.serving.demo", __doc__)
     parser.add_argument("--output_dir", default="runs/demo", help="training run folder")
     parser.add_argument("--model_base_path", default="models/vit", help="export folder (a version is added)")
     parser.add_argument("--epochs", type=int, default=60, help="training epochs")
@@ -43,25 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8500, help="the server's gRPC port (TF Serving's default)")
     parser.add_argument("--rest_api_port", type=int, default=8501, help="the server's REST port (TF Serving's default)")
     args = parser.parse_args(argv)
-    verbose = ("--verbose",) if args.verbose else ()
-    cli.start_tensorflow(args.verbose)
     started = time.perf_counter()
 
     model_path = os.path.join(args.output_dir, outputs.MODEL)
     if not (args.reuse and os.path.exists(model_path)):
         _step(f"1/6 training on digits ({args.epochs} epochs)")
-        _run("keras_vit.training.train", *TRAIN_ARGS, "--epochs", str(args.epochs), "--output_dir", args.output_dir, "--progress", "2",
-             *verbose)
+        _run("keras_vit.training.train", *TRAIN_ARGS, "--epochs", str(args.epochs), "--output_dir", args.output_dir,
+             "--progress", "2")
     train_seconds = time.perf_counter() - started
 
     _step("2/6 exporting for TensorFlow Serving")
-    _run("keras_vit.serving.export", "--model", model_path, "--model_base_path", args.model_base_path, *verbose)  # labels travel
+    _run("keras_vit.serving.export", "--model", model_path, "--model_base_path", args.model_base_path)  # labels travel
 
     rest_port, grpc_port = args.rest_api_port, args.port
     _step(f"3/6 starting serving.server (REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port})")
     server = subprocess.Popen(
         [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
-         "--model_name", "vit", "--model_base_path", args.model_base_path, "--enable_batching", *verbose],
+         "--model_name", "vit", "--model_base_path", args.model_base_path, "--enable_batching"],
     )
     try:
         RestClient(f"http://127.0.0.1:{rest_port}", "vit").wait_until_available(process=server)
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report_dir = os.path.join(args.output_dir, "report")
     _step("6/6 drawing what the model learned: attention rollout, attention distance, position embeddings, filters")
-    _run("keras_vit.analysis", "report", "--model", model_path, "--dataset", "digits", "--out", report_dir, *verbose)
+    _run("keras_vit.analysis", "report", "--model", model_path, "--dataset", "digits", "--out", report_dir)
 
     report["server_exit_code"] = server.returncode
     report["train_seconds"] = round(train_seconds, 1)

@@ -1,6 +1,6 @@
 """Export a keras_vit model as a SavedModel that TensorFlow Serving serves unchanged.
 
-    python -m serving.export --model runs/demo/model.keras --model_base_path models/vit [--version N] [--labels labels.txt]
+    python -m keras_vit.serving.export --model runs/demo/model.keras --model_base_path models/vit [--version N] [--labels labels.txt]
 
 Writes `<model_base_path>/<version>/` (the next integer when not given), with
 `models.config` and `batching_parameters.txt` beside the versions for
@@ -23,7 +23,7 @@ from keras_vit.serving.signatures import DEFAULT_SIGNATURE, PIXELS_SIGNATURE, TF
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.command_parser("python -m serving.export", __doc__)
+    parser = cli.command_parser("python -m keras_vit.serving.export", __doc__)
     parser.add_argument("--model", required=True, help="a .keras file (e.g. runs/demo/model.keras)")
     parser.add_argument("--model_base_path", required=True, help="the model's folder; versions go below it")
     parser.add_argument("--version", type=int, default=None, help="default: the next integer")
@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
                              "the CPU has AVX512_BF16 or AMX, and slower where it has not (benchmarks/precision.py)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
                         help="tflite / tflite_int8 also write model.tflite (float32 / int8 weights and products), which "
-                             "serving.server --prefer_tflite_model runs with LiteRT (speeds per CPU: benchmarks/precision.py)")
+                             "keras_vit.serving.server --prefer_tflite_model runs with LiteRT (speeds per CPU: benchmarks/precision.py)")
     parser.add_argument("--jit_compile", action="store_true",
                         help="compile the model's forward pass with XLA in the SavedModel; TF Serving and "
-                             "serving.server then need --xla_cpu_compilation_enabled")
+                             "keras_vit.serving.server then need --xla_cpu_compilation_enabled")
     parser.add_argument("--calibration_images", nargs="+", default=None, metavar="PATH",
                         help="--format tflite_int8: image files or folders to check the int8 model's top-1 agreement "
                              "with the float32 one on (default: the export's two synthetic warm-up images)")
@@ -57,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    cli.start_tensorflow(args.verbose)
     from keras_vit.serving import quantization
     from keras_vit.serving.saved_model import export, serving_size
 

@@ -1,4 +1,4 @@
-"""The check `serving.export --format tflite_int8` runs on the int8 model it writes, before the version appears.
+"""The check `keras_vit.serving.export --format tflite_int8` runs on the int8 model it writes, before the version appears.
 
 Dynamic-range int8 can lose accuracy (a ViT's top-1 has dropped from 80% to
 62% in other toolchains) or run slower than float32 on a CPU without VNNI, and

@@ -1,4 +1,4 @@
-"""A keras_vit model as a SavedModel that TensorFlow Serving serves unchanged (what `python -m serving.export` writes).
+"""A keras_vit model as a SavedModel that TensorFlow Serving serves unchanged (what `python -m keras_vit.serving.export` writes).
 
 Layout: `<model_base_path>/<version>/saved_model.pb + variables/ + assets.extra/`
 (the version is the next integer when not given; `--format tflite|tflite_int8`
@@ -13,7 +13,7 @@ cropped as the model is evaluated (`keras_vit.preprocessing`, with the model's
 `crop_fraction`) and scaled unless the model scales them itself; logits get a
 softmax, a head that ends in softmax or sigmoid is served as it is.
 
-Signatures (names in `serving.signatures`):
+Signatures (names in `keras_vit.serving.signatures`):
 - `serving_default`: `images` DT_STRING [N] of encoded JPEG/PNG/GIF/BMP
   images of any size.
 - `predict_pixels`: `pixels` DT_FLOAT [N, H, W, 3] in [0, 255] at the model's size;
@@ -192,7 +192,7 @@ def export(
     `model.tflite` takes: LiteRT runs fixed shapes. `jit_compile` compiles
     the model's forward pass with XLA in the saved graph (about the Keras
     model's speed on a CPU); TF Serving then needs
-    `--xla_cpu_compilation_enabled` (so does `serving.server`).
+    `--xla_cpu_compilation_enabled` (so does `keras_vit.serving.server`).
 
     "tflite_int8" is checked before the version appears
     (`keras_vit.serving.quantization`): its top-1 agreement with the float32

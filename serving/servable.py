@@ -30,7 +30,7 @@ class Servable:
         max_image_pixels: encoded images (the `images` input) declaring more pixels are refused undecoded.
         prefer_tflite: run the version's `model.tflite` when it has one (TF Serving's `--prefer_tflite_model`):
             the same signatures, inputs and outputs, computed by LiteRT (`keras_vit.serving.tflite`).
-        xla_cpu_compilation_enabled: run graphs whose functions must be XLA-compiled (`serving.export
+        xla_cpu_compilation_enabled: run graphs whose functions must be XLA-compiled (`keras_vit.serving.export
             --jit_compile`), as TF Serving's flag of that name does; without it such a version loads, and each
             request is refused with FAILED_PRECONDITION naming the flag, as TF Serving answers them.
     """

@@ -1,6 +1,6 @@
 """A model server that speaks TensorFlow Serving's REST and gRPC APIs, with its flag names.
 
-    python -m serving.server --port 8500 --rest_api_port 8501 --model_name vit --model_base_path models/vit
+    python -m keras_vit.serving.server --port 8500 --rest_api_port 8501 --model_name vit --model_base_path models/vit
 
 For machines where `tensorflow_model_server` cannot be installed: the same
 clients, requests and responses work against both. It serves the latest
@@ -30,11 +30,11 @@ from keras_vit.serving.native_heap import DEFAULT_INTERVAL_SECONDS, PeriodicRele
 if TYPE_CHECKING:
     from keras_vit.serving.model_manager import ModelManager
 
-logger = logging.getLogger("serving.server")
+logger = logging.getLogger("keras_vit.serving.server")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = cli.command_parser("python -m serving.server", __doc__)
+    p = cli.command_parser("python -m keras_vit.serving.server", __doc__)
     p.add_argument("--port", type=int, default=8500, help="gRPC port (0: no gRPC server)")
     p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: no REST server)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (TF Serving binds all; we default to loopback)")
@@ -103,7 +103,6 @@ def build_manager(args: argparse.Namespace) -> ModelManager:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    cli.start_tensorflow(args.verbose)
     try:
         metrics_path = read_monitoring_config(args.monitoring_config_file) if args.monitoring_config_file else None
         if metrics_path and not args.rest_api_port:

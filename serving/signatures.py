@@ -1,6 +1,6 @@
 """The serving contract, written once: signature, input and output names, and the method of our exports.
 
-`serving.export` writes these, `serving.server` serves them, the clients,
+`keras_vit.serving.export` writes these, `keras_vit.serving.server` serves them, the clients,
 tests and benchmarks send and read them.
 """
 

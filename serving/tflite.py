@@ -1,8 +1,8 @@
-"""The served model as a LiteRT (TensorFlow Lite) flatbuffer: what `serving.export --format tflite|tflite_int8` adds.
+"""The served model as a LiteRT (TensorFlow Lite) flatbuffer: what `keras_vit.serving.export --format tflite|tflite_int8` adds.
 
 The file is `model.tflite` in the version's folder, beside the SavedModel:
 where TF Serving's `--prefer_tflite_model` looks for it, and what
-`serving.server --prefer_tflite_model` runs. It holds the `predict_pixels`
+`keras_vit.serving.server --prefer_tflite_model` runs. It holds the `predict_pixels`
 signature, with the SavedModel's input and output names, dtypes and shapes.
 
 - "tflite": float32, run by XNNPACK's kernels.

@@ -21,7 +21,7 @@ HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS = 1.0, 1.0, 20
 def server(exported):
     rest_port, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--model_config_file", str(exported["config"]), "--file_system_poll_wait_seconds", "0",
          "--header_timeout_seconds", str(HEADER_TIMEOUT), "--idle_timeout_seconds", str(IDLE_TIMEOUT),
          "--max_connections", str(MAX_CONNECTIONS)],
@@ -101,7 +101,7 @@ def test_grpc_closes_silent_connections_and_keeps_serving(server):
 
 def test_caps_that_do_not_fit_the_file_limit_are_refused(exported):
     result = subprocess.run(
-        [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", str(free_port()),
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(free_port()),
          "--model_config_file", str(exported["config"]), "--max_connections", "100000000"],
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=120,
     )

@@ -258,7 +258,7 @@ def test_a_real_server_answers_at_two_sizes_over_rest_and_grpc(dynamic_export):
     model, base = dynamic_export  # the server serves the latest version, 2: its SavedModel takes any size too
     rest_port, grpc_port = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--model_name", "vit", "--model_base_path", str(base), "--enable_batching", "--file_system_poll_wait_seconds", "0"],
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -327,7 +327,7 @@ def test_train_evaluate_and_export_a_dynamic_model_from_the_command_line(tmp_pat
     from support import TINY_MODEL, run_module
 
     out = tmp_path / "run"
-    result = run_module("training.train", *TINY_MODEL, "--dynamic_image_size", "--dataset", "digits", "--epochs", "3",
+    result = run_module("keras_vit.training.train", *TINY_MODEL, "--dynamic_image_size", "--dataset", "digits", "--epochs", "3",
                         "--batch_size", "32", "--learning_rate", "3e-3", "--warmup_steps", "20", "--strategy", "one_device",
                         "--output_dir", str(out), "--progress", "0")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

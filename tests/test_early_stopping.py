@@ -37,7 +37,7 @@ def weights(path):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("early")
-    result = run_module("training.train", *COMMAND, "--output_dir", str(out), timeout=300)
+    result = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out), timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result
 
@@ -60,7 +60,7 @@ def test_a_run_stops_when_accuracy_stalls_and_keeps_the_best_weights(uninterrupt
 def test_a_run_killed_after_an_epoch_stops_where_the_uninterrupted_one_did(uninterrupted, tmp_path):
     reference, _ = uninterrupted
     out = tmp_path / "run"
-    process = start_module("training.train", *COMMAND, "--output_dir", str(out))
+    process = start_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out))
     deadline = time.monotonic() + 240
     while process.poll() is None and time.monotonic() < deadline and backed_up_epoch(out) < 2:
         time.sleep(0.02)
@@ -71,7 +71,7 @@ def test_a_run_killed_after_an_epoch_stops_where_the_uninterrupted_one_did(unint
     state = backup.read_metadata(backup.states(str(out / "backup"))[0])["callbacks"]["early_stopping"]
     assert (state["best_epoch"], state["wait"], state["stopped_epoch"]) == (0, 1, None)
 
-    resumed = run_module("training.train", *COMMAND, "--output_dir", str(out), timeout=300)
+    resumed = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out), timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     expected = json.loads((reference / "results.json").read_text())
@@ -100,5 +100,5 @@ def test_early_stopping_counts_evaluations_and_skips_epochs_without_one():
     (["--early_stopping_patience", "-1"], "--early_stopping_patience must be 0 (off) or positive"),
 ])
 def test_contradicting_early_stopping_flags_are_refused_at_once(flags, message, tmp_path):
-    result = run_module("training.train", *TINY_MODEL, *flags, "--output_dir", str(tmp_path), timeout=60)
+    result = run_module("keras_vit.training.train", *TINY_MODEL, *flags, "--output_dir", str(tmp_path), timeout=60)
     assert result.returncode == 2 and message in result.stderr

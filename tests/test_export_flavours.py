@@ -1,4 +1,4 @@
-"""serving.export follows the model's own config: each flavour served over REST equals model.predict on the same pixels."""
+"""keras_vit.serving.export follows the model's own config: each flavour served over REST equals model.predict on the same pixels."""
 
 import signal
 import subprocess
@@ -57,7 +57,7 @@ def served(tmp_path_factory):
     (root / "models.config").write_text("\n".join(config + ["}"]))
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", str(port),
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port),
          "--model_config_file", str(root / "models.config"), "--file_system_poll_wait_seconds", "0"],
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

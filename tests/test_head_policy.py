@@ -73,14 +73,14 @@ def test_finetune_recipe_starts_from_a_zero_head_of_the_same_classes(trained, tm
     source, folder = trained
     common = [*TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "1", "--batch_size", "8", "--learning_rate", "0",
               "--init_from", str(folder / "model.keras"), "--recipe", "finetune", "--progress", "0"]
-    result = run_module("training.train", *common, "--output_dir", str(tmp_path / "new"), timeout=240)
+    result = run_module("keras_vit.training.train", *common, "--output_dir", str(tmp_path / "new"), timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     model = keras_vit.load_model(tmp_path / "new" / "model.keras")
     assert all(not np.any(v) for v in head_values(model))
     images = random_images((2, 16, 16, 3))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.features(images)),
                                keras.ops.convert_to_numpy(source.features(images)), atol=1e-5)
-    kept = run_module("training.train", *common, "--head", "keep", "--output_dir", str(tmp_path / "keep"), timeout=240)
+    kept = run_module("keras_vit.training.train", *common, "--head", "keep", "--output_dir", str(tmp_path / "keep"), timeout=240)
     assert kept.returncode == 0, kept.stderr[-2000:]
     for a, b in zip(head_values(keras_vit.load_model(tmp_path / "keep" / "model.keras")), head_values(source)):
         np.testing.assert_array_equal(a, b)
@@ -104,7 +104,7 @@ def test_an_npz_of_another_architecture_is_one_short_line(small_npz):
 
 
 def test_init_from_an_npz_of_another_architecture_is_one_short_line(small_npz, tmp_path):
-    result = run_module("training.train", "--model", "ViT_S16", "--image_size", "32", "--init_from", str(small_npz),
+    result = run_module("keras_vit.training.train", "--model", "ViT_S16", "--image_size", "32", "--init_from", str(small_npz),
                         "--epochs", "1", "--output_dir", str(tmp_path / "run"), timeout=120)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -102,7 +102,7 @@ def test_a_resnet_loads_only_a_file_that_fits_it(fmt, tmp_path):
 def test_training_from_a_deeper_file_is_one_clear_line(tmp_path):
     deeper = keras_vit.ViT(**dict(TINY, num_layers=3, classes=10))
     deeper.save(tmp_path / "deep.keras")
-    result = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--init_from", str(tmp_path / "deep.keras"),
+    result = run_module("keras_vit.training.train", *TINY_MODEL, "--epochs", "1", "--init_from", str(tmp_path / "deep.keras"),
                         "--output_dir", str(tmp_path / "run"), timeout=120)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

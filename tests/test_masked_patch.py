@@ -119,7 +119,7 @@ def test_mixed_precision_outputs_float32():
 def test_a_short_masked_patch_run_lowers_its_loss_and_fine_tunes(tmp_path):
     pretrain, finetune = tmp_path / "mpp", tmp_path / "ft"
     result = run_module(
-        "training.train", "--recipe", "masked_patch", *TINY_MODEL, "--dataset", "digits", "--batch_size", "64",
+        "keras_vit.training.train", "--recipe", "masked_patch", *TINY_MODEL, "--dataset", "digits", "--batch_size", "64",
         "--learning_rate", "2e-3", "--warmup_steps", "10", "--epochs", "4", "--steps_per_epoch", "10",
         "--strategy", "mirrored", "--logical_cpus", "2",  # two replicas: the corruption inputs are distributed too
         "--output_dir", str(pretrain), "--progress", "2",
@@ -132,7 +132,7 @@ def test_a_short_masked_patch_run_lowers_its_loss_and_fine_tunes(tmp_path):
     assert results["task"] == "masked_patch" and 0 < results["accuracy"] <= 1
     assert not (pretrain / "labels.txt").exists()
     result = run_module(
-        "training.train", "--model", "ViT", "--init_from", str(pretrain / "model.keras"), "--image_size", "16",
+        "keras_vit.training.train", "--model", "ViT", "--init_from", str(pretrain / "model.keras"), "--image_size", "16",
         "--dataset", "digits", "--epochs", "1", "--steps_per_epoch", "5", "--batch_size", "64",
         "--output_dir", str(finetune), "--progress", "2",
     )

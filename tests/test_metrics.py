@@ -30,7 +30,7 @@ def server(tmp_path_factory):
     config.write_text(f'prometheus_config {{\n  enable: true\n  path: "{PATH}"\n}}\n')
     rest_port, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--model_name", "vit", "--model_base_path", str(root / "vit"), "--enable_batching",
          "--monitoring_config_file", str(config)],
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

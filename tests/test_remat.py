@@ -57,7 +57,7 @@ def test_remat_survives_a_keras_file(tmp_path):
 def test_training_train_remat_writes_a_remat_model(tmp_path):
     """(Two runs' weights are not compared: training on CPU threads is not bit-deterministic, and three Adam steps
     already move two plain runs apart by 3e-3; the gradient tests above are the exact check.)"""
-    result = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "3", "--batch_size", "16",
+    result = run_module("keras_vit.training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "3", "--batch_size", "16",
                         "--dropout_rate", "0.1", "--remat", "--progress", "0", "--output_dir", str(tmp_path), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     model = keras_vit.load_model(tmp_path / "model.keras")

@@ -31,7 +31,7 @@ def server(tmp_path_factory):
                                      classes=3), str(base))
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", str(port), "--model_name", "vit",
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port), "--model_name", "vit",
          "--model_base_path", str(base), "--max_request_bytes", str(LIMIT), "--header_timeout_seconds", "1",
          "--body_timeout_seconds", "2", "--lingering_timeout_seconds", "3", "--lingering_max_bytes", "4000000"],
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -158,7 +158,7 @@ def test_a_config_file_that_does_not_parse_is_one_line(tmp_path):
     config = tmp_path / "models.config"
     config.write_text('model_config_list {\n  config { nme: "vit" }\n}\n')
     result = subprocess.run(
-        [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", str(free_port()), "--model_config_file", str(config)],
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(free_port()), "--model_config_file", str(config)],
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2

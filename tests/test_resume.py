@@ -25,7 +25,7 @@ def epochs_logged(out):
 
 def kill_when(out, ready, timeout=240):
     """Starts the run, waits until `ready(out)` holds, and SIGKILLs it; returns False if the run ended first."""
-    process = start_module("training.train", *COMMAND, "--output_dir", str(out), **PAUSE)
+    process = start_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out), **PAUSE)
     deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline and not ready(out):
         time.sleep(0.02)
@@ -71,14 +71,14 @@ def test_kills_at_many_instants_end_with_every_epoch_logged_once(killed_in_epoch
             kills += 1
         for state in backup.states(str(out / "backup")):  # whatever the instant, every state is whole
             assert (pathlib.Path(state) / backup.WEIGHTS).exists() and backup.read_metadata(state)
-    finished = run_module("training.train", *COMMAND, "--output_dir", str(out))
+    finished = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out))
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
     assert kills >= 4
     assert epochs_logged(out) == list(range(EPOCHS))
     assert json.loads((out / "results.json").read_text())["epochs"] == EPOCHS
     assert (out / "model.keras").exists() and not (out / "backup").exists()
 
-    again = run_module("training.train", *COMMAND, "--output_dir", str(out))  # a finished run is recognised
+    again = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out))  # a finished run is recognised
     assert again.returncode == 0 and "holds this run, finished" in again.stdout
     assert epochs_logged(out) == list(range(EPOCHS))
 
@@ -88,7 +88,7 @@ def test_an_output_dir_of_another_configuration_is_refused(killed_in_epoch_one, 
     shutil.copytree(killed_in_epoch_one, out)
     other = list(COMMAND)
     other[other.index("--epochs") + 1] = "5"
-    result = run_module("training.train", *other, "--output_dir", str(out), timeout=120)
+    result = run_module("keras_vit.training.train", *other, "--output_dir", str(out), timeout=120)
     assert result.returncode == 2
     assert "holds a run of another configuration (--epochs 3 there, 5 now)" in result.stderr
     assert has_state(out)  # nothing was touched
@@ -121,7 +121,7 @@ def test_a_damaged_backup_is_one_clear_line_naming_the_file(damage, message, kil
     out = tmp_path / "run"
     shutil.copytree(killed_in_epoch_one, out)
     damage(newest_state(out))
-    result = run_module("training.train", *COMMAND, "--output_dir", str(out), timeout=120)
+    result = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out), timeout=120)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and str(out / "backup") in errors[0], result.stderr[-2000:]
@@ -135,7 +135,7 @@ def test_a_damaged_newest_backup_falls_back_to_the_previous_whole_one(killed_in_
     newer = good.with_name("state-99999")
     shutil.copytree(good, newer)
     damage_weights(newer)
-    result = run_module("training.train", *COMMAND, "--output_dir", str(out))
+    result = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "skipped a damaged backup" in result.stderr and "state-99999" in result.stderr
     assert epochs_logged(out) == list(range(EPOCHS))

@@ -87,7 +87,7 @@ def exported(tmp_path_factory):
 def server(exported):
     rest_port, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--model_config_file", str(exported["config"]), "--enable_batching",
          "--batching_parameters_file", str(exported["root"] / "vit" / "batching_parameters.txt"),
          "--file_system_poll_wait_seconds", "0.5", "--max_request_bytes", "2000000"],
@@ -315,7 +315,7 @@ def test_client_cli_prints_top_labels(server, tmp_path):
     path.write_bytes(saved_model.encode_png(images(1, seed=12)[0]))
     for transport in (["--url", server["rest"]], ["--grpc", server["grpc"]]):
         result = subprocess.run(
-            [sys.executable, "-m", "serving.client", "predict", str(path), *transport, "--model_name", "vit"],
+            [sys.executable, "-m", "keras_vit.serving.client", "predict", str(path), *transport, "--model_name", "vit"],
             capture_output=True, text=True, env=env(), cwd=REPO, timeout=120,
         )
         assert result.returncode == 0, result.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""training.study: every study's arms, and a --quick run that writes its table and plot."""
+"""keras_vit.training.study: every study's arms, and a --quick run that writes its table and plot."""
 
 import pytest
 from PIL import Image
@@ -31,7 +31,7 @@ def test_each_study_builds_run_configs_that_its_flags_give_back():
 
 def test_a_quick_study_writes_its_table_and_plot(tmp_path):
     out = tmp_path / "cls.md"
-    result = run_module("training.study", "classifier", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
+    result = run_module("keras_vit.training.study", "classifier", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = out.read_text()
     assert "| token, lr 0.003 |" in table and "| gap, lr 0.001125 |" in table and "1-shot (%)" in table
@@ -39,7 +39,7 @@ def test_a_quick_study_writes_its_table_and_plot(tmp_path):
         assert image.format == "PNG" and image.size[0] >= 600
     assert len(list((tmp_path / "cls_runs").iterdir())) == 3
     # Started again, it reuses the finished runs.
-    again = run_module("training.study", "classifier", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
+    again = run_module("keras_vit.training.study", "classifier", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
     assert again.returncode == 0 and again.stdout.count("Nothing to do") == 3
 
 
@@ -67,7 +67,7 @@ def test_table_8_in_full_is_laid_out_4x3():
 
 def test_a_quick_scaling_study_plots_accuracy_against_compute(tmp_path):
     out = tmp_path / "scaling.md"
-    result = run_module("training.study", "scaling", "--dataset", "digits", "--quick", "--out", str(out), timeout=900)
+    result = run_module("keras_vit.training.study", "scaling", "--dataset", "digits", "--quick", "--out", str(out), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split("|") for line in out.read_text().splitlines() if line.startswith(("| ViT ", "| hybrid ", "| ResNet "))]
     assert [row[1].strip() for row in rows] == ["ViT S", "ViT M", "ResNet S", "ResNet M"]

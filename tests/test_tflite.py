@@ -1,4 +1,4 @@
-"""serving.export --format tflite|tflite_int8: model.tflite beside the SavedModel, served by LiteRT with the same contract."""
+"""keras_vit.serving.export --format tflite|tflite_int8: model.tflite beside the SavedModel, served by LiteRT with the same contract."""
 
 import json
 import os
@@ -102,7 +102,7 @@ def test_the_server_runs_model_tflite_over_rest_and_grpc_with_batching(exported,
     want = in_process.predict("", {signatures.IMAGES_INPUT: images})
     rest_port, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+        [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--model_name", "vit", "--model_base_path", str(base), "--prefer_tflite_model", "--enable_batching"],
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -149,7 +149,7 @@ def test_an_int8_model_that_disagrees_is_refused_and_writes_no_version(tmp_path)
         (folder / f"{i}.png").write_bytes(saved_model.encode_png(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
     model_path = tmp_path / "model.keras"
     model.save(model_path)
-    command = [sys.executable, "-m", "serving.export", "--model", str(model_path), "--model_base_path", str(tmp_path / "vit"),
+    command = [sys.executable, "-m", "keras_vit.serving.export", "--model", str(model_path), "--model_base_path", str(tmp_path / "vit"),
                "--format", "tflite_int8", "--calibration_images", str(folder)]
     refused = subprocess.run([*command, "--min_top1_agreement", "1"], cwd=REPO, env=env(), capture_output=True,
                              text=True, timeout=300)

@@ -155,7 +155,7 @@ def test_default_batch_size_fits_small_datasets():
     ],
 )
 def test_bad_command_lines_fail_before_any_work(args, message, tmp_path):
-    result = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--output_dir", str(tmp_path), "--logical_cpus", "2",
+    result = run_module("keras_vit.training.train", *TINY_MODEL, "--epochs", "1", "--output_dir", str(tmp_path), "--logical_cpus", "2",
                         *args, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
@@ -163,7 +163,7 @@ def test_bad_command_lines_fail_before_any_work(args, message, tmp_path):
 
 
 def test_unknown_strategy_is_refused_by_the_parser(tmp_path):
-    result = run_module("training.train", "--strategy", "parameter_server", "--output_dir", str(tmp_path), timeout=60)
+    result = run_module("keras_vit.training.train", "--strategy", "parameter_server", "--output_dir", str(tmp_path), timeout=60)
     assert result.returncode == 2 and "invalid choice: 'parameter_server'" in result.stderr
 
 
@@ -171,7 +171,7 @@ def test_unknown_strategy_is_refused_by_the_parser(tmp_path):
 def trained_run(tmp_path_factory):
     """A tiny model trained on digits by the real command line (one device)."""
     out = tmp_path_factory.mktemp("run")
-    result = run_module("training.train", *TINY_MODEL, "--dataset", "digits", "--epochs", "10", "--batch_size", "32",
+    result = run_module("keras_vit.training.train", *TINY_MODEL, "--dataset", "digits", "--epochs", "10", "--batch_size", "32",
                         "--learning_rate", "3e-3", "--label_smoothing", "0", "--dropout_rate", "0", "--warmup_steps", "50",
                         "--strategy", "one_device", "--output_dir", str(out), "--progress", "2", "--fewshot_every", "5")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -213,7 +213,8 @@ def test_importing_the_packages_changes_no_environment_variable():
     script = (
         "import os, tensorflow, keras\n"  # what TensorFlow itself sets at import is not ours
         "before = dict(os.environ)\n"
-        "import keras_vit, training, training.train, training.evaluate, training.fewshot, serving.export, serving.server\n"
+        "import keras_vit, keras_vit.training.train, keras_vit.training.evaluate, keras_vit.training.fewshot\n"
+        "import keras_vit.serving.export, keras_vit.serving.server\n"
         "changed = {k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}\n"
         "print(sorted(changed))\n"
     )
@@ -231,7 +232,7 @@ def test_multi_worker_fit_refuses_a_keras_it_was_not_written_for():
 
 def test_evaluate_cli_reproduces_the_final_evaluation(trained_run, tmp_path):
     out, _ = trained_run
-    result = run_module("training.evaluate", "--model", str(out / "model.keras"), "--dataset", "digits",
+    result = run_module("keras_vit.training.evaluate", "--model", str(out / "model.keras"), "--dataset", "digits",
                         "--output", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     evaluated = json.loads((tmp_path / "eval.json").read_text())
@@ -240,7 +241,7 @@ def test_evaluate_cli_reproduces_the_final_evaluation(trained_run, tmp_path):
 
 def test_fewshot_cli_is_well_above_chance(trained_run, tmp_path):
     out, _ = trained_run
-    result = run_module("training.fewshot", "--model", str(out / "model.keras"), "--dataset", "digits",
+    result = run_module("keras_vit.training.fewshot", "--model", str(out / "model.keras"), "--dataset", "digits",
                         "--shots", "1", "5", "10", "--seeds", "3", "--output", str(tmp_path / "fewshot.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     accuracies = json.loads((tmp_path / "fewshot.json").read_text())
@@ -251,7 +252,7 @@ def test_fewshot_cli_is_well_above_chance(trained_run, tmp_path):
 def test_finetune_at_higher_resolution(trained_run, tmp_path):
     out, _ = trained_run
     # No architecture flags: --model ViT takes the architecture from the file it starts from.
-    result = run_module("training.train", *TINY_MODEL[:2], "--image_size", "24", "--init_from", str(out / "model.keras"),
+    result = run_module("keras_vit.training.train", *TINY_MODEL[:2], "--image_size", "24", "--init_from", str(out / "model.keras"),
                         "--recipe", "finetune", "--batch_size", "64", "--steps", "20", "--learning_rate", "0.01",
                         "--output_dir", str(tmp_path), "--progress", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -262,7 +263,7 @@ def test_finetune_at_higher_resolution(trained_run, tmp_path):
 
 
 def test_mirrored_strategy_over_two_cpu_replicas(tmp_path):
-    result = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "5", "--batch_size", "32",
+    result = run_module("keras_vit.training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "5", "--batch_size", "32",
                         "--strategy", "mirrored", "--output_dir", str(tmp_path), "--progress", "2", "--logical_cpus", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "2 replica(s)" in result.stdout
@@ -303,7 +304,7 @@ def test_gradient_accumulation_applies_the_schedule_and_weight_decay_once_per_up
 
 
 def test_gradient_accumulation_run_logs_the_schedule_per_update_and_is_refused_across_replicas(tmp_path):
-    result = run_module("training.train", *TINY_MODEL, "--steps", "10", "--steps_per_epoch", "8", "--batch_size", "32",
+    result = run_module("keras_vit.training.train", *TINY_MODEL, "--steps", "10", "--steps_per_epoch", "8", "--batch_size", "32",
                         "--grad_accum_steps", "4", "--learning_rate", "0.01", "--warmup_steps", "4",
                         "--strategy", "one_device", "--output_dir", str(tmp_path), "--progress", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -315,7 +316,7 @@ def test_gradient_accumulation_run_logs_the_schedule_per_update_and_is_refused_a
     restored = keras.models.load_model(tmp_path / "model.keras")  # the optimizer keeps counting updates
     assert isinstance(restored.optimizer._learning_rate, keras_vit.PerUpdate)
     assert restored.optimizer._learning_rate.accumulation_steps == 4
-    refused = run_module("training.train", *TINY_MODEL, "--epochs", "1", "--batch_size", "32", "--grad_accum_steps", "2",
+    refused = run_module("keras_vit.training.train", *TINY_MODEL, "--epochs", "1", "--batch_size", "32", "--grad_accum_steps", "2",
                          "--strategy", "mirrored", "--logical_cpus", "2", "--output_dir", str(tmp_path / "x"))
     assert refused.returncode == 2 and "fails under tf.distribute" in refused.stderr
 
@@ -327,7 +328,7 @@ def test_two_worker_processes_train_identical_weights(tmp_path):
     for index in range(2):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         workers.append(start_module(
-            "training.train", *TINY_MODEL, "--epochs", "2", "--steps_per_epoch", "4", "--batch_size", "32",
+            "keras_vit.training.train", *TINY_MODEL, "--epochs", "2", "--steps_per_epoch", "4", "--batch_size", "32",
             "--strategy", "multi_worker", "--output_dir", str(tmp_path / f"worker{index}"), "--progress", "2",
             "--steps_per_execution", "2", TF_CONFIG=config,
         ))
@@ -348,7 +349,7 @@ def test_jit_compile_under_multi_worker_on_cpus_is_refused_not_ignored(tmp_path)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     workers = [
         start_module(
-            "training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "2", "--batch_size", "32",
+            "keras_vit.training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "2", "--batch_size", "32",
             "--strategy", "multi_worker", "--jit_compile", "--output_dir", str(tmp_path / f"worker{index}"),
             TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
         )
@@ -363,7 +364,7 @@ def test_jit_compile_under_multi_worker_on_cpus_is_refused_not_ignored(tmp_path)
 def test_class_names_travel_from_training_into_the_export(trained_run, tmp_path):
     out, _ = trained_run
     assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
-    result = run_module("serving.export", "--model", str(out / "model.keras"), "--model_base_path", str(tmp_path / "m"))
+    result = run_module("keras_vit.serving.export", "--model", str(out / "model.keras"), "--model_base_path", str(tmp_path / "m"))
     assert result.returncode == 0 and "with the class names of" in result.stdout, result.stderr[-2000:]
     served = tf.saved_model.load(str(tmp_path / "m" / "1")).signatures[signatures.PIXELS_SIGNATURE]
     answer = served(**{signatures.PIXELS_INPUT: tf.zeros((1, 16, 16, 3), tf.float32)})
@@ -373,7 +374,7 @@ def test_class_names_travel_from_training_into_the_export(trained_run, tmp_path)
 
 def test_a_non_square_image_size_trains_and_saves_its_grid(tmp_path):
     architecture = TINY_MODEL[:2] + TINY_MODEL[4:]
-    result = run_module("training.train", *architecture, "--image_size", "16", "24", "--epochs", "1", "--steps_per_epoch", "2",
+    result = run_module("keras_vit.training.train", *architecture, "--image_size", "16", "24", "--epochs", "1", "--steps_per_epoch", "2",
                         "--batch_size", "16", "--output_dir", str(tmp_path), "--progress", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "at 16x24px" in result.stdout

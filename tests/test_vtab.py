@@ -72,7 +72,7 @@ def test_a_quick_vtab_run_sweeps_selects_retrains_and_tests(tmp_path):
             for i in range(count):
                 Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "pets" / split / name / f"{i}.png")
     out = tmp_path / "vtab.md"
-    result = run_module("training.vtab", "--model", "ViT", "--weights", str(model), "--image_size", "16", "--tasks",
+    result = run_module("keras_vit.training.vtab", "--model", "ViT", "--weights", str(model), "--image_size", "16", "--tasks",
                         "digits", f"folder:{tmp_path / 'pets'}", "--quick", "--out", str(out), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads((tmp_path / "vtab.json").read_text())

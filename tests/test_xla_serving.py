@@ -1,4 +1,4 @@
-"""XLA in the served graph: `serving.export --jit_compile`, and `serving.server --xla_cpu_compilation_enabled`."""
+"""XLA in the served graph: `keras_vit.serving.export --jit_compile`, and `keras_vit.serving.server --xla_cpu_compilation_enabled`."""
 
 import json
 import subprocess
@@ -63,7 +63,7 @@ def test_the_server_runs_it_with_the_flag_and_refuses_it_without(exports):
     for flags, status in [(["--xla_cpu_compilation_enabled"], 200), ([], 400)]:
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", str(port), "--model_name", "vit",
+            [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port), "--model_name", "vit",
              "--model_base_path", str(exports["root"] / "xla"), *flags],
             cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )

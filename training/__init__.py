@@ -1,13 +1,18 @@
 """Training keras_vit models with model.fit: the paper's recipes, tf.data input, tf.distribute, few-shot evaluation.
 
-The names below are imported on first use, so that `python -m training.fewshot`
+The names below are imported on first use, so that `python -m keras_vit.training.fewshot`
 (and the other commands) run their module once, and `--help` needs no TensorFlow.
 """
 
-if __name__ == "training":  # a checkout's short name: the same module objects as keras_vit.training (keras_vit._aliases)
-    from keras_vit._aliases import alias_package
+if __name__ == "training":  # `python -m keras_vit.training.X` in a checkout: the module runs as a script, once
+    import warnings
 
-    alias_package(__name__, "keras_vit.training")
+    warnings.warn(
+        "`python -m training.X` is deprecated and goes in 0.4: the module is keras_vit.training.X "
+        "(`python -m keras_vit.training.X`, or its keras-vit-* console script).",
+        FutureWarning,
+        stacklevel=2,
+    )
 
 from keras_vit._lazy import lazy_attributes
 

@@ -1,7 +1,7 @@
 """`RunConfig`: everything that defines a training run, typed and frozen, and the checks that need nothing else.
 
-`python -m training.train` builds one from its flags (each flag is a field,
-with the field's default), the studies and `training.vtab` build them
+`python -m keras_vit.training.train` builds one from its flags (each flag is a field,
+with the field's default), the studies and `keras_vit.training.vtab` build them
 directly, `run.json` stores one, and `keras_vit.training.trainer.train(config)`
 runs it. Importable without TensorFlow, so contradicting flags are refused at
 once.
@@ -37,7 +37,7 @@ ADDED_FIELDS = {
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """A training run. Fields are `training.train`'s flags (`--help` says what each does); None: the recipe's or the
+    """A training run. Fields are `keras_vit.training.train`'s flags (`--help` says what each does); None: the recipe's or the
     model's own value."""
 
     output_dir: str
@@ -120,7 +120,7 @@ class RunConfig:
 
     @classmethod
     def from_flags(cls, flags) -> "RunConfig":
-        """The configuration of parsed `training.train` flags (an argparse namespace, or any object with them)."""
+        """The configuration of parsed `keras_vit.training.train` flags (an argparse namespace, or any object with them)."""
         values = dict(vars(flags))
         unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
         if unknown:
@@ -133,7 +133,7 @@ class RunConfig:
         return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
     def flags(self) -> list[str]:
-        """The `training.train` command line of this configuration (fields at their defaults left out)."""
+        """The `keras_vit.training.train` command line of this configuration (fields at their defaults left out)."""
         return as_flags(**{k: v for k, v in dataclasses.asdict(self).items() if v != self.defaults().get(k, dataclasses.MISSING)})
 
     def replace(self, **changes) -> "RunConfig":
@@ -195,7 +195,7 @@ class RunConfig:
 
 
 def as_flags(**fields) -> list[str]:
-    """`training.train` flags of RunConfig fields: `as_flags(model="ViT", jit_compile=True)` is
+    """`keras_vit.training.train` flags of RunConfig fields: `as_flags(model="ViT", jit_compile=True)` is
     `["--model", "ViT", "--jit_compile"]`; None and False are left out."""
     out = []
     for name, value in fields.items():

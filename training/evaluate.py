@@ -1,7 +1,7 @@
 """Evaluate a saved model on a dataset split: top-1 accuracy, and the cross-entropy without label smoothing.
 
-    python -m training.evaluate --model runs/demo/model.keras --dataset digits
-    python -m training.evaluate --model runs/dynamic/model.keras --dataset digits --image_size 48
+    python -m keras_vit.training.evaluate --model runs/demo/model.keras --dataset digits
+    python -m keras_vit.training.evaluate --model runs/dynamic/model.keras --dataset digits --image_size 48
 
 A model trained with --dynamic_image_size runs at any --image_size (the
 images are resized and cropped to it as at its own size): the paper's
@@ -45,7 +45,7 @@ def evaluate(
     if not model.include_top or model.classes != info.num_classes:
         head = f"{model.classes} classes" if model.include_top else "no classification head"
         raise ValueError(f"The model has {head}, {info.name} has {info.num_classes}: evaluate it on its own task "
-                         f"(or fine-tune it with python -m training.train --init_from).")
+                         f"(or fine-tune it with python -m keras_vit.training.train --init_from).")
     image_size = tuple(image_size or model.image_size)
     model.grid_for(image_size)  # refuses a size the model cannot take, before any data is read
     prep = pipeline.Preprocessing.for_model(model, flip=False, image_size=image_size)
@@ -64,7 +64,7 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.command_parser("python -m training.evaluate", __doc__)
+    parser = cli.command_parser("python -m keras_vit.training.evaluate", __doc__)
     parser.add_argument("--model", required=True, help="a .keras file saved by training.train")
     parser.add_argument("--dataset", default="digits", help="digits, folder:PATH or a tensorflow-datasets name")
     parser.add_argument("--split", default=None, help="default: the dataset's test (or validation) split")
@@ -79,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         image_size = cli.image_size_of(args.image_size)
     except ValueError as error:
         parser.error(str(error))
-    cli.start_tensorflow(args.verbose)
     from keras_vit.training import datasets
 
     try:

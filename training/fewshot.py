@@ -1,6 +1,6 @@
 """Few-shot linear evaluation (paper section 4.1), as big_vision's `evaluators/fewshot_lsr.py` computes it.
 
-    python -m training.fewshot --model runs/demo/model.keras --dataset digits --shots 1 5 10
+    python -m keras_vit.training.fewshot --model runs/demo/model.keras --dataset digits --shots 1 5 10
 
 The protocol, step by step (defaults from big_vision's `configs/common_fewshot.py`):
 
@@ -108,7 +108,7 @@ def fewshot_accuracies(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.command_parser("python -m training.fewshot", __doc__)
+    parser = cli.command_parser("python -m keras_vit.training.fewshot", __doc__)
     parser.add_argument("--model", required=True, help="a .keras file saved by training.train")
     parser.add_argument("--dataset", default="digits", help="digits, folder:PATH or a tensorflow-datasets name")
     parser.add_argument("--data_dir", default=None, help="tensorflow-datasets data directory")
@@ -118,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=256, help="batch size of the feature extraction")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    cli.start_tensorflow(args.verbose)
     from keras_vit.training import datasets, pipeline
 
     try:

@@ -1,14 +1,14 @@
 """The paper's ablations and data-scale study in small, re-run on one dataset with several seeds.
 
-    python -m training.study posemb           --dataset digits --out posemb.md   # Table 8: none / 1-D / 2-D / relative
-    python -m training.study posemb --placements input every_layer every_layer_shared --out table8.md  # all of Table 8
-    python -m training.study classifier       --dataset digits --out cls.md      # Fig. 9: class token vs GAP, own lr
-    python -m training.study data_scale       --dataset digits --out scale.md    # Fig. 3/4: ViT vs hybrid vs ResNet
-    python -m training.study self_supervision --dataset digits --out ssl.md      # 4.6: scratch / masked patch / supervised
-    python -m training.study scaling          --dataset digits --out scaling.md  # Fig. 5: accuracy against compute
+    python -m keras_vit.training.study posemb           --dataset digits --out posemb.md   # Table 8: none / 1-D / 2-D / relative
+    python -m keras_vit.training.study posemb --placements input every_layer every_layer_shared --out table8.md  # all of Table 8
+    python -m keras_vit.training.study classifier       --dataset digits --out cls.md      # Fig. 9: class token vs GAP, own lr
+    python -m keras_vit.training.study data_scale       --dataset digits --out scale.md    # Fig. 3/4: ViT vs hybrid vs ResNet
+    python -m keras_vit.training.study self_supervision --dataset digits --out ssl.md      # 4.6: scratch / masked patch / supervised
+    python -m keras_vit.training.study scaling          --dataset digits --out scaling.md  # Fig. 5: accuracy against compute
 
 Every arm of a study trains the same small model family on the same data,
-for the same steps, with the same seeds, through `training.train` (each run
+for the same steps, with the same seeds, through `keras_vit.training.train` (each run
 a folder under --runs_dir: a study started again reuses its finished runs).
 Each run reports its test accuracy and few-shot linear accuracy (1/5/10
 shots, big_vision's protocol) of its representation; the study writes a
@@ -159,7 +159,7 @@ def studies(placements: tuple[str, ...] = ("input",)) -> dict[str, Study]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = cli.command_parser("python -m training.study", __doc__)
+    p = cli.command_parser("python -m keras_vit.training.study", __doc__)
     p.add_argument("study", choices=list(studies()), help="which study to run")
     p.add_argument("--dataset", default="digits", help="digits, folder:PATH or a tensorflow-datasets name")
     p.add_argument("--data_dir", default=None, help="tensorflow-datasets data directory")
@@ -175,7 +175,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    cli.start_tensorflow(args.verbose)
     return cli.report_errors(lambda: run_study(args))
 
 

@@ -1,7 +1,7 @@
 """Train or fine-tune a keras_vit model with `model.fit`, under any tf.distribute strategy.
 
-    python -m training.train --model ViT_Ti16 --image_size 32 --dataset digits --epochs 30 --output_dir runs/demo
-    python -m training.train --model ViT_B16 --weights imagenet21k --image_size 384 --dataset cifar10 \\
+    python -m keras_vit.training.train --model ViT_Ti16 --image_size 32 --dataset digits --epochs 30 --output_dir runs/demo
+    python -m keras_vit.training.train --model ViT_B16 --weights imagenet21k --image_size 384 --dataset cifar10 \\
         --recipe finetune --batch_size 512 --steps 10000 --strategy mirrored --output_dir runs/b16_c10
 
 Writes into --output_dir: run.json (the configuration), model.keras (last),
@@ -29,7 +29,7 @@ from keras_vit.training.config import EARLY_STOPPING_MONITORS, RunConfig
 from keras_vit.training.recipes import RECIPES
 
 def parser() -> argparse.ArgumentParser:
-    p = cli.command_parser("python -m training.train", __doc__)
+    p = cli.command_parser("python -m keras_vit.training.train", __doc__)
     add = p.add_argument
     add("--model",
         help=f"a variant ({', '.join(keras_vit.VARIANTS)}), ViT for a custom one, or ResNet (keras_vit.ResNet)")
@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    cli.start_tensorflow(args.verbose)
     from keras_vit.training import trainer
 
     try:

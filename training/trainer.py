@@ -1,4 +1,4 @@
-"""One training run, as `training.train` describes it: plan it, build the model and data, fit, write the results."""
+"""One training run, as `keras_vit.training.train` describes it: plan it, build the model and data, fit, write the results."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """VTAB-1k transfer (paper section 4.2): fine-tune a model on each task with 1,000 examples and report its test accuracy.
 
-    python -m training.vtab --model ViT_B16 --weights imagenet21k --image_size 224 --tasks all --out vtab.md
-    python -m training.vtab --model ViT --weights runs/demo/model.keras --image_size 16 --tasks digits --out vtab.md
+    python -m keras_vit.training.vtab --model ViT_B16 --weights imagenet21k --image_size 224 --tasks all --out vtab.md
+    python -m keras_vit.training.vtab --model ViT --weights runs/demo/model.keras --image_size 16 --tasks digits --out vtab.md
 
 For each task, as VTAB's protocol prescribes: fine-tune on its 800 training
 examples once per learning rate of the sweep (`--learning_rates`), keep the
 rate that scores best on its 200 validation examples, fine-tune again with
 that rate on all 1,000, and evaluate on the task's test split. Every run is
-`training.train`'s finetune recipe (SGD with momentum, cosine decay, clipping)
+`keras_vit.training.train`'s finetune recipe (SGD with momentum, cosine decay, clipping)
 with a new zero head. The Markdown table gives each task's accuracy and the
 Natural, Specialized and Structured group means.
 
@@ -15,7 +15,7 @@ Natural, Specialized and Structured group means.
 "all", or a group: "natural", "specialized", "structured"), read from
 tensorflow-datasets with task_adaptation's splits (prepared under --data_dir,
 or downloaded; without network the command stops at once saying so), and
-also any dataset `training.train` takes, "digits" or "folder:PATH" (its
+also any dataset `keras_vit.training.train` takes, "digits" or "folder:PATH" (its
 first 800 / next 200 training examples, and its test split).
 """
 
@@ -36,7 +36,7 @@ LEARNING_RATES = (0.001, 0.003, 0.01, 0.03)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = cli.command_parser("python -m training.vtab", __doc__)
+    p = cli.command_parser("python -m keras_vit.training.vtab", __doc__)
     p.add_argument("--model", default="ViT_B16", help="a variant, or ViT with --weights giving the architecture")
     p.add_argument("--weights", required=True, help="the pre-trained model: a known name or a .npz/.keras/.weights.h5 file")
     cli.add_image_size_flag(p, default=[224], help="fine-tuning resolution")
@@ -147,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     status = cli.report_errors(lambda: task_names(args.tasks))
     if status:
         return status
-    cli.start_tensorflow(args.verbose)
     return cli.report_errors(lambda: run_vtab(args))
 
 

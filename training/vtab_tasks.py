@@ -6,7 +6,7 @@ label (some are derived: CLEVR's object count, KITTI's closest-vehicle
 distance bins, dSprites' binned position and orientation) and its group.
 VTAB-1k trains on the first 800 examples of the train split ("train800"),
 selects on the first 200 of the validation split ("val200"), retrains on both
-("train800val200") and tests on the whole test split. `training.datasets`
+("train800val200") and tests on the whole test split. `keras_vit.training.datasets`
 serves them as the datasets "vtab:NAME".
 """
 

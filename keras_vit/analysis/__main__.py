@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     status = cli.report_errors(lambda: cli.check_files(image=getattr(args, "image", None), model=model_file))
     if status:
         return status
-    cli.start_tensorflow(args.verbose)
     return cli.report_errors(lambda: run(args))
 
 

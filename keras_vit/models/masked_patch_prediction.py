@@ -27,7 +27,7 @@ class MaskedPatchPrediction(WeightsLoading, keras.Model):
 
     After pre-training, `backbone` is the encoder to fine-tune:
     `keras_vit.load_weights(model, "masked_patch.keras")` and
-    `training.train --init_from` take it from a saved MaskedPatchPrediction.
+    `keras_vit.training.train --init_from` take it from a saved MaskedPatchPrediction.
 
     Args:
         backbone: the VisionTransformer (or its config) whose encoder is trained.

@@ -102,7 +102,7 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         crop_fraction: the evaluation crop this model expects (timm's
             `crop_pct`): images are resized to `image_size / crop_fraction` and
             center-cropped. It does not change the forward pass; evaluation and
-            `serving.export` read it through `keras_vit.preprocessing`.
+            `keras_vit.serving.export` read it through `keras_vit.preprocessing`.
         variant: the row of `keras_vit.VARIANTS` this model is ("ViT_B16"), or
             None for a custom architecture; checked against the architecture,
             and used to resolve named weights.

@@ -1,0 +1,66 @@
+"""After `import keras_vit`, Keras' own loader finds keras_vit's classes whatever is imported first; the import is quiet."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+import keras_vit
+from support import REPO, env
+
+#: Import orders a user may write before loading a .keras file with Keras' own loader.
+IMPORT_ORDERS = [
+    "import keras_vit; import keras",
+    "import tensorflow as tf; import keras_vit; import keras",  # TensorFlow (and Keras) first
+    "import keras, keras_vit",
+    "import keras_vit.layers; import keras",  # a sub-module first: the package's __init__ runs before it
+]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lazy") / "tiny.keras"
+    keras_vit.ViT(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1, classes=3,
+                  representation_size=16).save(path)
+    return path
+
+
+def python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+def test_import_keras_vit_holds_back_only_tensorflows_informational_start_up_lines():
+    quiet = {k: v for k, v in env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "import sys, keras_vit; print('on stderr', file=sys.stderr)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=quiet, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == "on stderr\n", result.stderr
+    # TF_CPP_MIN_LOG_LEVEL=0 asks for every line: TensorFlow's own start-up lines then come through.
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(quiet, TF_CPP_MIN_LOG_LEVEL="0"),
+                            capture_output=True, text=True, timeout=120)
+    assert re.search(r"^I\d{4} .*port\.cc", result.stderr, re.M) and result.stderr.endswith("on stderr\n"), result.stderr
+
+
+def test_a_warning_tensorflow_writes_while_loading_still_reaches_stderr():
+    from keras_vit._quiet_start import START_UP_LINE
+
+    assert START_UP_LINE.match("I0000 00:00:1796392707.312299    4609 port.cc:153] oneDNN custom operations are on.")
+    assert not START_UP_LINE.match("W0000 00:00:1796392707.312299    4609 gpu_device.cc:2342] Cannot dlopen some GPU libraries.")
+    assert not START_UP_LINE.match("E0000 00:00:1796392707.312299    4609 cuda_dnn.cc:8310] Unable to register cuDNN factory")
+
+
+@pytest.mark.parametrize("imports", IMPORT_ORDERS)
+def test_keras_loads_keras_vit_models_after_any_import_order(imports, saved):
+    code = f"{imports}; m = keras.saving.load_model({str(saved)!r}, safe_mode=True); print(type(m).__name__, m.count_params())"
+    assert python(code) == f"VisionTransformer {keras_vit.load_model(saved).count_params()}"
+
+
+def test_every_public_name_resolves():
+    for name in keras_vit.__all__:
+        assert getattr(keras_vit, name) is not None, name
+    assert set(keras_vit.__all__) <= set(dir(keras_vit))
+    assert keras_vit.ViT_B16 is keras_vit.models.constructors.CONSTRUCTORS["ViT_B16"]
+    with pytest.raises(AttributeError, match="has no attribute 'ViT_B17'"):
+        keras_vit.ViT_B17
