@@ -1,9 +1,10 @@
-"""The package's structure: imports flow one way, private Keras APIs stay in the one module that names why."""
+"""The package's structure: imports flow one way; private APIs of other packages only where listed, with why."""
 
 from __future__ import annotations
 
 import ast
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -11,8 +12,30 @@ from support import REPO, env
 
 #: Folder -> the import name its modules have (setup.cfg's package_dir).
 PACKAGES = {"keras_vit": "keras_vit", "training": "keras_vit.training", "serving": "keras_vit.serving"}
-#: The modules allowed to use Keras' private API, each with a docstring naming the upstream reason.
-PRIVATE_KERAS = {"keras_vit/weights/keras_saving.py"}
+#: What reaches into another package's private code: the pattern that finds it in our source.
+PRIVATE_PATTERNS = {
+    "keras.src": r"\bkeras\.src\b|saving_lib\._\w+",
+    "a Keras trainer's methods replaced": r"\bmodel\.(_\w+|make_train_function)\s*=",
+    "tensorflow.python": r"\btensorflow\.python\b",
+    "uvicorn's protocol classes": r"\buvicorn\.(protocols|lifespan|loops|supervisors)\b",
+}
+
+#: Every use of a private API, with why no public one does and the upstream thread; the distribution each lives in
+#: must have an upper version bound in setup.cfg (the versions the use was checked against).
+PRIVATE_USES = {
+    ("keras_vit/weights/keras_saving.py", "keras.src"): (
+        "keras", "the names a .weights.h5 file gives each variable come from Keras' saving traversal alone",
+        "keras-team/keras#21404"),
+    ("training/distribute.py", "a Keras trainer's methods replaced"): (
+        "keras", "model.fit under MultiWorkerMirroredStrategy fails in Keras 3's TensorFlow trainer",
+        "keras-team/keras#20585"),
+    ("serving/tflite.py", "tensorflow.python"): (
+        "tensorflow", "TensorFlow 2 has no public call that freezes a concrete function's variables to constants",
+        "tensorflow/tensorflow#48639"),
+    ("serving/connections.py", "uvicorn's protocol classes"): (
+        "uvicorn", "uvicorn has no deadline for a request's head or body (slowloris); its H11Protocol is subclassed",
+        "Kludex/uvicorn#157"),
+}
 
 
 def modules() -> dict[str, pathlib.Path]:
@@ -66,14 +89,18 @@ def test_the_import_graph_has_no_circle():
             assert circle is None, "import circle: " + " -> ".join(circle)
 
 
-def test_private_keras_apis_only_where_named():
-    users = {
-        str(path.relative_to(REPO))
-        for folder in ("keras_vit", "training", "serving")
+def test_private_apis_only_where_listed_and_their_packages_bounded():
+    found = {
+        (str(path.relative_to(REPO)), name)
+        for folder in PACKAGES
         for path in (REPO / folder).rglob("*.py")
-        if "keras.src" in path.read_text() or "saving_lib._" in path.read_text()
+        for name, pattern in PRIVATE_PATTERNS.items()
+        if re.search(pattern, path.read_text())
     }
-    assert users == PRIVATE_KERAS
+    assert found == set(PRIVATE_USES)
+    requirements = (REPO / "setup.cfg").read_text()
+    for distribution in {use[0] for use in PRIVATE_USES.values()}:
+        assert re.search(rf"^\s+{distribution}>=[\d.]+,<[\d.]+$", requirements, re.M), f"{distribution} has no upper bound"
 
 
 def test_only_the_command_lines_parse_flags():
