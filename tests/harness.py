@@ -48,6 +48,30 @@ def randomize(model: keras.Model, seed: int = 0) -> None:
         v.assign(rng.normal(0.0, 0.05, size=v.shape).astype(v.dtype))
 
 
+def randomize_at_trained_scale(model: keras.Model, seed: int = 0) -> None:
+    """Random weights at the scale a trained network has, so that a wrong layer moves the outputs by far more than
+    rounding does: kernels N(0, 1/fan_in), normalisation scales 1 + N(0, 0.1), other vectors N(0, 0.05).
+
+    (`randomize`'s N(0, 0.05) everywhere shrinks the signal block by block: a patch kernel with its colour channels
+    reversed then moves the logits by 1%, no more than bfloat16 rounding.)
+    """
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        if v.path.rsplit("/", 1)[-1] in ("gamma", "scale"):
+            value = 1.0 + rng.normal(0.0, 0.1, size=v.shape)
+        elif len(v.shape) >= 2:
+            value = rng.normal(0.0, 1.0 / np.sqrt(np.prod(v.shape[:-1])), size=v.shape)
+        else:
+            value = rng.normal(0.0, 0.05, size=v.shape)
+        v.assign(value.astype(v.dtype))
+
+
+#: The largest error of each mixed policy against float32, relative to max|float32 output|, over the harness' models
+#: at trained scale: measured at most 1.9% (bfloat16) and 0.13% (float16) on ViT and hybrid; a patch kernel with its
+#: colour channels reversed moves the outputs by 14-24%.
+MIXED_PRECISION_RELATIVE_ERROR = {"mixed_bfloat16": 0.05, "mixed_float16": 0.005}
+
+
 def run_model_test(
     build, image_shape: tuple[int, int, int], tmp_path: pathlib.Path, expected_output: tuple, jit_compile="auto"
 ) -> None:
@@ -61,7 +85,7 @@ def run_model_test(
         jit_compile: of the `fit` step ("auto": the model's default, XLA on CPU).
     """
     model = build()
-    randomize(model)
+    randomize_at_trained_scale(model)
     images = random_images((2, *image_shape))
     out = predict(model, images)
     assert out.shape == (2, *expected_output)
@@ -112,8 +136,8 @@ def run_model_test(
             assert mixed_out.dtype == np.float32, policy
         mixed_out = mixed_out.astype(np.float32)
         assert np.all(np.isfinite(mixed_out)), policy
-        scale = np.abs(out).max() + 1.0
-        assert np.abs(mixed_out - out).max() < 0.1 * scale, policy
+        error = np.abs(mixed_out - out).max() / np.abs(out).max()
+        assert error < MIXED_PRECISION_RELATIVE_ERROR[policy], (policy, error)
 
 
 def fit_one_step(build, images: np.ndarray, expected_output: tuple, jit_compile="auto") -> None:

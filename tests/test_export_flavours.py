@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 import keras_vit
-from harness import randomize
+from harness import randomize, randomize_at_trained_scale
 from keras_vit.preprocessing import eval_resize, model_inputs
 from keras_vit.serving import saved_model, signatures
 from keras_vit.serving.client import RestClient
@@ -119,7 +119,9 @@ def matmul_dtypes(function) -> set[str]:
 
 def test_a_bfloat16_export_computes_in_bfloat16_and_serves_float32(tmp_path):
     model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=64, mlp_dim=128, num_heads=4, num_layers=2, classes=5)
-    randomize(model)
+    randomize_at_trained_scale(model)
+    for v in model.head.weights:  # confident, distinct answers: probabilities far from 1/5, as a trained head gives
+        v.assign(np.random.default_rng(4).normal(0, 2.0, v.shape).astype("float32"))
     pixels = tf.constant(np.random.default_rng(3).uniform(0, 255, (8, 32, 32, 3)).astype("float32"))
     served = {}
     for policy in ("float32", "mixed_bfloat16"):
@@ -128,7 +130,10 @@ def test_a_bfloat16_export_computes_in_bfloat16_and_serves_float32(tmp_path):
         assert matmul_dtypes(serve) == {policy.removeprefix("mixed_")}, policy
         served[policy] = serve(**{signatures.PIXELS_INPUT: pixels})[signatures.PROBABILITIES].numpy()
     assert served["mixed_bfloat16"].dtype == np.float32
-    np.testing.assert_allclose(served["mixed_bfloat16"], served["float32"], atol=0.02)
+    assert served["float32"].max(axis=1).min() > 0.5 and served["float32"].min() < 0.05
+    # bfloat16's 8-bit mantissa moves these probabilities by up to 0.033 (measured, the worst of 3 seeds: confident
+    # heads turn its ~1% logit error into that much near p = 0.5); a wrong graph moves them by far more.
+    np.testing.assert_allclose(served["mixed_bfloat16"], served["float32"], atol=0.05)
     assert model.dtype_policy.name == "float32"  # the model given is left as it was
     with pytest.raises(ValueError, match="Unknown dtype policy 'int8'"):
         saved_model.export(model, str(tmp_path / "int8"), dtype_policy="int8")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import keras_vit
-from harness import predict, random_images
+from harness import predict, random_images, randomize_at_trained_scale
 from keras_vit.options import POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS
 
 TINY = dict(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=2, classes=3)
@@ -20,11 +20,13 @@ def test_every_cell_of_table_8_builds_saves_loads_and_resizes(kind, placement, t
             keras_vit.ViT(**config)
         return
     model = keras_vit.ViT(**config)
+    randomize_at_trained_scale(model)  # a zero head would make every compared prediction 0
     tables = {"input": 1, "every_layer": TINY["num_layers"], "every_layer_shared": 1}[placement] if kind in LEARNED else 0
     assert len(model.position_embeddings) == tables
     assert len(model.block_position_embeddings) == (0 if placement == "input" else TINY["num_layers"])
     images = random_images((2, 16, 16, 3))
     expected = predict(model, images)
+    assert np.abs(expected).max() > 0.1
     model.save(tmp_path / "model.keras")
     keras_vit.save_npz(model, tmp_path / "model.npz")
     np.testing.assert_array_equal(predict(keras_vit.load_model(tmp_path / "model.keras"), images), expected)
@@ -46,10 +48,13 @@ def test_every_cell_of_table_8_builds_saves_loads_and_resizes(kind, placement, t
 
 def test_a_table_per_block_is_added_before_each_block():
     model = keras_vit.ViT(**dict(TINY, position_embedding_placement="every_layer"))
+    randomize_at_trained_scale(model)
     first, second = model.block_position_embeddings
-    second.pos_embedding.assign(second.pos_embedding.numpy() + 1.0)  # only the second block's table changes
     images = random_images((1, 16, 16, 3))
-    before = model.intermediates(images, blocks=[0])[0].numpy()
-    assert first is not second and np.array_equal(model.intermediates(images, blocks=[0])[0].numpy(), before)
+    before = [x.numpy() for x in model.intermediates(images)]
+    second.pos_embedding.assign(second.pos_embedding.numpy() + 1.0)  # only the second block's table changes
+    after = [x.numpy() for x in model.intermediates(images)]
+    assert first is not second and np.array_equal(after[0], before[0])  # block 0 never sees the second table
+    assert np.abs(after[1] - before[1]).max() > 0.1  # block 1 does
     shared = keras_vit.ViT(**dict(TINY, position_embedding_placement="every_layer_shared"))
     assert shared.block_position_embeddings[0] is shared.block_position_embeddings[1] is shared.posembed_input
