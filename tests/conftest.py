@@ -23,3 +23,19 @@ def fixtures_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def fixture_specs(fixtures_dir) -> dict:
     return json.loads((fixtures_dir / "fixtures.json").read_text())["fixtures"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all_tiers", action="store_true",
+                     help="run the second tier too: tests marked `process` (processes, servers, workers, studies, "
+                          "packaging, the docs) and `large` (whole-size variants); the default runs the unit tier")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips the second tier unless --all_tiers is given or `-m` chooses the tests itself (`-m "process or large"`)."""
+    if config.getoption("--all_tiers") or config.getoption("markexpr"):
+        return
+    skip = pytest.mark.skip(reason="second tier: run with --all_tiers, or alone with -m 'process or large'")
+    for item in items:
+        if "process" in item.keywords or "large" in item.keywords:
+            item.add_marker(skip)

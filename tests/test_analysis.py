@@ -216,6 +216,7 @@ def test_each_command_writes_a_png(fixtures_dir, tmp_path):
         assert_png(out)
 
 
+@pytest.mark.process
 def test_report_in_a_process_on_the_hybrid_reference(fixtures_dir, tmp_path):
     out = tmp_path / "report"
     result = run_module(

@@ -1,9 +1,12 @@
 """The benchmarks that need hardware the suite does not have still run here, with tiny shapes, so they cannot rot."""
 
+import pytest
 import subprocess
 import sys
 
 from support import REPO, env
+
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
 
 
 def test_the_gpu_benchmark_runs_on_the_cpu_with_tiny_shapes():

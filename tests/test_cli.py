@@ -53,6 +53,7 @@ def two_class_model(tmp_path_factory):
     return path
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("module, args, message", [
     ("keras_vit.serving.export", ["--model", "{model}", "--model_base_path", "{tmp}/m", "--labels", "/nonexistent/labels.txt"],
      "--labels /nonexistent/labels.txt: no such file"),
@@ -73,6 +74,7 @@ def test_cli_errors_are_one_line(module, args, message, two_class_model, tmp_pat
     assert not re.search(r"^[IWEF]\d{4} |absl::InitializeLog", result.stderr, re.M), result.stderr[-2000:]
 
 
+@pytest.mark.process
 def test_every_command_helps_with_its_defaults():
     answers = run_commands(*(f"{command} --help" for command in COMMANDS))
     assert len(answers) == len(COMMANDS)
@@ -90,6 +92,7 @@ MISTAKES = [
 ]
 
 
+@pytest.mark.process
 def test_mistakes_in_flags_and_files_are_one_line_before_any_work(two_class_model, tmp_path):
     from keras_vit.training import outputs, train
     from keras_vit.training.config import RunConfig
@@ -110,6 +113,7 @@ def test_mistakes_in_flags_and_files_are_one_line_before_any_work(two_class_mode
     assert status == 0 and "holds this run, finished: accuracy 50.00%" in stdout
 
 
+@pytest.mark.process
 def test_tensorflow_start_up_lines_are_held_back_and_verbose_is_deprecated(tmp_path):
     quiet_env = {k: v for k, v in env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     command = [sys.executable, "-m", "keras_vit.training.evaluate", "--model", str(tmp_path / "missing.keras")]
@@ -122,6 +126,7 @@ def test_tensorflow_start_up_lines_are_held_back_and_verbose_is_deprecated(tmp_p
     assert verbose.stderr.splitlines()[-1] == lines[0]
 
 
+@pytest.mark.process
 def test_fewshot_uses_the_datasets_labels_whatever_the_head(two_class_model, tmp_path):
     result = run_module("keras_vit.training.fewshot", "--model", str(two_class_model), "--shots", "1", "5", "--seeds", "1")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -14,6 +14,8 @@ from keras_vit.serving.client import RestClient
 from support import REPO, env, free_port
 from test_serving import assert_still_serving, exported, tiny_model  # noqa: F401  (the module's served models)
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS = 1.0, 1.0, 20
 
 

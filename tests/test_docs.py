@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 
-from support import REPO, env
+import pytest
+
+from support import REPO, env, free_port
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^( *)```python runnable\n(.*?)^\1```", re.M | re.S)
@@ -46,6 +49,7 @@ for name, code in zip(sys.argv[1::2], sys.argv[2::2]):
 """
 
 
+@pytest.mark.process
 def test_runnable_blocks_run():
     """Every block, in one process (TensorFlow starts once), each in a fresh namespace and folder."""
     blocks = runnable_blocks()
@@ -54,3 +58,20 @@ def test_runnable_blocks_run():
                             env=env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("ran ") == len(blocks)
+
+
+@pytest.mark.process
+def test_the_readme_demo_runs_end_to_end(tmp_path):
+    """The README's main job, as a user runs it (fewer epochs): train, export, serve, query over REST and gRPC, draw."""
+    ports = [str(free_port()), str(free_port())]
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_vit.serving.demo", "--epochs", "2", "--output_dir", str(tmp_path / "run"),
+         "--model_base_path", str(tmp_path / "models"), "--port", ports[0], "--rest_api_port", ports[1]],
+        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout[result.stdout.index("{\n"):result.stdout.index("\n}\n") + 2])
+    assert report["examples"] == 360 and report["grpc_matches_rest"] and report["server_exit_code"] == 0
+    assert report["rest_correct"] == round(report["in_process_accuracy"] * 360)
+    assert "equal" in result.stdout.splitlines()[-2]
+    assert (tmp_path / "run" / "report" / "index.html").is_file()

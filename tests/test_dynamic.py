@@ -207,6 +207,7 @@ def pixels(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, *size, 3)).astype(np.uint8)
 
 
+@pytest.mark.process
 def test_export_keeps_the_dynamic_size(dynamic_export):
     from keras_vit.serving import saved_model
     from keras_vit.serving.servable import Servable
@@ -229,6 +230,7 @@ def test_export_keeps_the_dynamic_size(dynamic_export):
         saved_model.export(model, str(base), serving_image_size=(18, 16))
 
 
+@pytest.mark.process
 def test_litert_takes_the_serving_size_only(dynamic_export):
     from keras_vit.serving.errors import ServingError
     from keras_vit.serving.servable import Servable
@@ -242,6 +244,7 @@ def test_litert_takes_the_serving_size_only(dynamic_export):
         lite.predict("predict_pixels", {"pixels": pixels(1, (16, 16)).astype("float32")})
 
 
+@pytest.mark.process
 def test_a_real_server_answers_at_two_sizes_over_rest_and_grpc(dynamic_export):
     import concurrent.futures
     import json
@@ -319,6 +322,7 @@ def test_the_batcher_merges_requests_of_one_size_only():
     assert sum(shape[0] for shape in calls) == len(requests)  # and never run twice (no failed concatenation)
 
 
+@pytest.mark.process
 def test_train_evaluate_and_export_a_dynamic_model_from_the_command_line(tmp_path, capsys):
     import json
 

@@ -14,6 +14,8 @@ from keras_vit.training import backup
 from keras_vit.training.callbacks import EarlyStopping
 from support import TINY_MODEL, run_module, start_module
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 # Learns in the first epoch; no later epoch gains 0.5 in accuracy, so it stops after epoch 1 + patience.
 COMMAND = [*TINY_MODEL, "--epochs", "8", "--steps_per_epoch", "30", "--batch_size", "16", "--warmup_steps", "5",
            "--learning_rate", "3e-3", "--label_smoothing", "0", "--progress", "2",

@@ -16,6 +16,8 @@ from keras_vit.serving import saved_model, signatures
 from keras_vit.serving.client import RestClient
 from support import REPO, env, free_port
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 TINY = dict(patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=2, classes=3)
 FLAVOURS = {
     "plain": dict(TINY, image_size=16),

@@ -67,6 +67,7 @@ def test_a_headless_source_keeps_nothing(fixtures_dir, tmp_path):
         fixture_model(fixtures_dir, "vit_tiny_token", weights=str(tmp_path / "headless.npz"), head="keep")
 
 
+@pytest.mark.process
 def test_finetune_recipe_starts_from_a_zero_head_of_the_same_classes(trained, tmp_path):
     """`--recipe finetune --init_from` on a task with the checkpoint's own class count: with a zero learning rate the
     trained model still has the zero head it started from, and the source's encoder."""
@@ -103,6 +104,7 @@ def test_an_npz_of_another_architecture_is_one_short_line(small_npz):
     assert "The file holds another architecture: hidden_size 32 vs 384, mlp_dim 64 vs 1536, num_heads 4 vs 6, num_layers 1 vs 12" in message
 
 
+@pytest.mark.process
 def test_init_from_an_npz_of_another_architecture_is_one_short_line(small_npz, tmp_path):
     result = run_module("keras_vit.training.train", "--model", "ViT_S16", "--image_size", "32", "--init_from", str(small_npz),
                         "--epochs", "1", "--output_dir", str(tmp_path / "run"), timeout=120)

@@ -9,6 +9,8 @@ import pytest
 import keras_vit
 from support import REPO, env
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 #: Import orders a user may write before loading a .keras file with Keras' own loader.
 IMPORT_ORDERS = [
     "import keras_vit; import keras",

@@ -99,6 +99,7 @@ def test_a_resnet_loads_only_a_file_that_fits_it(fmt, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.process
 def test_training_from_a_deeper_file_is_one_clear_line(tmp_path):
     deeper = keras_vit.ViT(**dict(TINY, num_layers=3, classes=10))
     deeper.save(tmp_path / "deep.keras")

@@ -13,6 +13,8 @@ from keras_vit.masked_patches import IMAGES, MASKED, SOURCE, PatchCorruption, co
 from harness import random_images, randomize
 from support import TINY_MODEL, run_module
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 TINY = dict(patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=2)
 
 

@@ -18,6 +18,8 @@ from keras_vit.serving.client import GrpcClient, RestClient
 from keras_vit.serving.metrics import read_monitoring_config
 from support import REPO, env, free_port
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 PATH = "/monitoring/prometheus/metrics"
 
 

@@ -52,7 +52,12 @@ def test_gap_parameter_count_equals_reference(name):
     keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("name", sorted(set(keras_vit.VARIANTS) - LARGE))
+#: The variant whose whole harness runs in the unit tier; the others, 10-35 s each, are `large`.
+UNIT_TIER_VARIANT = "ViT_Ti16"
+
+
+@pytest.mark.parametrize("name", [name if name == UNIT_TIER_VARIANT else pytest.param(name, marks=pytest.mark.large)
+                                  for name in sorted(set(keras_vit.VARIANTS) - LARGE)])
 def test_variant_harness(name, tmp_path):
     size = SMALL_IMAGE.get(name, 2 * keras_vit.VARIANTS[name].patch_size)
     # The fit step runs without XLA here: compiling these backward graphs costs 2 to 30 s a variant (the hybrids'
@@ -62,6 +67,7 @@ def test_variant_harness(name, tmp_path):
     keras.backend.clear_session()
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("name", sorted(LARGE))
 def test_large_variant_predicts(name):
     size = SMALL_IMAGE.get(name, keras_vit.VARIANTS[name].patch_size)

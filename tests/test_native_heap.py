@@ -10,6 +10,8 @@ import pytest
 from keras_vit.serving.native_heap import PeriodicRelease
 from support import REPO, env
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 # A thread allocates 128 MB in 64 kB blocks (in its own glibc arena, below the mmap threshold) and frees all but
 # every 100th: the arena's pages stay with the process until someone trims them.
 FRAGMENT_AND_MEASURE = textwrap.dedent("""

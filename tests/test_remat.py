@@ -57,6 +57,7 @@ def test_remat_survives_a_keras_file(tmp_path):
     assert loaded.remat and all(block.remat for block in loaded.encoder_blocks)
 
 
+@pytest.mark.process
 def test_training_train_remat_writes_a_remat_model(tmp_path):
     """(Two runs' weights are not compared: training on CPU threads is not bit-deterministic, and three Adam steps
     already move two plain runs apart by 3e-3; the gradient tests above are the exact check.)"""

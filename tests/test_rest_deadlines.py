@@ -21,6 +21,8 @@ from keras_vit.serving import saved_model
 from keras_vit.serving.client import RestClient
 from support import REPO, env, free_port
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 LIMIT = 2_000_000
 
 

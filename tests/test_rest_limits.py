@@ -21,6 +21,8 @@ from keras_vit.serving.client import GrpcClient
 from support import REPO, env, free_port
 from test_serving import assert_still_serving, exported, server, tiny_model  # noqa: F401  (the module's served models)
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 
 def request(server, method, path, body=None, headers=None, chunked=False):
     url = urllib.parse.urlsplit(server["rest"])

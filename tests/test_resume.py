@@ -12,6 +12,8 @@ import pytest
 from support import TINY_MODEL, run_module, start_module
 from keras_vit.training import backup
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 EPOCHS = 3
 COMMAND = [*TINY_MODEL, "--epochs", str(EPOCHS), "--steps_per_epoch", "12", "--batch_size", "16", "--backup_freq", "5",
            "--warmup_steps", "5", "--progress", "2"]

@@ -23,6 +23,8 @@ from keras_vit.serving import saved_model
 from keras_vit.serving.client import GrpcClient, RestClient
 from support import REPO, env, free_port
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 LABELS = ["cat", "dog", "bird"]
 SIZE = 16
 

@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from support import REPO, env
 
 #: Folder -> the import name its modules have (setup.cfg's package_dir).
@@ -147,6 +149,7 @@ print(sorted(name for name in sys.modules if name.split(".")[0] in ("training", 
 """
 
 
+@pytest.mark.process
 def test_every_module_has_one_name_and_no_finder_of_ours():
     names = sorted(name for name in modules() if name.startswith(("keras_vit.training", "keras_vit.serving")))
     result = subprocess.run([sys.executable, "-c", EVERY_MODULE, *names], cwd=REPO, env=env(), capture_output=True,

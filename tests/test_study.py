@@ -7,6 +7,8 @@ from keras_vit.training.config import RunConfig
 from keras_vit.training import study, train, trainer
 from support import run_module
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 
 def test_training_range():
     assert trainer.training_range(1437) == range(0, 1437)

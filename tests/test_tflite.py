@@ -16,6 +16,8 @@ from keras_vit.serving.client import GrpcClient, RestClient
 from keras_vit.serving.servable import Servable
 from support import REPO, env, free_port
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 OPTIONS = dict(image_size=32, patch_size=8, hidden_size=64, mlp_dim=128, num_heads=4, num_layers=2, classes=10)
 LABELS = [f"class {i}" for i in range(10)]
 OUTPUTS = {signatures.PROBABILITIES, signatures.CLASSES, signatures.SCORES, signatures.LABELS}

@@ -144,6 +144,7 @@ def test_default_batch_size_fits_small_datasets():
     assert default_batch_size(512, 50_000) == 512
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -162,6 +163,7 @@ def test_bad_command_lines_fail_before_any_work(args, message, tmp_path):
     assert not (tmp_path / "history.csv").exists() and not (tmp_path / "run.json").exists()  # a fixed command may use it
 
 
+@pytest.mark.process
 def test_unknown_strategy_is_refused_by_the_parser(tmp_path):
     result = run_module("keras_vit.training.train", "--strategy", "parameter_server", "--output_dir", str(tmp_path), timeout=60)
     assert result.returncode == 2 and "invalid choice: 'parameter_server'" in result.stderr
@@ -178,6 +180,7 @@ def trained_run(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.process
 def test_one_device_run_writes_models_logs_and_results(trained_run):
     out, result = trained_run
     for name in ("model.keras", "best.keras", "history.csv", "results.json"):
@@ -195,6 +198,7 @@ def test_one_device_run_writes_models_logs_and_results(trained_run):
     assert "Epoch 10/10" in result.stdout
 
 
+@pytest.mark.process
 def test_a_trained_model_loads_with_keras_own_loader_in_a_fresh_process(trained_run):
     out, _ = trained_run
     script = (
@@ -209,6 +213,7 @@ def test_a_trained_model_loads_with_keras_own_loader_in_a_fresh_process(trained_
     assert result.stdout.split() == ["VisionTransformer", "AdamW", "WarmupDecay", "VisionTransformer"]
 
 
+@pytest.mark.process
 def test_importing_the_packages_changes_no_environment_variable():
     script = (
         "import os, tensorflow, keras\n"  # what TensorFlow itself sets at import is not ours
@@ -230,6 +235,7 @@ def test_multi_worker_fit_refuses_a_keras_it_was_not_written_for():
         distribute.check_keras_version("3.16.0")
 
 
+@pytest.mark.process
 def test_evaluate_cli_reproduces_the_final_evaluation(trained_run, tmp_path):
     out, _ = trained_run
     result = run_module("keras_vit.training.evaluate", "--model", str(out / "model.keras"), "--dataset", "digits",
@@ -239,6 +245,7 @@ def test_evaluate_cli_reproduces_the_final_evaluation(trained_run, tmp_path):
     assert abs(evaluated["accuracy"] - json.loads((out / "results.json").read_text())["accuracy"]) < 1e-6
 
 
+@pytest.mark.process
 def test_fewshot_cli_is_well_above_chance(trained_run, tmp_path):
     out, _ = trained_run
     result = run_module("keras_vit.training.fewshot", "--model", str(out / "model.keras"), "--dataset", "digits",
@@ -249,6 +256,7 @@ def test_fewshot_cli_is_well_above_chance(trained_run, tmp_path):
     assert accuracies["10shot"]["mean"] >= accuracies["1shot"]["mean"]
 
 
+@pytest.mark.process
 def test_finetune_at_higher_resolution(trained_run, tmp_path):
     out, _ = trained_run
     # No architecture flags: --model ViT takes the architecture from the file it starts from.
@@ -262,6 +270,7 @@ def test_finetune_at_higher_resolution(trained_run, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["accuracy"] > 0.3
 
 
+@pytest.mark.process
 def test_mirrored_strategy_over_two_cpu_replicas(tmp_path):
     result = run_module("keras_vit.training.train", *TINY_MODEL, "--epochs", "1", "--steps_per_epoch", "5", "--batch_size", "32",
                         "--strategy", "mirrored", "--output_dir", str(tmp_path), "--progress", "2", "--logical_cpus", "2")
@@ -303,6 +312,7 @@ def test_gradient_accumulation_applies_the_schedule_and_weight_decay_once_per_up
     assert int(optimizer.iterations) == updates
 
 
+@pytest.mark.process
 def test_gradient_accumulation_run_logs_the_schedule_per_update_and_is_refused_across_replicas(tmp_path):
     result = run_module("keras_vit.training.train", *TINY_MODEL, "--steps", "10", "--steps_per_epoch", "8", "--batch_size", "32",
                         "--grad_accum_steps", "4", "--learning_rate", "0.01", "--warmup_steps", "4",
@@ -321,6 +331,7 @@ def test_gradient_accumulation_run_logs_the_schedule_per_update_and_is_refused_a
     assert refused.returncode == 2 and "fails under tf.distribute" in refused.stderr
 
 
+@pytest.mark.process
 def test_two_worker_processes_train_identical_weights(tmp_path):
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -344,6 +355,7 @@ def test_two_worker_processes_train_identical_weights(tmp_path):
     assert not (tmp_path / "worker1" / "model.keras").exists() and not (tmp_path / "worker1" / "history.csv").exists()
 
 
+@pytest.mark.process
 def test_jit_compile_under_multi_worker_on_cpus_is_refused_not_ignored(tmp_path):
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -361,6 +373,7 @@ def test_jit_compile_under_multi_worker_on_cpus_is_refused_not_ignored(tmp_path)
         assert "--jit_compile with --strategy multi_worker needs GPU or TPU workers" in stdout
 
 
+@pytest.mark.process
 def test_class_names_travel_from_training_into_the_export(trained_run, tmp_path):
     out, _ = trained_run
     assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
@@ -372,6 +385,7 @@ def test_class_names_travel_from_training_into_the_export(trained_run, tmp_path)
     assert [name.decode() for name in answer[signatures.LABELS].numpy()[0]] == [str(c) for c in classes]
 
 
+@pytest.mark.process
 def test_a_non_square_image_size_trains_and_saves_its_grid(tmp_path):
     architecture = TINY_MODEL[:2] + TINY_MODEL[4:]
     result = run_module("keras_vit.training.train", *architecture, "--image_size", "16", "24", "--epochs", "1", "--steps_per_epoch", "2",

@@ -1,5 +1,6 @@
 """Version folders that fail to load or are empty: logged once, retried with back-off, and the server keeps serving."""
 
+import pytest
 import shutil
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import time
 from keras_vit.serving.client import RestClient
 from support import REPO, env, free_port
 from test_serving import assert_still_serving, exported, get  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
 
 
 def served_versions(base: str) -> list[int]:

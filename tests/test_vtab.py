@@ -12,6 +12,8 @@ from keras_vit.training import datasets, vtab
 from keras_vit.training.vtab_tasks import GROUPS, TASKS
 from support import run_module
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 
 def test_the_nineteen_tasks_in_their_groups():
     assert len(TASKS) == 19

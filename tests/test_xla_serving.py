@@ -17,6 +17,8 @@ from keras_vit.serving.errors import ServingError
 from keras_vit.serving.servable import Servable
 from support import REPO, env, free_port
 
+pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):

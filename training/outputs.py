@@ -4,15 +4,19 @@
 configuration's run is refused; the same command resumes (or, once
 `results.json` exists, reports the finished run). Outputs are written under a
 temporary name and renamed into place, so a kill never leaves half a file
-under its real name.
+under its real name. A run holds `.lock` in the directory for its whole life,
+so a second run started there (a job restarted while the old one still runs)
+refuses to start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 from keras_vit import labels
 from keras_vit.labels import LABELS_FILE
@@ -25,6 +29,7 @@ HISTORY = "history.csv"
 RESULTS = "results.json"
 LABELS = LABELS_FILE
 BACKUP = "backup"
+LOCK = ".lock"
 def finished_message(output_dir: str) -> str:
     """What a command says when `output_dir` holds this run, finished."""
     with open(os.path.join(output_dir, RESULTS)) as f:
@@ -62,6 +67,33 @@ def check(output_dir: str, config: dict) -> str:
             f"resume it with its own command, or use another --output_dir."
         )
     return "finished" if os.path.exists(os.path.join(output_dir, RESULTS)) else "resume"
+
+
+@contextlib.contextmanager
+def locked(output_dir: str) -> Iterator[None]:
+    """Holds an exclusive lock on `output_dir` (its `.lock`, holding this process' id) while the block runs.
+
+    Raises a ValueError naming the process that holds it, having written
+    nothing. The kernel releases the lock when its holder exits, however it
+    exits, so a killed run never leaves a stale one behind.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    descriptor = os.open(os.path.join(output_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise ValueError(
+            f"--output_dir {output_dir} is in use by process {holder}, a run still going there: wait for it or stop "
+            f"it (the same command then resumes), or pass another --output_dir."
+        ) from None
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)  # and with it the lock
 
 
 def record(output_dir: str, config: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -210,9 +211,18 @@ def build_data(config: RunConfig, run: Plan, model: keras.Model):
 
 
 def train(config: RunConfig) -> dict:
-    """Runs `config`: trains (or resumes, or reports the finished run in `output_dir`) and returns its results."""
+    """Runs `config`: trains (or resumes, or reports the finished run in `output_dir`) and returns its results.
+
+    The chief holds `output_dir`'s lock for the whole run (`outputs.locked`): a second run there refuses to start.
+    """
     run = plan(config)
     chief = distribute.is_chief()
+    with outputs.locked(config.output_dir) if chief else contextlib.nullcontext():
+        return _train(config, run, chief)
+
+
+def _train(config: RunConfig, run: Plan, chief: bool) -> dict:
+    """`train`'s work, once the run owns its output directory."""
     record = config.record()
     if chief:  # only the chief owns --output_dir; the other workers keep a backup folder there
         status = outputs.check(config.output_dir, record)

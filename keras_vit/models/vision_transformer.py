@@ -17,6 +17,7 @@ from keras_vit.layers import (
 )
 from keras_vit.options import CLASSIFIERS, POOLINGS, POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS
 from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
+from keras_vit.losses import loss_for_outputs
 from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.preprocessing import preprocessing_layer
@@ -409,8 +410,14 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
 
     # --- Compiling --------------------------------------------------------------------------------
 
-    def compile(self, *args, jit_compile="auto", **kwargs) -> None:
-        """`keras.Model.compile`, where `jit_compile="auto"` (the default) is XLA on CPU-only machines too, in float32.
+    def compile(self, optimizer="rmsprop", loss="auto", *args, jit_compile="auto", **kwargs) -> None:
+        """`keras.Model.compile`, with a loss that fits the outputs and XLA on CPU-only machines too.
+
+        `loss="auto"` (the default) is the sparse categorical cross-entropy on
+        the head's logits or probabilities; a probabilistic loss named by its
+        string gets `from_logits=True` on a logits model, and a loss object
+        whose `from_logits` disagrees with the outputs is refused
+        (`keras_vit.losses.loss_for_outputs`). Without a head, "auto" is no loss.
 
         Keras leaves XLA off where TensorFlow sees no accelerator. Every layer
         of a VisionTransformer compiles with XLA, and on a CPU XLA fuses the
@@ -422,9 +429,21 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         bicubically (XLA has no such kernel); op determinism turns XLA off.
         Pass `jit_compile=False` for graph mode.
         """
+        if self.outputs_logits is not None:
+            loss = loss_for_outputs(loss, logits=self.outputs_logits)
+        elif isinstance(loss, str) and loss == "auto":
+            loss = None
         if jit_compile == "auto" and not kwargs.get("run_eagerly") and self._xla_by_default():
             jit_compile = True
-        super().compile(*args, jit_compile=jit_compile, **kwargs)
+        super().compile(optimizer, loss, *args, jit_compile=jit_compile, **kwargs)
+
+    @property
+    def outputs_logits(self) -> bool | None:
+        """True when the head outputs logits, False for softmax probabilities, None without a head or with another
+        activation (the outputs `compile`'s "auto" loss reads)."""
+        if not self.include_top or self.classifier_activation not in (None, "linear", "softmax"):
+            return None
+        return self.classifier_activation != "softmax"
 
     def compile_from_config(self, config: dict) -> None:
         """Compiles a loaded model as it was saved (what Keras does itself for a model whose `compile` is its own)."""
