@@ -91,6 +91,26 @@ def test_the_import_graph_has_no_circle():
             assert circle is None, "import circle: " + " -> ".join(circle)
 
 
+#: Rooms whose modules must not import the rooms above them (imports flow one way): (room, above, allowed).
+#: The library's analysis command reads the training application's datasets; the weights read the variant table
+#: (names and architectures, no model class).
+LAYERS = [
+    ("keras_vit", ("keras_vit.training", "keras_vit.serving"), {"keras_vit.analysis.__main__"}),
+    ("keras_vit.weights", ("keras_vit.models", "keras_vit.analysis"), {"keras_vit.models.variants"}),
+    ("keras_vit.layers", ("keras_vit.models", "keras_vit.weights", "keras_vit.analysis"), set()),
+]
+
+
+def test_the_library_never_imports_its_applications_nor_weights_the_models():
+    known = modules()
+    for room, above, allowed in LAYERS:
+        for name, path in known.items():
+            if name.startswith(room) and not name.startswith(("keras_vit.training", "keras_vit.serving")) \
+                    and name not in allowed:
+                upward = {m for m in imports(path, name, set(known)) if m.startswith(above) and m not in allowed}
+                assert not upward, f"{name} imports {sorted(upward)}"
+
+
 def test_private_apis_only_where_listed_and_their_packages_bounded():
     found = {
         (str(path.relative_to(REPO)), name)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from keras_vit import cli
 
 COMMANDS = ("attention", "distance", "posemb", "filters", "report")
@@ -87,6 +89,23 @@ def run(args: argparse.Namespace) -> None:
     print(f"Wrote {written}")
 
 
+def dataset_images(name: str, model, count: int, split: str | None = None, data_dir: str | None = None) -> np.ndarray:
+    """The first `count` images of a dataset split (default: its evaluation split), as `report.read_images` gives them.
+
+    Here in the command, not in `report`: the datasets are the training application's (`keras_vit.training`), and the
+    library does not import its applications.
+    """
+    from keras_vit.preprocessing import eval_resize
+    from keras_vit.training import datasets
+
+    info = datasets.describe(name, data_dir)
+    examples = datasets.load(info, split or info.eval_split, data_dir).take(count)
+    images = [eval_resize(image, model.image_size, model.crop_fraction).numpy() for image, _ in examples]
+    if not images:
+        raise ValueError(f"{name}/{split or info.eval_split} has no images.")
+    return np.stack(images)
+
+
 def _images(args: argparse.Namespace, model, count: int, attention: bool = True):
     """[n, h, w, 3] pixels in [0, 255] at the model's evaluation size, from --image files or --dataset."""
     from keras_vit.analysis import report
@@ -94,7 +113,7 @@ def _images(args: argparse.Namespace, model, count: int, attention: bool = True)
     if args.image:
         return report.read_images(args.image, model)
     if args.dataset:
-        return report.dataset_images(args.dataset, model, count, split=args.split, data_dir=args.data_dir)
+        return dataset_images(args.dataset, model, count, split=args.split, data_dir=args.data_dir)
     what = "draw the rollout of" if attention else "average the attention distance over"
     raise ValueError(f"Give images to {what}: --image FILE ... or --dataset NAME.")
 

@@ -10,7 +10,7 @@ import numpy as np
 from keras_vit.analysis.attention import attention_rollout, mean_attention_distance
 from keras_vit.analysis.embeddings import embedding_filters, position_embedding_similarity
 from keras_vit.analysis import plots
-from keras_vit.preprocessing import decode_for_eval, eval_resize, model_inputs
+from keras_vit.preprocessing import decode_for_eval, model_inputs
 
 #: The report's figures, in page order: (file, heading, what the paper shows).
 FIGURES = (
@@ -47,18 +47,6 @@ def read_images(paths: list[str], model) -> np.ndarray:
         except tf.errors.InvalidArgumentError as error:
             raise ValueError(f"Cannot decode {path!r} as an image: {error.message.splitlines()[0]}") from None
     return np.stack(out)
-
-
-def dataset_images(name: str, model, count: int, split: str | None = None, data_dir: str | None = None) -> np.ndarray:
-    """The first `count` images of a dataset split (default: its evaluation split), as `read_images` gives them."""
-    from keras_vit.training import datasets
-
-    info = datasets.describe(name, data_dir)
-    examples = datasets.load(info, split or info.eval_split, data_dir).take(count)
-    images = [eval_resize(image, model.image_size, model.crop_fraction).numpy() for image, _ in examples]
-    if not images:
-        raise ValueError(f"{name}/{split or info.eval_split} has no images.")
-    return np.stack(images)
 
 
 def _title(model) -> str:

@@ -10,6 +10,14 @@ from keras_vit.layers.std_conv import StdConv2D
 GROUP_NORM_GROUPS = 32
 GROUP_NORM_EPSILON = 1e-6
 
+#: The root downsamples 4x (a stride-2 conv, a stride-2 max pool); each stage after the first halves the map again.
+STEM_STRIDE = 4
+
+
+def resnet_stride(layers: tuple[int, ...]) -> int:
+    """How much a ResNet of `layers` units per stage downsamples its input (the hybrid's pixels per feature)."""
+    return STEM_STRIDE * 2 ** max(len(layers) - 1, 0)
+
 
 def group_norm(name: str, dtype, gamma_initializer="ones") -> keras.layers.GroupNormalization:
     """A GroupNormalization configured as the reference's `nn.GroupNorm()`."""

@@ -7,7 +7,8 @@ import keras
 
 from keras_vit.weights.pipeline import WeightsLoading
 from keras_vit.layers import ClassifierHead
-from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
+from keras_vit.layers.residual_unit import resnet_stride
+from keras_vit.models.resnet_stem import ResNetLayers
 from keras_vit.preprocessing import preprocessing_layer
 from keras_vit.utils import ConstructorConfig, GraphViews, to_pair
 

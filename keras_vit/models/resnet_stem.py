@@ -12,10 +12,6 @@ import keras
 from keras_vit.layers import ResidualUnit, StdConv2D
 from keras_vit.layers.residual_unit import group_norm
 
-#: The root downsamples 4x (a stride-2 conv, a stride-2 max pool); each stage after the first halves the map again.
-STEM_STRIDE = 4
-
-
 @dataclasses.dataclass(frozen=True)
 class ResNetLayers:
     """The ResNet's layers: `conv_root` (7x7 / 2, 64 * width), `gn_root`, and `stages` of `ResidualUnit`s.
@@ -55,8 +51,3 @@ class ResNetLayers:
         for unit in (u for stage in self.stages for u in stage):
             x = unit(x)
         return x
-
-
-def resnet_stride(layers: tuple[int, ...]) -> int:
-    """How much a ResNet of `layers` units per stage downsamples its input."""
-    return STEM_STRIDE * 2 ** max(len(layers) - 1, 0)

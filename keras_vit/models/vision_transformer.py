@@ -18,7 +18,8 @@ from keras_vit.layers import (
 from keras_vit.options import CLASSIFIERS, POOLINGS, POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS
 from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
 from keras_vit.losses import loss_for_outputs
-from keras_vit.models.resnet_stem import ResNetLayers, resnet_stride
+from keras_vit.layers.residual_unit import resnet_stride
+from keras_vit.models.resnet_stem import ResNetLayers
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.preprocessing import preprocessing_layer
 from keras_vit.utils import ConstructorConfig, GraphViews, to_pair

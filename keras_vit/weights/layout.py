@@ -17,7 +17,7 @@ import numpy as np
 import keras
 
 from keras_vit.layers.attention import MultiHeadSelfAttention
-from keras_vit.models.resnet_stem import resnet_stride
+from keras_vit.layers.residual_unit import resnet_stride
 from keras_vit.weights import formats
 
 # Encoder block sub-layers and their (Linen) names in the canonical layout.
