@@ -1,5 +1,7 @@
 """The values a model's options take, importable without TensorFlow (for command lines and configs alike)."""
 
+from keras_vit.position_embeddings import KINDS
+
 #: The `VisionTransformer` arguments that make an architecture: what a variant fixes and a weights file records.
 ARCHITECTURE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers", "resnet_layers", "resnet_width")
 
@@ -12,8 +14,8 @@ CLASSIFIERS = ("token", "gap")
 #: keras.applications' `pooling` for feature extraction: the mean or the maximum of the patch tokens.
 POOLINGS = ("avg", "max")
 
-#: Position embeddings of the paper's ablation (appendix D.4, Table 8).
-POSITION_EMBEDDINGS = ("none", "learned_1d", "learned_2d", "relative")
+#: Position embeddings of the paper's ablation (appendix D.4, Table 8): `keras_vit.position_embeddings.KINDS`.
+POSITION_EMBEDDINGS = tuple(KINDS)
 
 #: Where learned position embeddings are added (appendix D.4, Table 8): at the input, before every block with a
 #: table of its own, or before every block with one shared table.

@@ -48,6 +48,14 @@ class ConstructorConfig:
     def from_config(cls, config: dict):
         return cls(**config_with_dtype_policy(config))
 
+    def _keep_config(self, arguments: dict) -> None:
+        """Keeps each constructor argument of `arguments` (the constructor's `locals()`, once normalised) as the
+        attribute of its name; one that a read-only property of the class shows is kept as `_name`."""
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name not in self._NOT_IN_CONFIG:
+                shown = isinstance(getattr(type(self), name, None), property)
+                setattr(self, f"_{name}" if shown else name, arguments[name])
+
 
 class GraphViews:
     """Functional models over parts of a model's graph, by key, each built once on first use.

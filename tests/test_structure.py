@@ -111,6 +111,14 @@ def test_the_library_never_imports_its_applications_nor_weights_the_models():
                 assert not upward, f"{name} imports {sorted(upward)}"
 
 
+def test_no_function_of_the_library_is_over_80_lines():
+    long = [f"{path.relative_to(REPO)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in (REPO / "keras_vit").rglob("*.py")
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80]
+    assert not long, long
+
+
 def test_private_apis_only_where_listed_and_their_packages_bounded():
     found = {
         (str(path.relative_to(REPO)), name)

@@ -20,6 +20,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 
 from keras_vit.training import outputs
 
@@ -98,6 +99,13 @@ def _one_line(error: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def state_bytes(model: keras.Model) -> int:
+    """About what a state of `model` takes on disk: its variables and its optimizer's, and HDF5's overhead."""
+    variables = list(model.weights) + (list(model.optimizer.variables) if getattr(model, "optimizer", None) else [])
+    data = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+    return int(data * 1.1) + 2**16
+
+
 def clear(backup_dir: str) -> None:
     """Removes the backups of a finished run."""
     shutil.rmtree(backup_dir, ignore_errors=True)
@@ -141,15 +149,19 @@ class AtomicBackup(keras.callbacks.Callback):
         final = os.path.join(self.backup_dir, f"state-{self._sequence:08d}")
         partial = final + ".tmp"
         shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        self.model.save_weights(os.path.join(partial, WEIGHTS))
-        with open(os.path.join(partial, METADATA), "w") as f:
-            metadata = {"epoch": epoch, "batch": batch}
-            if self.stateful:
-                metadata["callbacks"] = {name: callback.get_state() for name, callback in self.stateful.items()}
-            json.dump(metadata, f)
-            f.flush()
-            os.fsync(f.fileno())
+        previous = states(self.backup_dir)
+        kept = f" The last complete backup, {previous[0]}, is kept." if previous else ""
+        with outputs.failed_writes_reported(f"the backup {final}", partial, kept):
+            outputs.check_room(self.backup_dir, state_bytes(self.model))
+            os.makedirs(partial)
+            self.model.save_weights(os.path.join(partial, WEIGHTS))
+            with open(os.path.join(partial, METADATA), "w") as f:
+                metadata = {"epoch": epoch, "batch": batch}
+                if self.stateful:
+                    metadata["callbacks"] = {name: callback.get_state() for name, callback in self.stateful.items()}
+                json.dump(metadata, f)
+                f.flush()
+                os.fsync(f.fileno())
         time.sleep(float(os.environ.get(PAUSE_ENV, "0")))
         os.rename(partial, final)
         for name in os.listdir(self.backup_dir):

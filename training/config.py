@@ -13,6 +13,7 @@ import dataclasses
 import json
 
 import keras_vit
+from keras_vit import position_embeddings
 from keras_vit.options import ARCHITECTURE, MODEL_OPTIONS
 from keras_vit.training.fewshot import SHOTS
 
@@ -180,8 +181,9 @@ class RunConfig:
             raise ValueError(f"--image_size takes one size or a height and a width, got {len(self.image_size)} numbers.")
         if self.dynamic_image_size and self.recipe == "masked_patch":
             raise ValueError("Masked patch prediction runs at the stored grid: drop --dynamic_image_size (fine-tune with it).")
-        if self.dynamic_image_size and self.position_embedding == "relative":
-            raise ValueError("--position_embedding relative cannot take --dynamic_image_size: its raster offsets fit one grid.")
+        fixed_grid = self.position_embedding and position_embeddings.get(self.position_embedding).fixed_grid
+        if self.dynamic_image_size and fixed_grid:
+            raise ValueError(f"--position_embedding {self.position_embedding} cannot take --dynamic_image_size: {fixed_grid}.")
         if self.weights and self.init_from:
             raise ValueError("Give --weights or --init_from, not both.")
         if self.epochs is not None and self.steps is not None:

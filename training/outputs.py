@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import json
 import os
+import shutil
 from typing import Callable, Iterator
 
 from keras_vit import labels
@@ -106,8 +108,46 @@ def write_atomically(path: str, write: Callable[[str], None]) -> None:
     """Calls `write(temporary_path)` (same extension as `path`), then renames the result to `path`."""
     stem, extension = os.path.splitext(path)
     partial = f"{stem}.partial{extension}"
-    write(partial)
+    with failed_writes_reported(path, partial):
+        write(partial)
     os.replace(partial, path)
+
+
+@contextlib.contextmanager
+def failed_writes_reported(what: str, partial: str, kept: str = "") -> Iterator[None]:
+    """Turns a failed write of `partial` (on its way to be `what`) into one OSError naming `what` and the reason,
+    a full disk most often, having removed what it wrote; `kept` says what complete copy is left."""
+    try:
+        yield
+    except OSError as error:
+        if os.path.isdir(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            _remove(partial)
+        full = error.errno == errno.ENOSPC or "No space left on device" in str(error)
+        reason = (error.strerror if str(error.strerror).startswith("the disk is full") else "the disk is full") if full \
+            else (error.strerror or str(error).splitlines()[0])
+        raise OSError(f"Could not write {what}: {reason}.{kept} Free space and rerun the same command: it resumes "
+                      "from the last complete backup.") from error
+
+
+def check_room(directory: str, needed: int) -> None:
+    """An OSError (ENOSPC) unless `directory`'s disk has `needed` bytes free.
+
+    Checked before an HDF5 file is written: h5py, closing a file whose
+    writes failed for want of space, can crash the process (a segmentation
+    fault seen with h5py 3.x) before any error reaches Python.
+    """
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"the disk is full (needs about {needed / 2**20:.1f} MB, {free / 2**20:.1f} MB free)")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_json(path: str, value) -> None:

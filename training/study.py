@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from keras_vit import cli
+from keras_vit import cli, position_embeddings
 from keras_vit.options import POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS
 from keras_vit.training import outputs
 from keras_vit.training.config import DEMO_MODEL, DEMO_TRAINING, RunConfig
@@ -89,7 +89,7 @@ def posemb_arms(placements: tuple[str, ...] = ("input",)) -> tuple[Arm, ...]:
              **({"position_embedding_placement": placement} if placement != "input" else {})})
         for kind in POSITION_EMBEDDINGS
         for placement in placements
-        if placement == "input" or kind in ("learned_1d", "learned_2d")
+        if placement == "input" or position_embeddings.get(kind).has_table
     )
 
 

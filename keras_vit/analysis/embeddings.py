@@ -6,6 +6,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_vit import position_embeddings
+
 #: Filters the paper's Figure 7 (left) shows.
 FILTER_COUNT = 28
 
@@ -18,9 +20,10 @@ def position_embedding_similarity(model) -> np.ndarray:
     position embeddings ("none", "relative") have none to compare.
     """
     if not model.position_embeddings:
+        kind = position_embeddings.get(model.position_embedding)
         raise ValueError(
             f"Model {model.name!r} has position_embedding={model.position_embedding!r}: "
-            "no learned absolute position embeddings to compare."
+            f"no learned absolute position embeddings to compare ({kind.no_table})."
         )
     layer = model.position_embeddings[0]  # with a table per block: the first block's
     table = keras.ops.convert_to_numpy(keras.ops.cast(layer.embedding(), "float32"))[0].astype(np.float64)

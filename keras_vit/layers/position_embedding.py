@@ -6,6 +6,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_vit import position_embeddings
 from keras_vit.layers.attention import GRID_KEY
 from keras_vit.resize import (
     RESIZE_METHODS, resize_grid_op, resize_position_embedding, resize_table, resize_table_op,
@@ -63,8 +64,9 @@ class AddPositionEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if kind not in ("learned_1d", "learned_2d"):
-            raise ValueError(f"AddPositionEmbedding kind must be 'learned_1d' or 'learned_2d', got {kind!r}.")
+        tables = tuple(name for name, spec in position_embeddings.KINDS.items() if spec.has_table)
+        if kind not in tables:
+            raise ValueError(f"AddPositionEmbedding kind must be one of {tables} (kinds with a table), got {kind!r}.")
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f"Unknown resize_method {resize_method!r}; expected one of {RESIZE_METHODS}.")
         self.grid_size = to_pair(grid_size, "grid_size")

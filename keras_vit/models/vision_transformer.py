@@ -5,23 +5,13 @@ from __future__ import annotations
 import numpy as np
 import keras
 
-from keras_vit.layers import (
-    AddPositionEmbedding,
-    ClassifierHead,
-    ClassToken,
-    PatchEmbedding,
-    ResidualUnit,
-    SequencePooling,
-    StrideAlignment,
-    TransformerBlock,
-)
-from keras_vit.options import CLASSIFIERS, POOLINGS, POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS
-from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
-from keras_vit.losses import loss_for_outputs
+from keras_vit import position_embeddings
+from keras_vit.layers import AddPositionEmbedding, ClassifierHead, ResidualUnit, TransformerBlock
 from keras_vit.layers.residual_unit import resnet_stride
-from keras_vit.models.resnet_stem import ResNetLayers
+from keras_vit.losses import loss_for_outputs
 from keras_vit.models.variants import check_variant, variant_name
-from keras_vit.preprocessing import preprocessing_layer
+from keras_vit.models.vit_parts import Encoder, Head, Positions, Stem
+from keras_vit.options import CLASSIFIERS, POOLINGS, POSITION_EMBEDDING_PLACEMENTS
 from keras_vit.utils import ConstructorConfig, GraphViews, to_pair
 from keras_vit.weights.pipeline import WeightsLoading
 
@@ -174,144 +164,49 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
                 resnet_width=resnet_width,
             )
 
-        # === Layers ===
-        self.preprocessing = preprocessing_layer(dtype=dtype) if include_preprocessing else None
-        resnet = ResNetLayers.build(resnet_layers, resnet_width, dtype) if resnet_layers is not None else None
-        stride = 1 if resnet_layers is None else resnet_stride(resnet_layers)
-        self.stride_alignment = None
-        if dynamic_image_size:
-            self.stride_alignment = StrideAlignment(
-                (stride * patch_size[0], stride * patch_size[1]), pad=dynamic_image_pad, dtype=dtype, name="stride_alignment"
-            )
-        self.conv_root = resnet.conv_root if resnet else None
-        self.gn_root = resnet.gn_root if resnet else None
-        self.resnet_stages: tuple[tuple[ResidualUnit, ...], ...] = resnet.stages if resnet else ()
-        self.embedding = PatchEmbedding(
-            patch_size, hidden_size, flatten=not dynamic_image_size, dtype=dtype, name="embedding"
-        )
-        # A dynamic model keeps the patch grid for the position embeddings and flattens it here.
-        self.patch_tokens = None
-        if dynamic_image_size:
-            self.patch_tokens = keras.layers.Reshape((-1, hidden_size), dtype=dtype, name="flatten_patches")
-        self.class_token = ClassToken(dtype=dtype, name="cls") if classifier == "token" else None
-        self.posembed_input = None  # built below with the encoder blocks, once the grid is known
-        self.encoder_norm = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, dtype=dtype, name="encoder_norm"
-        )
-        self.pool = SequencePooling(
-            pooling or classifier, num_prefix_tokens=int(classifier == "token"), dtype=dtype, name="pool"
-        )
-        self.pre_logits = None
-        if representation_size is not None:
-            self.pre_logits = keras.layers.Dense(representation_size, activation="tanh", dtype=dtype, name="pre_logits")
-        self._head = None
-        if include_top:
-            self._head = ClassifierHead(
-                classes, bias_initializer=keras.initializers.Constant(head_bias_init), dtype=dtype, name="head"
-            )
-
-        # === Functional model ===
+        # === Parts: stem, positions, encoder, head (keras_vit.models.vit_parts) ===
         inputs = keras.Input((None, None, channels) if dynamic_image_size else (*image_size, channels), name="images")
-        x = self.preprocessing(inputs) if self.preprocessing is not None else inputs
-        if self.stride_alignment is not None:
-            x = self.stride_alignment(x)
-        if resnet is not None:
-            x = resnet(x, dtype)
-        grid = _stored_grid(image_size, patch_size, stride, None if dynamic_image_size else tuple(x.shape[1:3]))
-        x = patches = self.embedding(x)
-        if self.patch_tokens is not None:
-            x = self.patch_tokens(patches)
-        if self.class_token is not None:
-            x = self.class_token(x)
-        def position_table(name: str) -> AddPositionEmbedding:
-            return AddPositionEmbedding(
-                grid,
-                num_prefix_tokens=int(classifier == "token"),
-                kind=position_embedding,
-                resize_method=position_embedding_resize,
-                dtype=dtype,
-                name=name,
-            )
+        stem = Stem.build(image_size, patch_size, hidden_size, resnet_layers, resnet_width, classifier,
+                          dynamic_image_size, dynamic_image_pad, include_preprocessing, dtype)
+        tokens, patches, grid = stem(inputs, image_size, dtype)
+        num_prefix_tokens = int(classifier == "token")
+        positions = Positions.build(position_embedding, position_embedding_placement, grid, num_prefix_tokens,
+                                    num_layers, position_embedding_resize, dynamic_image_size, dtype)
+        encoder = Encoder.build(num_heads, mlp_dim, num_layers, dropout_rate, attention_dropout_rate,
+                                stochastic_depth_rate, position_embedding, grid, num_prefix_tokens, remat, dtype)
+        head = Head.build(classifier, pooling, representation_size, include_top, classes, head_bias_init,
+                          classifier_activation, dtype)
+        outputs = head(encoder(positions.before_encoder(tokens, patches), positions, patches))
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self._attach(stem, positions, encoder, head)
 
-        def add_positions(layer: AddPositionEmbedding, tokens):
-            return layer(tokens, patches) if dynamic_image_size else layer(tokens)
-
-        # Where the learned tables are added (the paper's appendix D.4): once at the input, before every block (one
-        # table per block), or before every block (one table shared by all).
-        self._block_position_embeddings: tuple[AddPositionEmbedding, ...] = ()
-        if position_embedding in ("learned_1d", "learned_2d"):
-            if position_embedding_placement == "every_layer":
-                self._block_position_embeddings = tuple(position_table(f"posembed_{i}") for i in range(num_layers))
-            else:
-                self.posembed_input = position_table("posembed_input")
-                if position_embedding_placement == "every_layer_shared":
-                    self._block_position_embeddings = (self.posembed_input,) * num_layers
-                else:
-                    x = add_positions(self.posembed_input, x)
-        x = keras.layers.Dropout(dropout_rate, dtype=dtype, name="posembed_dropout")(x)
-        self._encoder_blocks = tuple(
-            TransformerBlock(
-                num_heads,
-                mlp_dim,
-                dropout_rate=dropout_rate,
-                attention_dropout_rate=attention_dropout_rate,
-                stochastic_depth_rate=float(rate),
-                relative_positions=position_embedding == "relative",
-                grid_size=grid if position_embedding == "relative" else None,
-                num_prefix_tokens=int(classifier == "token"),
-                remat=remat,
-                dtype=dtype,
-                name=f"encoderblock_{i}",
-            )
-            for i, rate in enumerate(np.linspace(0.0, stochastic_depth_rate, num_layers))
-        )
-        for i, block in enumerate(self._encoder_blocks):
-            if self._block_position_embeddings:
-                x = add_positions(self._block_position_embeddings[i], x)
-            x = block(x)
-        x = self.pool(self.encoder_norm(x))
-        if self.pre_logits is not None:
-            x = self.pre_logits(x)
-        if self._head is not None:
-            x = self._head(x)
-            x = keras.layers.Activation(classifier_activation, dtype="float32", name="predictions")(x)
-        super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
-
-        # === Config ===
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.hidden_size = hidden_size
-        self.mlp_dim = mlp_dim
-        self.num_heads = num_heads
-        self.num_layers = num_layers
-        self.resnet_layers = resnet_layers
-        self.resnet_width = resnet_width
-        self.include_top = include_top
-        self.pooling = pooling
-        self.classes = classes
-        self.head_bias_init = head_bias_init
-        self.classifier = classifier
-        self.representation_size = representation_size
-        self.dropout_rate = dropout_rate
-        self.attention_dropout_rate = attention_dropout_rate
-        self.stochastic_depth_rate = stochastic_depth_rate
-        self.position_embedding = position_embedding
-        self.position_embedding_resize = position_embedding_resize
-        self.position_embedding_placement = position_embedding_placement
-        self.dynamic_image_size = dynamic_image_size
-        self.dynamic_image_pad = dynamic_image_pad
-        self.remat = remat
-        self.classifier_activation = classifier_activation
-        self.include_preprocessing = include_preprocessing
-        self.channels = channels
-        self.crop_fraction = crop_fraction
-        self._variant = variant
+        self._keep_config(locals())  # get_config() returns exactly the arguments
         self._grid_size = grid
         self._views = GraphViews()
         if dtype is not None:
             self.dtype_policy = keras.dtype_policies.get(dtype)
         if self._xla_by_default():  # `predict` before any `compile` too (Keras' setter still checks every layer)
             self.jit_compile = True
+
+    def _attach(self, stem: Stem, positions: Positions, encoder: Encoder, head: Head) -> None:
+        """Keeps the parts' layers under the names the weights layout and the views read (after Keras' own
+        `__init__`, as every backend's module tracking wants)."""
+        resnet = stem.resnet
+        self.preprocessing = stem.preprocessing
+        self.stride_alignment = stem.stride_alignment
+        self.conv_root = resnet.conv_root if resnet else None
+        self.gn_root = resnet.gn_root if resnet else None
+        self.resnet_stages: tuple[tuple[ResidualUnit, ...], ...] = resnet.stages if resnet else ()
+        self.embedding = stem.embedding
+        self.patch_tokens = stem.patch_tokens
+        self.class_token = stem.class_token
+        self.posembed_input = positions.input_table
+        self._block_position_embeddings = positions.block_tables
+        self._encoder_blocks = encoder.blocks
+        self.encoder_norm = encoder.norm
+        self.pool = head.pool
+        self.pre_logits = head.pre_logits
+        self._head = head.classifier
 
     def __call__(self, inputs, *args, **kwargs):
         """Calls the model, once the input's channels are the model's.
@@ -569,19 +464,14 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
 def _validate(args: dict) -> None:
     if args["classifier"] not in CLASSIFIERS:
         raise ValueError(f"Unknown classifier {args['classifier']!r}; expected one of {CLASSIFIERS}.")
-    if args["position_embedding"] not in POSITION_EMBEDDINGS:
-        raise ValueError(
-            f"Unknown position_embedding {args['position_embedding']!r}; expected one of {POSITION_EMBEDDINGS}."
-        )
+    kind = position_embeddings.get(args["position_embedding"])
     if args["position_embedding_placement"] not in POSITION_EMBEDDING_PLACEMENTS:
         raise ValueError(f"Unknown position_embedding_placement {args['position_embedding_placement']!r}; expected one "
                          f"of {POSITION_EMBEDDING_PLACEMENTS}.")
-    if args["position_embedding_placement"] != "input" and args["position_embedding"] not in ("learned_1d", "learned_2d"):
+    if args["position_embedding_placement"] != "input" and not kind.has_table:
         raise ValueError(
             f"position_embedding_placement={args['position_embedding_placement']!r} places learned tables; "
-            f"position_embedding={args['position_embedding']!r} has none ("
-            + ("no position information at all" if args["position_embedding"] == "none"
-               else "its relative positions are in every block's attention already") + "): use 'input'."
+            f"position_embedding={kind.name!r} has none ({kind.no_table}): use 'input'."
         )
     if args["hidden_size"] % args["num_heads"]:
         raise ValueError(f"hidden_size {args['hidden_size']} is not divisible by num_heads {args['num_heads']}.")
@@ -601,29 +491,8 @@ def _validate(args: dict) -> None:
         raise ValueError(f"crop_fraction must be in (0, 1], got {args['crop_fraction']}.")
     if args["dynamic_image_pad"] and not args["dynamic_image_size"]:
         raise ValueError("dynamic_image_pad=True pads images of any size: it needs dynamic_image_size=True.")
-    if args["dynamic_image_size"] and args["position_embedding"] == "relative":
-        raise ValueError(
-            "position_embedding='relative' cannot take dynamic_image_size=True: its table holds one embedding per "
-            "raster offset of the stored grid, and the same offset is another pair of patches on another grid."
-        )
-
-
-def _stored_grid(image_size, patch_size, stride: int, feature_size: tuple[int, int] | None) -> tuple[int, int]:
-    """The patch grid at `image_size`; `feature_size` is the map the patch embedding sees (None: image_size / stride).
-
-    Raises a ValueError when the image size does not give whole patches.
-    """
-    if feature_size is None:
-        if image_size[0] % (stride * patch_size[0]) or image_size[1] % (stride * patch_size[1]):
-            raise ValueError(
-                f"The image size {image_size} is not divisible by the patch stride "
-                f"{(stride * patch_size[0], stride * patch_size[1])} (patch size {patch_size} x ResNet stride {stride})."
-            )
-        feature_size = (image_size[0] // stride, image_size[1] // stride)
-    if feature_size[0] % patch_size[0] or feature_size[1] % patch_size[1]:
-        source = "image size" if stride == 1 else f"ResNet feature map {feature_size} of the image size"
-        raise ValueError(f"The {source} {image_size} is not divisible by the patch size {patch_size}.")
-    return feature_size[0] // patch_size[0], feature_size[1] // patch_size[1]
+    if args["dynamic_image_size"] and kind.fixed_grid:
+        raise ValueError(f"position_embedding={kind.name!r} cannot take dynamic_image_size=True: {kind.fixed_grid}.")
 
 
 def _from_input_shape(input_shape, image_size, channels) -> tuple[tuple[int, int] | None, int, bool]:

@@ -18,6 +18,7 @@ import keras
 
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.residual_unit import resnet_stride
+from keras_vit import position_embeddings
 from keras_vit.weights import formats
 
 # Encoder block sub-layers and their (Linen) names in the canonical layout.
@@ -147,9 +148,9 @@ def architecture(params: dict[str, np.ndarray], grid: tuple[int, int] | None = N
         stride = resnet_stride(units)
     tables = {key.rsplit("/", 1)[1]: value for key, value in params.items()
               if key.startswith((POSITION_EMBEDDING, f"Transformer/encoderblock_0/{BLOCK_POSITION_EMBEDDING}"))}
-    relative = "Transformer/encoderblock_0/" + _BLOCK["attention"] + RELATIVE in params
-    found["position_embedding"] = (
-        "relative" if relative else "learned_2d" if "row_embedding" in tables else "learned_1d" if tables else "none"
+    attention = "Transformer/encoderblock_0/" + _BLOCK["attention"] + "/"
+    found["position_embedding"] = position_embeddings.detect(
+        tables, [key[len(attention):] for key in params if key.startswith(attention)]
     )
     found["position_embedding_placement"] = "input"
     if any(key.startswith(f"Transformer/encoderblock_0/{BLOCK_POSITION_EMBEDDING}") for key in params):

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import keras
 
+from keras_vit import position_embeddings
 from keras_vit.weights import layout, sources
 from keras_vit.weights.validation import validate
 
@@ -58,7 +59,7 @@ def save_npz(model: keras.Model, path: str | os.PathLike) -> None:
         layout.released_name(key): keras.ops.convert_to_numpy(v) for key, v in layout.checkpoint_variables(model).items()
     }
     grid = model.grid_size
-    if grid[0] != grid[1] or model.position_embedding in ("relative", "none"):  # no table of theirs tells the grid
+    if grid[0] != grid[1] or not position_embeddings.get(model.position_embedding).table_tells_grid:
         params[layout.NPZ_GRID_KEY] = np.asarray(grid, np.int64)
     if model.position_embedding_placement == "every_layer_shared":
         params[layout.NPZ_PLACEMENT_KEY] = np.asarray(model.position_embedding_placement)
