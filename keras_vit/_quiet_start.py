@@ -1,13 +1,16 @@
-"""Importing Keras (and, on its TensorFlow backend, TensorFlow) without TensorFlow's C++ start-up lines.
+"""Importing Keras (and, on its TensorFlow backend, TensorFlow) without TensorFlow's informational C++ log lines.
 
 TensorFlow's shared libraries write informational lines (oneDNN, CUDA
 drivers not found, CPU instructions) straight to file descriptor 2 as they
 load, before its logging is set up, so `TF_CPP_MIN_LOG_LEVEL` cannot hide
-them, and two libraries print them twice. `import keras_vit` imports Keras,
-so every command would open with them. They are caught on descriptor 2 while
-Keras loads; informational lines are dropped, anything else (a warning, an
-error) is written back. `TF_CPP_MIN_LOG_LEVEL=0` in the environment keeps
-them all, as does a process that imported TensorFlow itself first.
+them, and two libraries print them twice; later INFO lines (XLA compiling a
+cluster) follow the level TensorFlow read while loading. `import keras_vit`
+imports Keras, so every command and script would show them. While Keras
+loads, the level is 1 (warnings and errors) and descriptor 2 is caught:
+informational lines are dropped, anything else (a warning, an error) is
+written back; the environment is then left as it was. A level the user set
+is kept (`TF_CPP_MIN_LOG_LEVEL=0` shows every line), and so is a process
+that imported TensorFlow itself first.
 """
 
 from __future__ import annotations
@@ -28,11 +31,28 @@ START_UP_LINE = re.compile(
 )
 
 
+#: The variable TensorFlow's C++ logging reads, and the level set while it loads: INFO lines off.
+LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+WARNINGS_AND_ERRORS = "1"
+
+
 def import_keras() -> None:
-    """Imports Keras with TensorFlow's informational start-up lines held back (see the module's docstring)."""
-    if "keras" in sys.modules or "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+    """Imports Keras with TensorFlow's informational lines held back (see the module's docstring)."""
+    if "keras" in sys.modules or "tensorflow" in sys.modules or os.environ.get(LOG_LEVEL_ENV) == "0":
         importlib.import_module("keras")
         return
+    if LOG_LEVEL_ENV in os.environ:  # the user's level, for the lines after the start
+        _import_catching_start_up_lines()
+        return
+    os.environ[LOG_LEVEL_ENV] = WARNINGS_AND_ERRORS
+    try:
+        _import_catching_start_up_lines()
+    finally:
+        del os.environ[LOG_LEVEL_ENV]
+
+
+def _import_catching_start_up_lines() -> None:
+    """Imports Keras with descriptor 2 caught, and writes back every line but `START_UP_LINE`s."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
