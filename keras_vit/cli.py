@@ -40,6 +40,16 @@ def command_parser(prog: str, doc: str, verbose: bool = True) -> argparse.Argume
     return parser
 
 
+def warn_checkout_name(package: str) -> None:
+    """Warns that `python -m training.X` (or `serving.X`) in a checkout is a deprecated name of `keras_vit.<package>.X`."""
+    warnings.warn(
+        f"`python -m {package}.X` is deprecated and goes in 0.4: the module is keras_vit.{package}.X "
+        f"(`python -m keras_vit.{package}.X`, or its keras-vit-* console script).",
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     """`--verbose`, kept so that scripts passing it still run: it has had no effect since 0.3 (a warning says so)."""
     parser.add_argument("--verbose", action=_NoLongerVerbose, nargs=0, help=argparse.SUPPRESS)

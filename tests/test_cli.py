@@ -137,3 +137,14 @@ def test_a_tfds_dataset_without_network_fails_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "TFDS_HOST", "tfds.invalid")  # RFC 6761: never resolves
     with pytest.raises(ValueError, match=rf"'mnist' is not downloaded to {tmp_path}.*pass --data_dir where it is prepared"):
         datasets.describe("mnist", data_dir=str(tmp_path))
+
+
+@pytest.mark.process
+def test_the_checkouts_short_module_names_still_run_and_warn():
+    for module in ("training.train", "serving.export"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, env=env(), capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0 and "(default: " in result.stdout, result.stderr[-2000:]
+        package = module.split(".")[0]
+        assert f"FutureWarning: `python -m {package}.X` is deprecated and goes in 0.4: the module is " \
+               f"keras_vit.{package}.X" in result.stderr, result.stderr[-2000:]

@@ -4,15 +4,10 @@ The names below are imported on first use, so that `python -m keras_vit.training
 (and the other commands) run their module once, and `--help` needs no TensorFlow.
 """
 
-if __name__ == "training":  # `python -m keras_vit.training.X` in a checkout: the module runs as a script, once
-    import warnings
+if __name__ == "training":  # `python -m training.X` in a checkout: the module runs as a script, once
+    from keras_vit.cli import warn_checkout_name
 
-    warnings.warn(
-        "`python -m training.X` is deprecated and goes in 0.4: the module is keras_vit.training.X "
-        "(`python -m keras_vit.training.X`, or its keras-vit-* console script).",
-        FutureWarning,
-        stacklevel=2,
-    )
+    warn_checkout_name(__name__)
 
 from keras_vit._lazy import lazy_attributes
 
