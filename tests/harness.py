@@ -67,9 +67,9 @@ def randomize_at_trained_scale(model: keras.Model, seed: int = 0) -> None:
 
 
 #: The largest error of each mixed policy against float32, relative to max|float32 output|, at trained scale: measured
-#: up to 7.6% (bfloat16) and 0.6% (float16) over every variant's harness, 1.9% and 0.13% on the tiny models, where a
-#: patch kernel with its colour channels reversed under mixed precision alone reads 11.6% (bfloat16).
-MIXED_PRECISION_RELATIVE_ERROR = {"mixed_bfloat16": 0.1, "mixed_float16": 0.01}
+#: up to 7.6% (bfloat16) and 1.0% (float16, R50+ViT-B/16) over every variant's harness, 1.9% and 0.13% on the tiny
+#: models, where a patch kernel with its colour channels reversed under mixed precision alone reads 11.6% (bfloat16).
+MIXED_PRECISION_RELATIVE_ERROR = {"mixed_bfloat16": 0.1, "mixed_float16": 0.02}
 
 
 def run_model_test(
