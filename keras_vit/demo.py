@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import time
@@ -13,10 +12,11 @@ import time
 import numpy as np
 
 import keras_vit
+from keras_vit import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.command_parser("python -m keras_vit.demo", __doc__.splitlines()[0], verbose=False)
     parser.add_argument("--fixtures", type=pathlib.Path, default=pathlib.Path("../shared/fixtures"),
                         help="folder with fixtures.json (default: ../shared/fixtures, beside the repository's root)")
     args = parser.parse_args(argv)

@@ -36,8 +36,9 @@ import time
 
 #: TF Serving's `PrometheusExporter::kPrometheusPath`, used when the config names no path.
 DEFAULT_PATH = "/monitoring/prometheus/metrics"
-#: Microseconds: TF Serving's `Buckets::Exponential(10, 1.8, 33)`.
-LATENCY_BUCKETS = tuple(10 * 1.8**i for i in range(33))
+#: Microseconds: TF Serving's `Buckets::Exponential(10, 1.8, 33)`, at the six significant digits its exporter prints
+#: them with (absl's StrCat), so labels read `le="32.4"`, not the float product's `le="32.400000000000006"`.
+LATENCY_BUCKETS = tuple(float(f"{10 * 1.8**i:.6g}") for i in range(33))
 #: Examples per processed batch: powers of two up to 2^14.
 BATCH_SIZE_BUCKETS = tuple(2.0**i for i in range(15))
 

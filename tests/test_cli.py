@@ -11,7 +11,7 @@ from support import REPO, env, run_module
 from keras_vit.training import datasets
 
 #: Every command (with its sub-command, where it has them).
-COMMANDS = ["keras_vit.training.train", "keras_vit.training.evaluate", "keras_vit.training.fewshot", "keras_vit.training.study", "keras_vit.serving.export",
+COMMANDS = ["keras_vit.demo", "keras_vit.training.train", "keras_vit.training.evaluate", "keras_vit.training.fewshot", "keras_vit.training.study", "keras_vit.serving.export",
             "keras_vit.serving.server", "keras_vit.serving.client predict", "keras_vit.serving.demo", "keras_vit.analysis report"]
 
 #: Runs each command given (`module arg ...`, one per argument) as `python -m` does, in one process (TensorFlow
@@ -80,6 +80,8 @@ def test_every_command_helps_with_its_defaults():
     assert len(answers) == len(COMMANDS)
     for command, (status, stdout, stderr) in answers.items():
         assert status == 0 and "(default: " in stdout and stderr == "", (command, stdout[-500:], stderr[-500:])
+        module = command.split()[0]
+        assert stdout.startswith(f"usage: python -m {module} "), (command, stdout[:200])
 
 
 #: Mistakes in flags and files, each answered before any model or data is loaded.

@@ -104,6 +104,10 @@ def test_counts_equal_the_requests_sent_by_api_entrypoint_and_status(server):
     assert count(after, batches, model_name="vit") - count(before, batches, model_name="vit") == 3 * 2 + 1
     assert count(after, ":tensorflow:cc:saved_model:load_attempt_count_total", status="success") >= 1
     assert count(after, ":tensorflow:serving:model_versions_available", model_name="vit") == 1
+    # Bucket bounds as TF Serving prints them (six significant digits), not the float product's noise.
+    bounds = {dict(labels)["le"] for name, labels in after if name == latency.replace("_count", "_bucket")}
+    assert {"10.0", "32.4", "188.957", "1.27482e+06", "+Inf"} <= bounds and len(bounds) == 34, sorted(bounds)
+    assert all(len(bound) <= 11 for bound in bounds), sorted(bounds)
 
 
 def test_monitoring_config_files_as_tf_serving_reads_them(tmp_path):
