@@ -143,11 +143,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 def make_grpc_server(manager: ModelManager, address: str, max_workers: int = 32, max_message_bytes: int = 64 << 20,
                      limits: ConnectionLimits = ConnectionLimits()) -> grpc.Server:
+    # No SO_REUSEPORT (gRPC's default on Linux): a second server on a busy port would split the first one's requests.
     options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes),
-               *limits.grpc_options()]
+               ("grpc.so_reuseport", 0), *limits.grpc_options()]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, max_message_bytes), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"Could not bind the gRPC server to {address}.")
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        bound = 0
+    if bound == 0:
+        raise OSError(f"--port: cannot listen on {address} for gRPC: the port is in use, or the address is not this "
+                      "machine's.")
     return server

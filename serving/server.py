@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -100,6 +101,25 @@ def build_manager(args: argparse.Namespace) -> ModelManager:
     )
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) for the REST server, or an OSError naming the port.
+
+    Bound before the server says it listens (uvicorn would bind it only once
+    it runs, after that line). SO_REUSEADDR lets a restarted server take the
+    port back from connections in TIME_WAIT; on Linux it never lets two
+    servers listen on one port.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"--rest_api_port: cannot listen on {host}:{port}: {error.strerror}.") from None
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
@@ -121,13 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from keras_vit.serving.grpc_service import make_grpc_server
+
+    try:  # both ports are taken before any model loads, or the server does not start
+        grpc_server = make_grpc_server(
+            manager, f"{args.host}:{args.port}", args.grpc_max_threads, args.max_request_bytes, limits
+        ) if args.port else None
+        rest_socket = bind_socket(args.host, args.rest_api_port) if args.rest_api_port else None
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     manager.start()
     release.start()
     for name in manager.configs:
         if not manager.served[name]:
             logger.warning("No servable version of %s found yet under %s", name, manager.configs[name].base_path)
-
-    from keras_vit.serving.grpc_service import make_grpc_server
 
     # Our handlers stand behind uvicorn's: it installs its own while it runs, restores ours and
     # re-raises the signal after its graceful shutdown, which then lands here instead of killing
@@ -135,15 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    grpc_server = None
     try:
-        if args.port:
-            grpc_server = make_grpc_server(
-                manager, f"{args.host}:{args.port}", args.grpc_max_threads, args.max_request_bytes, limits
-            )
+        if grpc_server is not None:
             grpc_server.start()
             logger.info("gRPC server listening on %s:%d", args.host, args.port)
-        if args.rest_api_port:
+        if rest_socket is not None:
             import uvicorn
 
             from keras_vit.serving.rest import make_app
@@ -156,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("REST server listening on http://%s:%d", args.host, args.rest_api_port)
             if metrics_path:
                 logger.info("Prometheus metrics at http://%s:%d%s", args.host, args.rest_api_port, metrics_path)
-            uvicorn.Server(config).run()  # returns after SIGTERM/SIGINT, once in-flight requests are answered
+            uvicorn.Server(config).run(sockets=[rest_socket])  # returns after SIGTERM/SIGINT, requests answered
         else:
             stop.wait()
     finally:

@@ -325,6 +325,26 @@ def test_client_cli_prints_top_labels(server, tmp_path):
         assert line.startswith(f"{path}: ") and sum(label in line for label in LABELS) == 3
 
 
+def test_a_second_server_on_a_busy_port_refuses_to_start_and_the_first_keeps_serving(server, exported):
+    grpc_port, rest_port = int(server["grpc"].rsplit(":", 1)[1]), int(server["rest"].rsplit(":", 1)[1])
+    for ports, flag in (((grpc_port, free_port()), "--port"), ((0, rest_port), "--rest_api_port")):
+        second = subprocess.run(
+            [sys.executable, "-m", "keras_vit.serving.server", "--port", str(ports[0]), "--rest_api_port", str(ports[1]),
+             "--model_config_file", str(exported["config"])],
+            cwd=REPO, env=env(), capture_output=True, text=True, timeout=120,
+        )
+        assert second.returncode == 2, second.stderr[-2000:]
+        errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: {flag}: cannot listen on 127.0.0.1:{ports[0] or ports[1]}")
+        assert "listening" not in second.stderr
+    # Every status call still reaches the first server (a shared gRPC port would send some to the second).
+    with grpc.insecure_channel(server["grpc"]) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        for _ in range(10):
+            stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "vit"}), timeout=30)
+    assert_still_serving(server, exported)
+
+
 def test_sigterm_stops_the_server_gracefully(server):
     process = server["process"]
     process.send_signal(signal.SIGTERM)
