@@ -32,6 +32,8 @@ RESULTS = "results.json"
 LABELS = LABELS_FILE
 BACKUP = "backup"
 LOCK = ".lock"
+
+
 def finished_message(output_dir: str) -> str:
     """What a command says when `output_dir` holds this run, finished."""
     with open(os.path.join(output_dir, RESULTS)) as f:
@@ -124,9 +126,9 @@ def failed_writes_reported(what: str, partial: str, kept: str = "") -> Iterator[
             shutil.rmtree(partial, ignore_errors=True)
         else:
             _remove(partial)
-        full = error.errno == errno.ENOSPC or "No space left on device" in str(error)
-        reason = (error.strerror if str(error.strerror).startswith("the disk is full") else "the disk is full") if full \
-            else (error.strerror or str(error).splitlines()[0])
+        reason = error.strerror or str(error).splitlines()[0]
+        if error.errno == errno.ENOSPC or "No space left on device" in str(error):
+            reason = reason if reason.startswith("the disk is full") else "the disk is full"  # check_room's says more
         raise OSError(f"Could not write {what}: {reason}.{kept} Free space and rerun the same command: it resumes "
                       "from the last complete backup.") from error
 
