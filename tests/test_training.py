@@ -144,6 +144,24 @@ def test_default_batch_size_fits_small_datasets():
     assert default_batch_size(512, 50_000) == 512
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--eval_split", "train[2000:]"], "--eval_split train[2000:]: the split train[2000:] of digits is empty (train "
+                                       "has 1,437 examples)."),
+    (["--eval_split", "validation"], "--eval_split validation: digits has no split 'validation' (it has train, test)."),
+    (["--train_split", "test[400:]"], "--train_split test[400:]: the split test[400:] of digits is empty (test has 360 "
+                                      "examples)."),
+])
+def test_an_empty_or_unknown_split_is_one_line_before_any_training(flags, message, tmp_path):
+    from keras_vit.training import train, trainer
+    from keras_vit.training.config import RunConfig
+
+    config = RunConfig.from_flags(train.parser().parse_args(["--dataset", "digits", "--output_dir", str(tmp_path), *flags]))
+    with pytest.raises(ValueError) as raised:
+        trainer.plan(config)
+    assert str(raised.value) == message
+    assert not tmp_path.joinpath("run.json").exists()
+
+
 @pytest.mark.process
 @pytest.mark.parametrize(
     "args, message",

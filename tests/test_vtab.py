@@ -64,15 +64,33 @@ def test_a_vtab_task_without_its_data_stops_at_once(tmp_path, monkeypatch):
         datasets.describe("vtab:cifar100", data_dir=str(tmp_path))
 
 
+def pets_folder(root, train: int, test: int = 10) -> None:
+    """A `folder:` dataset at root/pets: two classes of random 12x12 images, `train` and `test` of each."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("test", test)):
+        for name in ("cats", "dogs"):
+            (root / "pets" / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / "pets" / split / name / f"{i}.png")
+
+
+def test_a_folder_too_small_for_the_slices_is_one_line_before_any_run(tmp_path):
+    pets_folder(tmp_path, train=20)
+    model = tmp_path / "pretrained.keras"
+    keras_vit.ViT(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1, classes=10).save(model)
+    result = run_module("keras_vit.training.vtab", "--model", "ViT", "--weights", str(model), "--image_size", "16", "--tasks",
+                        f"folder:{tmp_path / 'pets'}", "--out", str(tmp_path / "vtab.md"), timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --val_examples train[800:1000]: the split train[800:1000] of folder:{tmp_path / 'pets'} is empty "
+        "(train has 40 examples).")
+    assert not (tmp_path / "vtab_runs").exists()
+
+
 def test_a_quick_vtab_run_sweeps_selects_retrains_and_tests(tmp_path):
     model = tmp_path / "pretrained.keras"
     keras_vit.ViT(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1, classes=10).save(model)
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 60), ("test", 10)):
-        for name in ("cats", "dogs"):
-            (tmp_path / "pets" / split / name).mkdir(parents=True)
-            for i in range(count):
-                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "pets" / split / name / f"{i}.png")
+    pets_folder(tmp_path, train=60)
     out = tmp_path / "vtab.md"
     result = run_module("keras_vit.training.vtab", "--model", "ViT", "--weights", str(model), "--image_size", "16", "--tasks",
                         "digits", f"folder:{tmp_path / 'pets'}", "--quick", "--out", str(out), timeout=900)

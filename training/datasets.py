@@ -42,6 +42,17 @@ class DatasetInfo:
         base, start, stop = parse_split(split)
         return len(range(self.num_examples.get(base, 0))[start:stop])
 
+    def check_split(self, split: str, flag: str) -> int:
+        """The examples in `split`; a ValueError naming `flag` when it has none (an unknown split, an empty slice)."""
+        count = self.count(split)
+        if count:
+            return count
+        base = parse_split(split)[0]
+        if base not in self.num_examples:
+            raise ValueError(f"{flag} {split}: {self.name} has no split {base!r} (it has {', '.join(self.num_examples)}).")
+        raise ValueError(f"{flag} {split}: the split {split} of {self.name} is empty ({base} has "
+                         f"{self.num_examples[base]:,} examples).")
+
 
 def parse_split(split: str) -> tuple[str, int | None, int | None]:
     """("train", 800, 1000) of "train[800:1000]"; (split, None, None) of a plain split name."""

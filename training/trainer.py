@@ -58,7 +58,9 @@ def plan(config: RunConfig) -> Plan:
     info = datasets.describe(config.dataset, config.data_dir)
     train_split = config.train_split or info.train_split
     eval_split = config.eval_split or info.eval_split
-    train_examples = training_range(info.count(train_split), config.train_offset, config.train_fraction)
+    info.check_split(eval_split, "--eval_split")  # before any training, not when the first evaluation finds nothing
+    train_examples = training_range(info.check_split(train_split, "--train_split"), config.train_offset,
+                                    config.train_fraction)
     n_train = len(train_examples)
     if not n_train:
         raise ValueError(

@@ -90,6 +90,10 @@ def run_vtab(args: argparse.Namespace) -> dict:
     tasks = task_names(args.tasks)
     runs_dir = args.runs_dir or os.path.splitext(args.out)[0] + "_runs"
     infos = {task: datasets.describe(f"vtab:{task}" if task in TASKS else task, args.data_dir) for task in tasks}
+    for task in tasks:  # every task's slices hold examples, before the first run trains
+        split = splits(task, args.train_examples, args.val_examples, infos[task].eval_split)
+        infos[task].check_split(split["train"], "--train_examples")
+        infos[task].check_split(split["val"], "--val_examples")
     base = dict(model=args.model, weights=args.weights, image_size=tuple(args.image_size), recipe="finetune", head="new",
                 steps=args.steps, steps_per_epoch=min(args.steps, 100), batch_size=args.batch_size, warmup_steps=None,
                 data_dir=args.data_dir, seed=args.seed, progress=0)
