@@ -157,10 +157,12 @@ def test_an_int8_model_that_disagrees_is_refused_and_writes_no_version(tmp_path)
                              text=True, timeout=300)
     assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "on 16 calibration set images is below --min_top1_agreement 1" in errors[0], refused.stderr
+    assert len(errors) == 1 and "on 16 images of --calibration_images is below --min_top1_agreement 1" in errors[0], \
+        refused.stderr
     assert not any(name.isdigit() for name in os.listdir(tmp_path / "vit"))  # no version appeared
     accepted = subprocess.run([*command, "--min_top1_agreement", "0"], cwd=REPO, env=env(), capture_output=True,
                               text=True, timeout=300)
     assert accepted.returncode == 0, accepted.stderr[-2000:]
     assert "int8 check: top-1 agreement with the float32 model" in accepted.stdout
-    assert "on 16 calibration set images" in accepted.stdout and "warm-up images are synthetic" not in accepted.stdout
+    assert "on 16 images of --calibration_images" in accepted.stdout and "warm-up images are synthetic" not in accepted.stdout
+    assert "float32, both run by LiteRT at batch 1" in accepted.stdout

@@ -144,6 +144,14 @@ def test_default_batch_size_fits_small_datasets():
     assert default_batch_size(512, 50_000) == 512
 
 
+def test_results_name_the_loss_they_report():
+    from keras_vit.training.trainer import loss_function
+
+    assert loss_function(keras.losses.CategoricalCrossentropy(label_smoothing=0.1)) == \
+        "categorical_crossentropy, label smoothing 0.1"
+    assert loss_function(keras_vit.losses.SigmoidCrossEntropy()) == "sigmoid_cross_entropy"
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--eval_split", "train[2000:]"], "--eval_split train[2000:]: the split train[2000:] of digits is empty (train "
                                        "has 1,437 examples)."),
@@ -207,6 +215,7 @@ def test_one_device_run_writes_models_logs_and_results(trained_run):
     assert not (out / "backup").exists()  # removed after a finished run
     results = json.loads((out / "results.json").read_text())
     assert results["epochs"] == 10 and results["examples"] == 360 and results["accuracy"] > 0.6
+    assert results["loss_function"] == "categorical_crossentropy"  # --label_smoothing 0 here
     # The paper's compute: 3 forward passes' worth per example, 10 epochs of 1437 // 32 batches of 32.
     model = keras_vit.load_model(out / "model.keras")
     assert results["training_flops"] == 3 * keras_vit.analysis.flops(model) * 10 * (1437 // 32) * 32

@@ -293,6 +293,7 @@ def _train(config: RunConfig, run: Plan, chief: bool) -> dict:
         "examples": run.info.count(run.eval_split),
         "accuracy": float(final["accuracy"]),
         "loss": float(final["loss"]),
+        "loss_function": loss_function(model.loss),  # what "loss" is: training's, label smoothing included
         "epochs": run.epochs,
         **(_early_stopping_results(early_stopping) if early_stopping else {}),
         "train_seconds": round(train_seconds, 1),
@@ -320,6 +321,13 @@ def _restore_best(model: keras.Model, early_stopping: run_callbacks.EarlyStoppin
     print(f"Early stopping: no gain in {early_stopping.monitor} for {early_stopping.patience} evaluation(s) after epoch "
           f"{early_stopping.best_epoch + 1}; stopped after epoch {early_stopping.stopped_epoch + 1}, keeping epoch "
           f"{early_stopping.best_epoch + 1}'s weights ({early_stopping.monitor} {early_stopping.best:.4f}).")
+
+
+def loss_function(loss) -> str:
+    """The compiled loss in words, as results.json names it: "categorical_crossentropy, label smoothing 0.1"."""
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", str(loss))
+    smoothing = getattr(loss, "label_smoothing", 0.0)
+    return f"{name}, label smoothing {smoothing:g}" if smoothing else name
 
 
 def _early_stopping_results(early_stopping: run_callbacks.EarlyStopping) -> dict:
