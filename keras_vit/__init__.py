@@ -3,9 +3,9 @@
 `import keras_vit` imports Keras (on the TensorFlow backend, TensorFlow too)
 and every module that registers a Keras class, as keras-hub does, so that
 `keras.saving.load_model` finds keras_vit's layers and models after a plain
-`import keras_vit` (TensorFlow's INFO-level C++ log lines off unless
-`TF_CPP_MIN_LOG_LEVEL` says otherwise: `keras_vit._quiet_start`). The sub-packages `analysis` and `weights` import their
-names on first use.
+`import keras_vit`. TensorFlow's INFO-level C++ log lines stay off unless
+`TF_CPP_MIN_LOG_LEVEL` says otherwise (`keras_vit._quiet_start`). The
+sub-packages `analysis` and `weights` import their names on first use.
 """
 
 from keras_vit._quiet_start import import_keras

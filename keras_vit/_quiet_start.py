@@ -30,7 +30,6 @@ START_UP_LINE = re.compile(
     r"appropriate compiler flags\.)$"
 )
 
-
 #: The variable TensorFlow's C++ logging reads, and the level set while it loads: INFO lines off.
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 WARNINGS_AND_ERRORS = "1"
@@ -41,14 +40,14 @@ def import_keras() -> None:
     if "keras" in sys.modules or "tensorflow" in sys.modules or os.environ.get(LOG_LEVEL_ENV) == "0":
         importlib.import_module("keras")
         return
-    if LOG_LEVEL_ENV in os.environ:  # the user's level, for the lines after the start
-        _import_catching_start_up_lines()
-        return
-    os.environ[LOG_LEVEL_ENV] = WARNINGS_AND_ERRORS
+    ours = LOG_LEVEL_ENV not in os.environ  # else the user's level holds for the lines after the start
+    if ours:
+        os.environ[LOG_LEVEL_ENV] = WARNINGS_AND_ERRORS
     try:
         _import_catching_start_up_lines()
     finally:
-        del os.environ[LOG_LEVEL_ENV]
+        if ours:
+            del os.environ[LOG_LEVEL_ENV]
 
 
 def _import_catching_start_up_lines() -> None:

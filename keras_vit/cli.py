@@ -58,8 +58,8 @@ def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
 class _NoLongerVerbose(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         warnings.warn(
-            "--verbose is deprecated and has no effect: `import keras_vit` starts TensorFlow, which prints its C++ "
-            "start-up lines as it loads (TF_CPP_MIN_LOG_LEVEL=1 hides them).",
+            "--verbose is deprecated and has no effect: TensorFlow starts at `import keras_vit`, before the flags are "
+            "read (TF_CPP_MIN_LOG_LEVEL=0 shows all of its log lines).",
             FutureWarning,
             stacklevel=2,
         )

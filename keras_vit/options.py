@@ -25,9 +25,9 @@ POSITION_EMBEDDING_PLACEMENTS = ("input", "every_layer", "every_layer_shared")
 #: bfloat16 (fast where the CPU has AVX512_BF16 or AMX, and on TPUs and recent GPUs) or float16 (GPUs).
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
-#: What `keras_vit.serving.export --format` writes into a version's folder. "saved_model": the SavedModel alone; "tflite" and
-#: "tflite_int8" add `model.tflite` beside it (float32, or int8 weights with activations quantized at run time), run
-#: by LiteRT's XNNPACK kernels under `keras_vit.serving.server --prefer_tflite_model`.
+#: What `keras_vit.serving.export --format` writes into a version's folder. "saved_model": the SavedModel alone;
+#: "tflite" and "tflite_int8" add `model.tflite` beside it (float32, or int8 weights with activations quantized at run
+#: time), run by LiteRT's XNNPACK kernels under `keras_vit.serving.server --prefer_tflite_model`.
 EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8")
 
 #: The fine-tuning head policies of `keras_vit.load_weights(..., head=)`. "new": the model keeps its own

@@ -81,6 +81,7 @@ def detect(table_variables: Collection[str], attention_variables: Collection[str
     if not table_variables:
         return "none"
     for kind in KINDS.values():
-        if kind.has_table and kind.table_variables[0] in table_variables and set(table_variables) <= set(kind.table_variables):
+        if kind.has_table and kind.table_variables[0] in table_variables \
+                and set(table_variables) <= set(kind.table_variables):
             return kind.name
     raise ValueError(f"position embedding variables {sorted(table_variables)} are of no known kind ({tuple(KINDS)})")

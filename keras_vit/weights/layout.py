@@ -148,9 +148,8 @@ def architecture(params: dict[str, np.ndarray], grid: tuple[int, int] | None = N
         stride = resnet_stride(units)
     tables = {key.rsplit("/", 1)[1]: value for key, value in params.items()
               if key.startswith((POSITION_EMBEDDING, f"Transformer/encoderblock_0/{BLOCK_POSITION_EMBEDDING}"))}
-    attention = "Transformer/encoderblock_0/" + _BLOCK["attention"] + "/"
     found["position_embedding"] = position_embeddings.detect(
-        tables, [key[len(attention):] for key in params if key.startswith(attention)]
+        tables, [key[len(attention) + 1:] for key in params if key.startswith(attention + "/")]
     )
     found["position_embedding_placement"] = "input"
     if any(key.startswith(f"Transformer/encoderblock_0/{BLOCK_POSITION_EMBEDDING}") for key in params):
