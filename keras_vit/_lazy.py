@@ -1,4 +1,9 @@
-"""Packages whose public names are imported on first use (PEP 562), so that importing them starts no TensorFlow."""
+"""Imports on first use: packages' public names (PEP 562), and TensorFlow in the modules that use it only for tf.data.
+
+Both keep `import keras_vit` free of TensorFlow where Keras runs on JAX or
+PyTorch (and TensorFlow may be absent): TensorFlow is imported when a
+tf.data-side function first runs.
+"""
 
 from __future__ import annotations
 
@@ -28,3 +33,16 @@ def lazy_attributes(namespace: dict[str, Any], exports: Mapping[str, str]) -> tu
         return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
+
+
+class LazyModule:
+    """A module imported on its first attribute access: `tf = LazyModule("tensorflow")`, then `tf.image.resize`."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self._name), attribute)
+
+    def __repr__(self) -> str:
+        return f"LazyModule({self._name!r})"

@@ -1,11 +1,13 @@
 """The data side of masked patch prediction (paper section 4.6, appendix B.1.2): which patches are corrupted and how,
-and the 3-bit mean colour each corrupted patch predicts. Runs in the tf.data pipeline on batches of pixels."""
+and the 3-bit mean colour each corrupted patch predicts. Runs in the tf.data pipeline on batches of pixels (TensorFlow is imported when it first runs)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import tensorflow as tf
+from keras_vit._lazy import LazyModule
+
+tf = LazyModule("tensorflow")
 
 #: The paper's corruption: half of the patch embeddings; of those, 80% [mask], 10% another patch, 10% kept.
 CORRUPTION_RATE = 0.5

@@ -103,8 +103,11 @@ def resize_grid_op(grid, new_grid, method: str = "reference"):
     "reference" is the aligned-corners linear zoom written as two
     interpolation matrices, [new_gh, gh] and [new_gw, gw] (`_linear_weights`),
     applied along each axis; at an equal size they are identities, so the
-    table comes back unchanged. The half-pixel methods are `tf.image.resize`,
-    the op `keras.ops.image.resize` runs on load.
+    table comes back unchanged. The half-pixel methods are
+    `keras.ops.image.resize`, the op `resize_grid` runs on load, when the
+    new grid is known as the model is traced (always on JAX and PyTorch);
+    a TensorFlow graph of unknown image size resizes with `tf.image.resize`,
+    the op Keras' TensorFlow backend runs for it.
     """
     _check_method(method)
     from keras import ops
@@ -113,9 +116,12 @@ def resize_grid_op(grid, new_grid, method: str = "reference"):
         rows = _linear_weights(grid.shape[0], new_grid[0])
         columns = _linear_weights(grid.shape[1], new_grid[1])
         return ops.einsum("ij,jkd,lk->ild", rows, ops.cast(grid, "float32"), columns)
-    import tensorflow as tf  # keras.ops.image.resize takes Python sizes only
+    grid = ops.cast(grid, "float32")[None]
+    if all(isinstance(size, (int, np.integer)) for size in new_grid):
+        return ops.image.resize(grid, tuple(new_grid), interpolation=method, antialias=False)[0]
+    import tensorflow as tf  # a symbolic size: keras.ops.image.resize takes Python sizes only
 
-    return tf.image.resize(ops.cast(grid, "float32")[None], new_grid, method=method, antialias=False)[0]
+    return tf.image.resize(grid, new_grid, method=method, antialias=False)[0]
 
 
 def resize_table_op(table, new_length, method: str = "reference"):

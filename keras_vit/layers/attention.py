@@ -13,6 +13,14 @@ from keras_vit.utils import to_pair
 #: The key under which a relative table's grid is saved beside it (`.keras`, `.weights.h5`).
 GRID_KEY = "grid_size"
 
+#: The backends whose attention runs through `keras.ops.dot_product_attention`: JAX's cuDNN / XLA kernel and
+#: PyTorch's `scaled_dot_product_attention` (flash or memory-efficient kernels on a GPU, a fused kernel on a CPU).
+#: TensorFlow has no fused kernel; there the op is the same einsums and softmax as the explicit path, which also
+#: keeps the softmax in float32 under mixed precision, so TensorFlow stays on it. The weights are computed
+#: explicitly whenever they are asked for (`return_attention_scores=True`: `attention_maps`, rollout, distances),
+#: so the maps are exact on every backend.
+FUSED_ATTENTION_BACKENDS = ("jax", "torch")
+
 
 def relative_position_index(grid_size: tuple[int, int], num_prefix_tokens: int) -> np.ndarray:
     """[N, N] row of the relative table each (query, key) pair reads, N = prefix + gh * gw.
@@ -54,7 +62,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     token (`relative_position_index`). The scaled queries are multiplied with
     the whole table, q.E [batch, heads, N, R], and each (query, key) pair then
     gathers its row: memory grows as N * R, never N * N * D. The resulting
-    logits are added to the content logits before the softmax. Raster offsets
+    logits are added to the content logits before the softmax (a bias of the
+    fused kernel, `FUSED_ATTENTION_BACKENDS`). Raster offsets
     mean different things on different grids, so a table stored for another
     grid is refused on load; the grid is saved beside the table.
 
@@ -129,13 +138,24 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def call(self, inputs, training=None, return_attention_scores: bool = False):
         query = self.query(inputs) * ops.cast(1.0 / math.sqrt(self.head_dim), inputs.dtype)
         key, value = self.key(inputs), self.value(inputs)
+        bias = self._relative_logits(query) if self.relative_positions else None
+        if not return_attention_scores and self._fused(training):
+            # scale=1: the queries are scaled above, as in the explicit path.
+            return self.out(ops.dot_product_attention(query, key, value, bias=bias, scale=1.0))
         logits = ops.einsum("bqnh,bknh->bnqk", query, key)
-        if self.relative_positions:
-            logits = logits + self._relative_logits(query)
+        if bias is not None:
+            logits = logits + bias
         weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), inputs.dtype)
         outputs = ops.einsum("bnqk,bknh->bqnh", self.attention_dropout(weights, training=training), value)
         outputs = self.out(outputs)
         return (outputs, weights) if return_attention_scores else outputs
+
+    def _fused(self, training) -> bool:
+        """Whether this call runs `keras.ops.dot_product_attention` (see `FUSED_ATTENTION_BACKENDS`): never when the
+        weights are asked for, nor when dropout on them is active (the fused kernels have none)."""
+        if training and self.attention_dropout_rate > 0:
+            return False
+        return keras.backend.backend() in FUSED_ATTENTION_BACKENDS
 
     def _relative_logits(self, query):
         """[batch, heads, N, N] logits of each query against the embedding of its (query, key) relation."""

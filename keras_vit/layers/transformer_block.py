@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.stochastic_depth import StochasticDepth
@@ -28,8 +29,9 @@ class TransformerBlock(keras.layers.Layer):
         relative_positions: 1-D relative position logits in the attention.
         grid_size, num_prefix_tokens: the token layout, for relative positions.
         remat: in training, keep only the block's input for the backward pass
-            and compute its activations again there (gradient checkpointing:
-            `tf.recompute_grad`). The random draws of dropout and stochastic
+            and compute its activations again there (gradient checkpointing,
+            `keras.remat`: `tf.recompute_grad`, `jax.checkpoint` or
+            `torch.utils.checkpoint`). The random draws of dropout and stochastic
             depth are replayed, so gradients are the plain block's.
 
     Shapes:
@@ -102,22 +104,20 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, inputs, training=None, return_attention_scores: bool = False):
         if not (self.remat and training) or return_attention_scores:
             return self._forward(inputs, training, return_attention_scores)
-        import tensorflow as tf
-
         random_layers = (self.dropout, self.drop_path, self.attention.attention_dropout)
         generators = [layer.seed_generator for layer in random_layers if hasattr(layer, "seed_generator")]  # rate > 0
-        start = [tf.identity(generator.state.value) for generator in generators]  # where this call's draws begin
+        start = [ops.copy(generator.state.value) for generator in generators]  # where this call's draws begin
 
         def forward(x):
             for generator, state in zip(generators, start):  # recomputed in the backward pass: the same draws again
                 generator.state.assign(state)
             return self._forward(x, training)
 
-        return tf.recompute_grad(forward)(inputs)
+        return keras.remat(forward)(inputs)
 
     def _forward(self, inputs, training=None, return_attention_scores: bool = False):
-        y = self.attention_norm(inputs)
-        y, scores = self.attention(y, training=training, return_attention_scores=True)
+        y = self.attention(self.attention_norm(inputs), training=training, return_attention_scores=return_attention_scores)
+        y, scores = y if return_attention_scores else (y, None)
         x = inputs + self.drop_path(self.dropout(y, training=training), training=training)
         y = self.mlp_dense_1(self.mlp_norm(x))
         y = keras.activations.gelu(y, approximate=True)
