@@ -15,6 +15,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, Iterable
 
@@ -71,6 +72,67 @@ def run_worker(script: str, arguments: list[str], timeout: float = 1800) -> dict
         errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
         return {"error": errors[-1] if errors else f"exit code {done.returncode}"}
     return json.loads(lines[-1])
+
+
+class PersistentWorker:
+    """`python script --serve arguments...` kept running: `ask` sends it one JSON request line, reads one JSON reply.
+
+    For systems whose compilation dwarfs a measurement (XLA, `torch.compile` on
+    a GPU): each system compiles once in its own process, and the orchestrator
+    still alternates the systems round by round. A worker that dies answers
+    {"error": ...} from then on.
+    """
+
+    def __init__(self, script: str, arguments: list[str], env: dict[str, str] | None = None):
+        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1", **(env or {}))
+        self._stderr = tempfile.TemporaryFile("w+")  # a pipe nobody reads would fill and stop the worker
+        self._process = subprocess.Popen(
+            [sys.executable, script, "--serve", *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._stderr, text=True, env=environment, cwd=ROOT,
+        )
+
+    def ask(self, request: dict) -> dict:
+        self.send(request)
+        return self.receive()
+
+    def send(self, request: dict) -> None:
+        """Sends a request without waiting: several workers can then work side by side (compiling, say)."""
+        if self._process.poll() is None:
+            try:
+                self._process.stdin.write(json.dumps(request) + "\n")
+                self._process.stdin.flush()
+            except BrokenPipeError:
+                pass
+
+    def receive(self) -> dict:
+        """The reply to the last request sent."""
+        if self._process.poll() is None:
+            for line in self._process.stdout:  # a library may print lines of its own first
+                if line.startswith("{"):
+                    return json.loads(line)
+        self._process.wait()
+        self._stderr.seek(0)
+        errors = [line for line in self._stderr.read().splitlines() if line.strip()]
+        return {"error": errors[-1] if errors else f"worker exited with {self._process.returncode}"}
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._stderr.close()
+
+
+def serve_requests(answer: Callable[[dict], dict]) -> None:
+    """The worker's side of `PersistentWorker`: answers each JSON line on stdin with one on stdout, until EOF."""
+    for line in sys.stdin:
+        try:
+            reply = answer(json.loads(line))
+        except Exception as error:  # noqa: BLE001 - reported to the orchestrator, which shows it in the table
+            reply = {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+        print(json.dumps(reply), flush=True)
 
 
 def timed(step, batch: int, seconds: float, warmup: int = 2, minimum: int = 3) -> float:
