@@ -53,13 +53,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def python_path() -> str:
+    """The checkout first, then whatever PYTHONPATH already holds (packages carried to a machine, say)."""
+    return os.pathsep.join(part for part in (ROOT, os.environ.get("PYTHONPATH")) if part)
+
+
 def run_worker(script: str, arguments: list[str], timeout: float = 1800) -> dict:
     """Runs `python script --worker arguments...` and returns the JSON object its last stdout line holds.
 
     A worker that fails returns {"error": its last stderr line}, so that one
     missing peer does not end the whole benchmark.
     """
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=python_path())
     try:
         done = subprocess.run(
             [sys.executable, script, "--worker", *arguments],
@@ -84,7 +89,7 @@ class PersistentWorker:
     """
 
     def __init__(self, script: str, arguments: list[str], env: dict[str, str] | None = None):
-        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1", **(env or {}))
+        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=python_path(), PYTHONUNBUFFERED="1", **(env or {}))
         self._stderr = tempfile.TemporaryFile("w+")  # a pipe nobody reads would fill and stop the worker
         self._process = subprocess.Popen(
             [sys.executable, script, "--serve", *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -151,3 +151,31 @@ def fit_one_step(build, images: np.ndarray, expected_output: tuple, jit_compile=
     assert np.isfinite(history.history["loss"][0])
     changed = [not np.array_equal(b, keras.ops.convert_to_numpy(v)) for b, v in zip(before, model.trainable_weights)]
     assert sum(changed) >= len(changed) // 2, f"only {sum(changed)} of {len(changed)} weights changed"
+
+
+def gradients(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """d(mean cross-entropy)/d(trainable weights) of one training-mode forward pass, on whichever backend runs."""
+
+    def loss_of(logits):
+        return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_of(model(images, training=True))
+        found = tape.gradient(loss, model.trainable_weights)
+    elif backend == "jax":
+        import jax
+
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def loss_of_weights(trainable):
+            return loss_of(model.stateless_call(trainable, non_trainable, images, training=True)[0])
+
+        found = jax.jit(jax.grad(loss_of_weights))([v.value for v in model.trainable_variables])
+    else:
+        loss_of(model(images, training=True)).backward()
+        found = [v.value.grad for v in model.trainable_variables]
+    return [keras.ops.convert_to_numpy(g) for g in found]

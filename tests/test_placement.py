@@ -1,5 +1,6 @@
 """Table 8 in full: learned position embeddings at the input, before every block, or before every block shared."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -51,9 +52,9 @@ def test_a_table_per_block_is_added_before_each_block():
     randomize_at_trained_scale(model)
     first, second = model.block_position_embeddings
     images = random_images((1, 16, 16, 3))
-    before = [x.numpy() for x in model.intermediates(images)]
-    second.pos_embedding.assign(second.pos_embedding.numpy() + 1.0)  # only the second block's table changes
-    after = [x.numpy() for x in model.intermediates(images)]
+    before = [keras.ops.convert_to_numpy(x) for x in model.intermediates(images)]
+    second.pos_embedding.assign(keras.ops.convert_to_numpy(second.pos_embedding) + 1.0)  # only the second block's table changes
+    after = [keras.ops.convert_to_numpy(x) for x in model.intermediates(images)]
     assert first is not second and np.array_equal(after[0], before[0])  # block 0 never sees the second table
     assert np.abs(after[1] - before[1]).max() > 0.1  # block 1 does
     shared = keras_vit.ViT(**dict(TINY, position_embedding_placement="every_layer_shared"))

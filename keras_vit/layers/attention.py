@@ -20,6 +20,9 @@ GRID_KEY = "grid_size"
 #: explicitly whenever they are asked for (`return_attention_scores=True`: `attention_maps`, rollout, distances),
 #: so the maps are exact on every backend.
 FUSED_ATTENTION_BACKENDS = ("jax", "torch")
+#: cuDNN's fused attention trains (forward and backward) only on sequences of a multiple of 64 tokens (JAX 0.11,
+#: an H200: "Unsupported sequence length Q 197, KV 197"); inference takes any length.
+JAX_TRAINING_TOKEN_MULTIPLE = 64
 
 
 def relative_position_index(grid_size: tuple[int, int], num_prefix_tokens: int) -> np.ndarray:
@@ -139,7 +142,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         query = self.query(inputs) * ops.cast(1.0 / math.sqrt(self.head_dim), inputs.dtype)
         key, value = self.key(inputs), self.value(inputs)
         bias = self._relative_logits(query) if self.relative_positions else None
-        if not return_attention_scores and self._fused(training):
+        if not return_attention_scores and self._fused(inputs.shape[1], training):
             # scale=1: the queries are scaled above, as in the explicit path.
             return self.out(ops.dot_product_attention(query, key, value, bias=bias, scale=1.0))
         logits = ops.einsum("bqnh,bknh->bnqk", query, key)
@@ -150,12 +153,18 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         outputs = self.out(outputs)
         return (outputs, weights) if return_attention_scores else outputs
 
-    def _fused(self, training) -> bool:
+    def _fused(self, tokens: int | None, training) -> bool:
         """Whether this call runs `keras.ops.dot_product_attention` (see `FUSED_ATTENTION_BACKENDS`): never when the
-        weights are asked for, nor when dropout on them is active (the fused kernels have none)."""
-        if training and self.attention_dropout_rate > 0:
+        weights are asked for (the caller checks), nor when dropout on them is active (the fused kernels have none).
+
+        On JAX, training takes the fused op only at token counts cuDNN's training kernel takes
+        (`JAX_TRAINING_TOKEN_MULTIPLE`): at others (197 tokens: ViT-B/16 at 224) JAX refuses it in the backward
+        pass, Keras logs an error at every trace and falls back to the same einsums as the explicit path.
+        """
+        backend = keras.backend.backend()
+        if backend not in FUSED_ATTENTION_BACKENDS or (training and self.attention_dropout_rate > 0):
             return False
-        return keras.backend.backend() in FUSED_ATTENTION_BACKENDS
+        return not (backend == "jax" and training) or (tokens is not None and tokens % JAX_TRAINING_TOKEN_MULTIPLE == 0)
 
     def _relative_logits(self, query):
         """[batch, heads, N, N] logits of each query against the embedding of its (query, key) relation."""
