@@ -50,6 +50,34 @@ def warn_checkout_name(package: str) -> None:
     )
 
 
+#: The Keras backends a command can run on (`--backend`).
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def add_backend_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="the Keras backend (default: KERAS_BACKEND, else tensorflow); tf.data, tf.distribute and "
+                             "SavedModel export stay TensorFlow's")
+
+
+def use_backend(name: str | None) -> None:
+    """Runs this command again, at once, under `KERAS_BACKEND=name` when Keras was imported with another backend.
+
+    Keras reads its backend once, when it is imported, and `import keras_vit` imports it before any flag is read;
+    the process is replaced (same interpreter, same arguments), so nothing of the first start remains.
+    """
+    import keras
+
+    if name is None or name == keras.backend.backend():
+        return
+    if not any(arg == "--backend" or arg.startswith("--backend=") for arg in sys.argv[1:]):  # called, not started
+        raise ValueError(f"Keras runs on {keras.backend.backend()} in this process: its backend is read when it is "
+                         f"imported, so set KERAS_BACKEND={name} before importing keras_vit.")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, dict(os.environ, KERAS_BACKEND=name))
+
+
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     """`--verbose`, kept so that scripts passing it still run: it has had no effect since 0.3 (a warning says so)."""
     parser.add_argument("--verbose", action=_NoLongerVerbose, nargs=0, help=argparse.SUPPRESS)

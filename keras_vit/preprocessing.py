@@ -25,13 +25,18 @@ def preprocess_input(images):
 
     Args:
         images: [..., H, W, C] pixel values (any numeric dtype): a NumPy array,
-            or a tensor of the Keras backend.
+            a tensor of the Keras backend, or a TensorFlow tensor on any
+            backend (a tf.data pipeline's, where Keras runs on JAX or PyTorch).
 
     Returns:
         float32 values in [-1, 1] of the same shape and kind (NumPy in, NumPy out).
     """
     if isinstance(images, (np.ndarray, list, tuple)):
         return np.asarray(images, np.float32) / np.float32(127.5) - np.float32(1.0)
+    if type(images).__module__.startswith("tensorflow") and keras.backend.backend() != "tensorflow":
+        import tensorflow as tf
+
+        return tf.cast(images, tf.float32) / 127.5 - 1.0
     return keras.ops.cast(images, "float32") / 127.5 - 1.0
 
 

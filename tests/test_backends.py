@@ -1,18 +1,25 @@
 """keras_vit on JAX and PyTorch: the model core with TensorFlow unimportable, .keras files moved between all three
-backends, data parallelism on JAX, tf.data input on JAX. Each backend runs in its own processes."""
+backends, data parallelism and tf.data input on JAX, and `keras_vit.training.train --backend jax`. Each backend
+runs in its own processes."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+import keras_vit
 from backend_jobs import MODELS
-from support import REPO, env
+from harness import random_images
+from keras_vit.training import backup
+from support import REPO, TINY_MODEL, env, run_module, start_module
 
 pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
 
@@ -63,3 +70,49 @@ def test_fit_on_jax_data_parallel_over_two_host_devices_and_from_tf_data(tmp_pat
     np.testing.assert_allclose(found["data_parallel"], found["one_device"], rtol=1e-5)
     assert found["one_device"][-1] < found["one_device"][0]  # the steps moved the weights
     assert found["tf_data_accuracy"] == 1.0
+
+
+TRAIN_ON_JAX = [*TINY_MODEL, "--backend", "jax", "--epochs", "3", "--steps_per_epoch", "12", "--batch_size", "16",
+                "--backup_freq", "5", "--warmup_steps", "5", "--progress", "2"]
+
+
+def test_training_train_on_jax_over_two_devices_with_few_shot_and_early_stopping(tmp_path):
+    result = run_module("keras_vit.training.train", *TRAIN_ON_JAX, "--logical_cpus", "2", "--fewshot_every", "1",
+                        "--early_stopping_patience", "1", "--output_dir", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "2 replica(s)" in result.stdout
+    history = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert history and all(float(row["fewshot_10shot"]) > 0 for row in history)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["accuracy"] > 0.1 and (tmp_path / "best.keras").exists()
+    # The model trained on JAX loads here, on TensorFlow.
+    images = random_images((2, 16, 16, 3))
+    assert keras_vit.load_model(tmp_path / "model.keras").predict(images, verbose=0).shape == (2, 10)
+
+    refused = run_module("keras_vit.training.train", *TRAIN_ON_JAX, "--strategy", "mirrored",
+                         "--output_dir", str(tmp_path / "mirrored"), timeout=120)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+        "error: --strategy mirrored is a tf.distribute strategy, which needs Keras' TensorFlow backend")
+
+
+def test_training_on_jax_resumes_after_a_kill(tmp_path):
+    """Killed after epoch 1's backup, the run resumes at epoch 2 (a mid-epoch resume is issue 35's, on every backend)."""
+    command = [*TRAIN_ON_JAX, "--backup_freq", "epoch", "--output_dir", str(tmp_path)]
+    process = start_module("keras_vit.training.train", *command)
+    history_path, deadline = tmp_path / "history.csv", time.monotonic() + 240
+
+    def epoch_one_logged_and_backed_up() -> bool:
+        return history_path.exists() and len(history_path.read_text().splitlines()) > 1 and bool(
+            backup.states(str(tmp_path / "backup")))
+
+    while process.poll() is None and time.monotonic() < deadline and not epoch_one_logged_and_backed_up():
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before epoch 1 was logged and backed up"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    result = run_module("keras_vit.training.train", *command)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "resuming at epoch 2" in result.stdout
+    history = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2]
+    assert [int(float(row["updates"])) for row in history] == [12, 24, 36]

@@ -1,4 +1,10 @@
-"""Choosing a tf.distribute strategy, and model.fit under MultiWorkerMirroredStrategy.
+"""Choosing a tf.distribute strategy (or, on JAX and PyTorch, a keras.distribution), and model.fit under
+MultiWorkerMirroredStrategy.
+
+On the JAX and PyTorch backends tf.distribute has nothing to distribute:
+`make_strategy` returns a `KerasDistribution`, which the trainer uses as it
+uses a strategy (`scope()`, `num_replicas_in_sync`). On JAX, "auto" spreads
+each batch over every device with `keras.distribution.DataParallel`.
 
 Keras 3's `model.fit` does not work under `MultiWorkerMirroredStrategy`
 (keras-team/keras#20585; seen here with TF 2.21 / Keras 3.15):
@@ -24,6 +30,8 @@ Other strategies are untouched.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -40,10 +48,35 @@ logger = logging.getLogger(__name__)
 MULTI_WORKER_KERAS_VERSIONS = ("3.15",)
 
 
-def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
-    """auto: TPU if a resolver finds one, else mirrored over the local GPUs, else the default strategy."""
+#: The strategies of the JAX and PyTorch backends (the others are tf.distribute's).
+KERAS_DISTRIBUTION_STRATEGIES = ("auto", "one_device")
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasDistribution:
+    """The strategy of a run on JAX or PyTorch: the devices a batch is split over (one: no distribution)."""
+
+    devices: tuple[str, ...]
+
+    @property
+    def num_replicas_in_sync(self) -> int:
+        return len(self.devices)
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # keras.distribution's is global, set by `make_strategy`
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy | KerasDistribution:
+    """auto: TPU if a resolver finds one, else mirrored over the local GPUs, else the default strategy.
+
+    On JAX and PyTorch (`KerasDistribution`): auto is data parallel over every device on JAX, one device on
+    PyTorch (Keras distributes only JAX); one_device is one device; tf.distribute's strategies are refused.
+    """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}.")
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        return _keras_distribution(name, backend)
     if name == "auto":
         tpu = _find_tpu()
         if tpu is not None:
@@ -68,10 +101,42 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     return _tpu_strategy(tpu)
 
 
+def _keras_distribution(name: str, backend: str) -> KerasDistribution:
+    if name not in KERAS_DISTRIBUTION_STRATEGIES:
+        raise ValueError(
+            f"--strategy {name} is a tf.distribute strategy, which needs Keras' TensorFlow backend; this run is on "
+            f"{backend}: use --strategy auto (JAX: keras.distribution.DataParallel over every device) or one_device, "
+            f"or --backend tensorflow."
+        )
+    devices = tuple(keras.distribution.list_devices()) if backend == "jax" else (backend,)
+    if name == "one_device" or len(devices) == 1:
+        return KerasDistribution(devices[:1])
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=list(devices)))
+    return KerasDistribution(devices)
+
+
 def split_cpu(count: int) -> None:
-    """Exposes the CPU as `count` logical devices, so that mirrored strategies have replicas without GPUs."""
+    """Exposes the CPU as `count` logical devices, so that mirrored strategies have replicas without GPUs.
+
+    On JAX the count of host devices is read from XLA_FLAGS when JAX first looks for devices: set here, it
+    holds if nothing has asked for a device yet; a clear error says so otherwise."""
+    if keras.backend.backend() == "jax":
+        return _split_jax_cpu(count)
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"--logical_cpus needs the TensorFlow or JAX backend, not {keras.backend.backend()}.")
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def _split_jax_cpu(count: int) -> None:
+    flag = f"--xla_force_host_platform_device_count={count}"
+    os.environ["XLA_FLAGS"] = " ".join([*os.environ.get("XLA_FLAGS", "").split(), flag])
+    import jax
+
+    found = len(jax.devices("cpu"))
+    if found != count:
+        raise ValueError(f"--logical_cpus {count}: JAX had already started with {found} host device(s); set "
+                         f"XLA_FLAGS={flag} before starting the command.")
 
 
 def _find_tpu():
@@ -87,7 +152,7 @@ def _tpu_strategy(resolver) -> tf.distribute.Strategy:
     return tf.distribute.TPUStrategy(resolver)
 
 
-def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+def is_multi_worker(strategy: tf.distribute.Strategy | KerasDistribution) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
 
 
@@ -107,7 +172,7 @@ def is_chief() -> bool:
     return kind == "worker" and index == 0 and "chief" not in config.get("cluster", {})
 
 
-def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy, grad_accum_steps: int = 1) -> int:
+def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy | KerasDistribution, grad_accum_steps: int = 1) -> int:
     """The per-step global batch; ValueError unless it splits evenly over replicas and micro-batches."""
     replicas = strategy.num_replicas_in_sync
     if grad_accum_steps > 1 and replicas > 1:
@@ -137,8 +202,8 @@ def check_keras_version(version: str = keras.__version__) -> None:
 
 def enable_multi_worker_fit(model: keras.Model) -> None:
     """Makes `model.fit` / `model.evaluate` work under MultiWorkerMirroredStrategy (see the module doc)."""
-    strategy = model.distribute_strategy
-    if not is_multi_worker(strategy):
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow's trainer only
+    if strategy is None or not is_multi_worker(strategy):
         return
     check_keras_version()
     if model.jit_compile and not any(("GPU" in d or "TPU" in d) for d in strategy.extended.worker_devices):

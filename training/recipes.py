@@ -106,9 +106,15 @@ class Recipe:
         For the masked patch task: the cross-entropy of the colour classes and
         their accuracy, both over the corrupted patches only (the batches'
         sample weights).
+
+        `jit_compile` is TensorFlow's choice between XLA and a graph; JAX has
+        no graph mode (uncompiled, it runs op by op, 15x slower on the tiny
+        models), so there the step is always compiled.
         """
         import keras
 
+        if keras.backend.backend() == "jax":
+            jit_compile = True
         if self.task == "masked_patch":
             if self.loss != "softmax" or self.label_smoothing:
                 raise ValueError("Masked patch prediction trains with the plain softmax loss (no sigmoid, no smoothing).")

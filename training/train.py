@@ -75,8 +75,11 @@ def parser() -> argparse.ArgumentParser:
     add("--steps_per_epoch", type=int, help="batches per epoch (default: one pass over the data)")
     add("--batch_size", type=int,
         help="global batch size (all replicas and accumulation steps; default: the recipe's, less for small datasets)")
-    add("--strategy", choices=STRATEGIES, help="tf.distribute strategy")
-    add("--logical_cpus", type=int, help="split the CPU into N logical devices (try strategies without GPUs)")
+    add("--strategy", choices=STRATEGIES,
+        help="tf.distribute strategy; on JAX and PyTorch only auto (JAX: keras.distribution.DataParallel over "
+             "every device) and one_device")
+    cli.add_backend_flag(p)
+    add("--logical_cpus", type=int, help="split the CPU into N logical devices (try strategies without GPUs; on JAX: N host devices)")
     add("--output_dir", required=True, help="where models, logs and backups go")
     add("--recipe", choices=list(RECIPES),
         help="jft, imagenet21k, imagenet1k and finetune are the paper's; pretrain is ours for small data")
@@ -102,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     add("--randaugment", type=float, nargs=2, metavar=("N", "M"), help="keras-cv RandAugment: N ops, magnitude M in [0, 1]")
     add("--mixup", type=float, help="keras-cv MixUp alpha (0: off)")
     add("--precision", choices=DTYPE_POLICIES, help="dtype policy (mixed_float16 uses loss scaling)")
-    add("--jit_compile", action="store_true", help="compile the train step with XLA")
+    add("--jit_compile", action="store_true", help="compile the train step with XLA (TensorFlow; JAX always compiles)")
     add("--steps_per_execution", type=int, help="train steps run per call of the compiled function")
     add("--backup_freq", type=backup_frequency, help="'epoch' or a number of steps between backups")
     add("--fewshot_every", type=int, help="log few-shot accuracy every N epochs (0: off)")
@@ -130,6 +133,7 @@ def backup_frequency(text: str) -> str | int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    cli.use_backend(vars(args).pop("backend"))
     try:
         config = RunConfig.from_flags(args)
         cli.check_files(init_from=args.init_from, weights=args.weights if args.weights and args.weights.endswith((".npz", ".keras", ".h5")) else None)

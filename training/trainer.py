@@ -45,7 +45,7 @@ class Plan:
     train_split: str
     eval_split: str
     recipe: Recipe
-    strategy: tf.distribute.Strategy
+    strategy: tf.distribute.Strategy | distribute.KerasDistribution
     train_examples: range  # which examples of the training split are trained on (--train_fraction)
     step_batch: int  # global batch of one step (all replicas, one micro-batch)
     steps_per_epoch: int
