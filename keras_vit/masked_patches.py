@@ -1,5 +1,6 @@
 """The data side of masked patch prediction (paper section 4.6, appendix B.1.2): which patches are corrupted and how,
-and the 3-bit mean colour each corrupted patch predicts. Runs in the tf.data pipeline on batches of pixels (TensorFlow is imported when it first runs)."""
+and the 3-bit mean colour each corrupted patch predicts. Runs in the tf.data pipeline on batches of pixels; TensorFlow
+is imported when it first runs, so that the model side imports on any backend."""
 
 from __future__ import annotations
 

@@ -200,6 +200,11 @@ def export(
     images) below `min_top1_agreement` refuses the export; the figures go to
     `assets.extra/int8_check.json` in the version.
     """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"A SavedModel is a TensorFlow graph: export with Keras' TensorFlow backend (KERAS_BACKEND=tensorflow); "
+            f"this process runs on {keras.backend.backend()}. The .keras file loads there unchanged."
+        )
     if format not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(EXPORT_FORMATS)}.")
     lite = format != "saved_model"

@@ -28,13 +28,14 @@ def test_a_second_run_on_a_busy_output_dir_refuses_and_writes_nothing(tmp_path):
         while not (tmp_path / "history.csv").exists():  # the first run is training
             assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()[-2000:]
             time.sleep(0.1)
-        before = {p.name for p in tmp_path.rglob("*")}
+        before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
         second = run_module("keras_vit.training.train", *command, timeout=240)
         assert second.returncode == 2
         assert second.stderr.strip().splitlines()[-1] == (
             f"error: --output_dir {tmp_path} is in use by process {first.pid}, a run still going there: wait for it or "
             "stop it (the same command then resumes), or pass another --output_dir.")
-        assert {p.name for p in tmp_path.rglob("*")} <= before | {"backup", "logs"}  # only the first run's own writes
+        new = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} - before
+        assert {p for p in new if p.parts[0] not in ("backup", "logs")} == set()  # the first run's own writes only
         assert first.poll() is None  # the first run goes on
     finally:
         first.send_signal(signal.SIGKILL)

@@ -36,6 +36,10 @@ ADDED_FIELDS = {
 }
 
 
+#: `keras_vit.training.train` flags of the process, not of the run (`cli.use_backend` acts on `--backend`).
+PROCESS_FLAGS = ("backend",)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A training run. Fields are `keras_vit.training.train`'s flags (`--help` says what each does); None: the recipe's or the
@@ -121,8 +125,10 @@ class RunConfig:
 
     @classmethod
     def from_flags(cls, flags) -> "RunConfig":
-        """The configuration of parsed `keras_vit.training.train` flags (an argparse namespace, or any object with them)."""
-        values = dict(vars(flags))
+        """The configuration of parsed `keras_vit.training.train` flags (an argparse namespace, or any object with them).
+
+        `PROCESS_FLAGS` choose how the process runs, not what the run is: they are not part of it."""
+        values = {name: value for name, value in vars(flags).items() if name not in PROCESS_FLAGS}
         unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
         if unknown:
             raise TypeError(f"RunConfig has no field for {', '.join(unknown)}.")

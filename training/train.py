@@ -133,7 +133,7 @@ def backup_frequency(text: str) -> str | int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    cli.use_backend(vars(args).pop("backend"))
+    cli.use_backend(args.backend)
     try:
         config = RunConfig.from_flags(args)
         cli.check_files(init_from=args.init_from, weights=args.weights if args.weights and args.weights.endswith((".npz", ".keras", ".h5")) else None)

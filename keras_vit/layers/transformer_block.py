@@ -116,8 +116,9 @@ class TransformerBlock(keras.layers.Layer):
         return keras.remat(forward)(inputs)
 
     def _forward(self, inputs, training=None, return_attention_scores: bool = False):
-        y = self.attention(self.attention_norm(inputs), training=training, return_attention_scores=return_attention_scores)
-        y, scores = y if return_attention_scores else (y, None)
+        attended = self.attention(self.attention_norm(inputs), training=training,
+                                  return_attention_scores=return_attention_scores)
+        y, scores = attended if return_attention_scores else (attended, None)
         x = inputs + self.drop_path(self.dropout(y, training=training), training=training)
         y = self.mlp_dense_1(self.mlp_norm(x))
         y = keras.activations.gelu(y, approximate=True)
