@@ -4,7 +4,8 @@
                    file); then, unless already there, models of several kinds saved as .keras files with their
                    outputs on fixed images in DIR/BACKEND/
     fit DIR        on JAX with TensorFlow installed: fit steps under keras.distribution.DataParallel over every
-                   device and on one device, and fit on a tf.data pipeline (the input stays TensorFlow's)
+                   device and on one device, fit on a tf.data pipeline (the input stays TensorFlow's), and what
+                   TensorFlow's alone refuses there (a tf.distribute strategy, a SavedModel export)
 
 Each prints one JSON line, its result.
 """
@@ -22,12 +23,11 @@ import keras_vit
 from harness import predict, random_images, randomize_at_trained_scale
 
 TINY = dict(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, classes=5)
-#: What the exchange covers: the plain model, 2-D and relative positions, GAP, any-size, remat, and a hybrid.
+#: What the exchange covers: 1-D, 2-D and relative positions, the class token and GAP, any size, remat, a hybrid.
 MODELS = {
-    "plain": dict(TINY, num_layers=2),
-    "learned_2d_gap": dict(TINY, num_layers=2, position_embedding="learned_2d", classifier="gap"),
-    "relative_every_layer": dict(TINY, num_layers=2, position_embedding="relative"),
     "dynamic_remat": dict(TINY, num_layers=2, dynamic_image_size=True, remat=True),
+    "learned_2d_gap": dict(TINY, num_layers=2, position_embedding="learned_2d", classifier="gap"),
+    "relative": dict(TINY, num_layers=2, position_embedding="relative"),
     "hybrid": dict(image_size=32, patch_size=1, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1, classes=5,
                    resnet_layers=(1,), resnet_width=1),
 }
@@ -56,7 +56,22 @@ def images_for(model) -> np.ndarray:
 
 
 def fit(folder: pathlib.Path) -> dict:
-    return {**data_parallel(), "tf_data_accuracy": fit_tf_data()}
+    return {**data_parallel(), "tf_data_accuracy": fit_tf_data(), "refused": refusals(folder)}
+
+
+def refusals(folder: pathlib.Path) -> dict:
+    """The messages of what needs TensorFlow's backend, asked for on this one."""
+    from keras_vit.serving import saved_model
+    from keras_vit.training import distribute
+
+    found = {}
+    for name, attempt in (("strategy", lambda: distribute.make_strategy("mirrored")),
+                          ("export", lambda: saved_model.export(keras_vit.ViT(**TINY, num_layers=1), str(folder / "served")))):
+        try:
+            attempt()
+        except ValueError as error:
+            found[name] = str(error)
+    return {**found, "exported": (folder / "served").exists()}
 
 
 def data_parallel() -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import socket
@@ -32,6 +33,26 @@ def env(**extra: str) -> dict[str, str]:
     out["PYTHONPATH"] = os.pathsep.join([str(REPO), out.get("PYTHONPATH", "")])
     out.update(extra)
     return out
+
+
+#: On PYTHONPATH, makes TensorFlow unimportable in a process (tests/without_tensorflow/sitecustomize.py).
+WITHOUT_TENSORFLOW = REPO / "tests" / "without_tensorflow"
+
+
+def backend_env(backend: str, tensorflow: bool = False, **extra: str) -> dict[str, str]:
+    """The environment of a process on Keras' `backend`: on JAX or PyTorch without TensorFlow unless `tensorflow`."""
+    out = env(KERAS_BACKEND=backend, **extra)
+    path = [str(REPO / "tests"), out["PYTHONPATH"]]
+    out["PYTHONPATH"] = os.pathsep.join(path if tensorflow or backend == "tensorflow" else [str(WITHOUT_TENSORFLOW), *path])
+    return out
+
+
+def backend_job(name: str, backend: str, folder: pathlib.Path, tensorflow: bool = False, **extra: str) -> dict:
+    """The JSON result of `python tests/backend_jobs.py name folder` run on `backend` (see `backend_env`)."""
+    done = subprocess.run([sys.executable, "tests/backend_jobs.py", name, str(folder)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env=backend_env(backend, tensorflow, **extra))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_module(module: str, *args: str, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess:

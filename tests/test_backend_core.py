@@ -15,7 +15,7 @@ from keras_vit import analysis
 from keras_vit.layers import attention
 
 FIXTURES = ["vit_tiny_token", "hybrid_tiny"]
-REMAT_CONFIG = dict(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=3, classes=5,
+REMAT_CONFIG = dict(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=2, classes=5,
                     dropout_rate=0.1, attention_dropout_rate=0.1, stochastic_depth_rate=0.2)
 
 

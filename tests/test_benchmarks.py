@@ -1,25 +1,22 @@
 """The benchmarks that need hardware the suite does not have still run here, with tiny shapes, so they cannot rot."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from support import REPO, env
+from support import REPO, backend_env
 
 pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
 
 
 def test_the_gpu_benchmark_runs_on_the_cpu_with_tiny_shapes_on_jax_without_tensorflow():
     """As on the GPU machines: Keras on JAX, no TensorFlow (timm's rows need timm, which CI does not install)."""
-    environment = env(KERAS_BACKEND="jax")
-    environment["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "without_tensorflow"), environment["PYTHONPATH"]])
     result = subprocess.run(
         [sys.executable, "benchmarks/gpu.py", "--variants", "ViT_Ti16", "--image_size", "32", "--batch", "2",
          "--train_batch", "2", "--seconds", "0.1", "--rounds", "1", "--peak_tflops", "1", "--no_torch_compile",
          "--modes", "infer_bfloat16", "train"],
-        cwd=REPO, env=environment, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=backend_env("jax"), capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Keras backend jax" in result.stdout and "keras_vit: jax (Keras" in result.stdout

@@ -46,7 +46,7 @@ def features(model, batches) -> tuple[np.ndarray, np.ndarray]:
 
     xs, ys = [], []
     for images, labels in batches:
-        xs.append(keras.ops.convert_to_numpy(model.representation(images)))
+        xs.append(model.predict_representation(np.asarray(images)))  # tf.data's tensors, whatever the Keras backend
         ys.append(np.argmax(keras.ops.convert_to_numpy(labels), axis=-1))
     return np.concatenate(xs).astype(np.float64), np.concatenate(ys)
 

@@ -385,6 +385,11 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         """What the head sees: the pooled tokens after `pre_logits`, [batch, representation_size or D]."""
         return self._view("representation")(images, training=training)
 
+    def predict_representation(self, images) -> np.ndarray:
+        """`representation` of one batch in inference, compiled as `predict_on_batch` compiles it (a graph on
+        TensorFlow, XLA on JAX, where an eager call runs op by op): NumPy [batch, representation_size or D]."""
+        return self._view("representation").predict_on_batch(images)
+
     def intermediates(self, images, blocks=None, norm: bool = False, training: bool = False) -> list:
         """Each chosen block's output tokens, [batch, N, D] each (timm's `forward_intermediates`).
 
