@@ -4,6 +4,7 @@ data-scale study (Fig. 3, 4)."""
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from keras_vit.weights.pipeline import WeightsLoading
 from keras_vit.layers import ClassifierHead
@@ -95,7 +96,14 @@ class ResNet(WeightsLoading, ConstructorConfig, keras.Model):
 
     def representation(self, images, training: bool = False):
         """What the head sees: the globally pooled last stage, [batch, C]."""
+        return self._representation_view()(images, training=training)
+
+    def predict_representation(self, images) -> np.ndarray:
+        """`representation` of one batch in inference, compiled as `predict_on_batch` compiles it: NumPy [batch, C]."""
+        return self._representation_view().predict_on_batch(images)
+
+    def _representation_view(self) -> keras.Model:
         def build() -> keras.Model:
             return keras.Model(self.input, self.pool.output, name=f"{self.name}_representation")
 
-        return self._views.get("representation", build)(images, training=training)
+        return self._views.get("representation", build)
