@@ -89,7 +89,8 @@ class PersistentWorker:
     """
 
     def __init__(self, script: str, arguments: list[str], env: dict[str, str] | None = None):
-        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=python_path(), PYTHONUNBUFFERED="1", **(env or {}))
+        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=python_path(), PYTHONUNBUFFERED="1")
+        environment.update(env or {})
         self._stderr = tempfile.TemporaryFile("w+")  # a pipe nobody reads would fill and stop the worker
         self._process = subprocess.Popen(
             [sys.executable, script, "--serve", *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
