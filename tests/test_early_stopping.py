@@ -54,7 +54,9 @@ def test_a_run_stops_when_accuracy_stalls_and_keeps_the_best_weights(uninterrupt
     for kept, best in zip(weights(out / "model.keras"), weights(out / "best.keras")):
         np.testing.assert_array_equal(kept, best)
     history = list(csv.DictReader((out / "history.csv").open()))
-    assert abs(results["accuracy"] - float(history[0]["val_accuracy"])) < 1e-6  # evaluated with epoch 1's weights
+    assert results["best_value"] == pytest.approx(float(history[0]["val_accuracy"]))
+    # Selected on minival, the end of digits' train, and scored on the test split.
+    assert (results["selection_split"], results["split"], results["examples"]) == ("train[1293:1437]", "test", 360)
     model = keras_vit.load_model(out / "model.keras")
     assert results["training_flops"] == 3 * keras_vit.analysis.flops(model) * 3 * 30 * 16  # 3 epochs, not 8
 
@@ -81,6 +83,30 @@ def test_a_run_killed_after_an_epoch_stops_where_the_uninterrupted_one_did(unint
     assert epochs_logged(out) == [0, 1, 2]
     for kept, best in zip(weights(out / "model.keras"), weights(out / "best.keras")):  # read back from best.keras
         np.testing.assert_array_equal(kept, best)
+    assert results["weights_sha256"] == expected["weights_sha256"]
+
+
+def test_a_run_killed_after_logging_the_epoch_it_stops_at_stops_there_again(uninterrupted, tmp_path):
+    """Killed while the stopping epoch's backup is written (its row logged, its state not yet in place), the run
+    trains that epoch again, identically, and stops there with the uninterrupted run's weights."""
+    reference, _ = uninterrupted
+    out = tmp_path / "run"
+    process = start_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out),
+                           **{backup.PAUSE_ENV: "0.5"})
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline and len(epochs_logged(out)) < 3:
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert backed_up_epoch(out) == 2 and epochs_logged(out) == [0, 1, 2]  # the row is there, its state is not
+
+    resumed = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out), timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    expected = json.loads((reference / "results.json").read_text())
+    assert (results["stopped_epoch"], results["weights_sha256"]) == (expected["stopped_epoch"], expected["weights_sha256"])
+    assert epochs_logged(out) == [0, 1, 2]
 
 
 def test_early_stopping_counts_evaluations_and_skips_epochs_without_one():

@@ -62,7 +62,22 @@ def killed_in_epoch_one(tmp_path_factory):
     return out
 
 
-def test_kills_at_many_instants_end_with_every_epoch_logged_once(killed_in_epoch_one, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    result = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out
+
+
+def history(out):
+    return list(csv.DictReader((out / "history.csv").open()))
+
+
+def test_kills_at_many_instants_end_with_every_epoch_logged_once_and_the_uninterrupted_run(
+        killed_in_epoch_one, uninterrupted, tmp_path):
+    """Killed mid-epoch and at epoch ends, the run resumes at the step it saved: the same updates, learning rates,
+    validation scores, FLOPs and weights as the run never killed (its first process was a second run of the command)."""
     out = tmp_path / "run"
     shutil.copytree(killed_in_epoch_one, out)  # first kill: after a step backup, before any epoch was logged
     instants = [writing_a_backup, lambda o: len(epochs_logged(o)) >= 1 and writing_a_backup(o), writing_a_backup,
@@ -77,8 +92,18 @@ def test_kills_at_many_instants_end_with_every_epoch_logged_once(killed_in_epoch
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
     assert kills >= 4
     assert epochs_logged(out) == list(range(EPOCHS))
-    assert json.loads((out / "results.json").read_text())["epochs"] == EPOCHS
+    results = json.loads((out / "results.json").read_text())
+    expected = json.loads((uninterrupted / "results.json").read_text())
+    assert results["epochs"] == EPOCHS
     assert (out / "model.keras").exists() and not (out / "backup").exists()
+    assert results["weights_sha256"] == expected["weights_sha256"]
+    assert (results["training_flops"], results["accuracy"]) == (expected["training_flops"], expected["accuracy"])
+    assert results["train_seconds"] > 0.5 * expected["train_seconds"]  # every process's time, not the last one's
+    for row, reference in zip(history(out), history(uninterrupted), strict=True):
+        for column in ("epoch", "updates", "learning_rate", "val_accuracy", "val_loss"):
+            assert row[column] == reference[column], (column, row, reference)
+        for column in ("accuracy", "loss"):  # running means summed in another order after a resume
+            assert float(row[column]) == pytest.approx(float(reference[column]), rel=1e-5), (column, row, reference)
 
     again = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out))  # a finished run is recognised
     assert again.returncode == 0 and "holds this run, finished" in again.stdout

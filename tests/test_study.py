@@ -76,5 +76,6 @@ def test_a_quick_scaling_study_plots_accuracy_against_compute(tmp_path):
     compute = {row[1].strip(): float(row[-3]) for row in rows}
     assert compute["ViT S"] < compute["ViT M"] and compute["ResNet S"] < compute["ResNet M"]  # 3 steps of 32 each
     assert "Differs from the paper in scale" in out.read_text()
+    assert "selects its model (best.keras, early stopping) on train[1293:1437] and is scored on test." in out.read_text()
     with Image.open(tmp_path / "scaling.png") as image:
         assert image.format == "PNG"

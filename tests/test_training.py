@@ -1,6 +1,7 @@
 """Training: recipes, schedules, weight decay, strategies, fault tolerance, fine-tuning, few-shot, CLI errors."""
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import tensorflow as tf
 
 import keras_vit
 from keras_vit.serving import signatures
-from keras_vit.training import datasets, distribute, pipeline
+from keras_vit.training import datasets, distribute, pipeline, trainer
+from keras_vit.training.config import RunConfig
 from keras_vit.training.recipes import build_recipe, excluded_from_weight_decay
 from keras_vit.schedules import WarmupDecay
 from keras_vit.training.trainer import default_batch_size
@@ -104,6 +106,33 @@ def test_weight_decay_skips_biases_norms_tokens_and_position_embeddings():
             np.testing.assert_allclose(value, 0.5 * (1 - 0.1 * 0.1), rtol=1e-6, err_msg=v.path)
 
 
+def test_the_training_stream_is_a_function_of_the_seed_and_the_step():
+    """Two pipelines give the same batches, one started at step k gives the other's from k on (a resume), and a
+    pass over the data is a permutation of it; another seed, other batches."""
+    info = datasets.describe("digits")
+    examples = datasets.load(info, "train[:100]")  # 100 examples, batch 16: passes end inside batches
+    prep = pipeline.Preprocessing((16, 16), 10, train_crop="random", flip=True)
+
+    def batches(steps, start_step=0, seed=0):
+        ds = pipeline.train_dataset(examples, prep, 16, steps, seed=seed, start_step=start_step)
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    whole = batches(20)
+    assert len(whole) == 20
+    for (x, y), (x2, y2) in zip(whole, batches(20)):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    for (x, y), (x2, y2) in zip(whole[13:], batches(7, start_step=13)):  # step 13 starts inside the third pass
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    labels = np.concatenate([y for _, y in whole]).argmax(-1)
+    truth = np.array([int(label) for _, label in examples])
+    for p in range(3):  # each pass holds every example once, in an order of its own
+        np.testing.assert_array_equal(np.bincount(labels[p * 100:(p + 1) * 100], minlength=10), np.bincount(truth, minlength=10))
+    assert not np.array_equal(labels[:100], labels[100:200])
+    assert not np.array_equal(whole[0][0], batches(1, seed=1)[0][0])
+
+
 def test_digits_source_and_pipelines():
     info = datasets.describe("digits")
     assert info.num_classes == 10 and info.num_examples == {"train": 1437, "test": 360}
@@ -112,7 +141,7 @@ def test_digits_source_and_pipelines():
     assert int(tf.reduce_max(images)) == 255 and set(np.unique(labels)) == set(range(10))
 
     prep = pipeline.Preprocessing((16, 16), 10, train_crop="random", flip=False, randaugment=(2, 0.5), mixup_alpha=0.2)
-    x, y = next(iter(pipeline.train_dataset(datasets.load(info, "train"), prep, 32)))
+    x, y = next(iter(pipeline.train_dataset(datasets.load(info, "train"), prep, 32, steps=1)))
     assert x.shape == (32, 16, 16, 3) and y.shape == (32, 10)
     assert float(tf.reduce_min(x)) >= -1.0 and float(tf.reduce_max(x)) <= 1.0
     np.testing.assert_allclose(tf.reduce_sum(y, axis=-1), 1.0, atol=1e-5)  # MixUp mixes one-hot labels
@@ -136,7 +165,30 @@ def test_image_folder_source(tmp_path):
     info = datasets.describe(f"folder:{tmp_path}")
     assert info.class_names == ("cat", "dog") and info.num_examples == {"test": 6, "train": 6}
     images, labels = next(iter(datasets.load(info, "train").batch(6)))
-    assert images.shape == (6, 10, 12, 3) and list(labels.numpy()) == [0, 0, 0, 1, 1, 1]
+    assert images.shape == (6, 10, 12, 3) and sorted(labels.numpy()) == [0, 0, 0, 1, 1, 1]
+    assert list(labels.numpy()) != [0, 0, 0, 1, 1, 1]  # a fixed random order: slices hold both classes
+    _, again = next(iter(datasets.load(info, "train").batch(6)))
+    np.testing.assert_array_equal(labels, again)
+    assert info.validation_split is None and trainer.choose_validation(RunConfig("out", dataset=info.name), info, "train") == ("train[5:6]", 1)
+
+
+def test_model_selection_never_uses_the_reported_split():
+    """Digits has no validation split: minival, the end of train, selects; a dataset's own validation split, or one
+    named, is taken as it is; --validation_split minival asks for minival where there is a validation split."""
+    digits = datasets.describe("digits")
+    assert trainer.choose_validation(RunConfig("out"), digits, "train") == ("train[1293:1437]", 144)
+    assert trainer.choose_validation(RunConfig("out"), digits, "train[:800]") == ("train[720:800]", 80)
+    assert trainer.choose_validation(RunConfig("out", eval_split="test"), digits, "train") == ("test", 0)
+    assert trainer.choose_validation(RunConfig("out", validation_split="train[:100]"), digits, "train") == ("train[:100]", 0)
+    with_validation = dataclasses.replace(digits, num_examples={"train": 1000, "validation": 100, "test": 360},
+                                          validation_split="validation")
+    assert trainer.choose_validation(RunConfig("out"), with_validation, "train") == ("validation", 0)
+    assert trainer.choose_validation(RunConfig("out", validation_split="minival"), with_validation, "train") == \
+        ("train[900:1000]", 100)
+    with pytest.raises(ValueError, match="too small to hold out 10% for model selection; name a --validation_split"):
+        trainer.choose_validation(RunConfig("out"), digits, "train[:1]")
+    run = trainer.plan(RunConfig("out", deterministic=False))  # (deterministic kernels would hold for the process)
+    assert (run.validation_split, run.eval_split, len(run.train_examples)) == ("train[1293:1437]", "test", 1293)
 
 
 def test_default_batch_size_fits_small_datasets():
@@ -216,9 +268,10 @@ def test_one_device_run_writes_models_logs_and_results(trained_run):
     results = json.loads((out / "results.json").read_text())
     assert results["epochs"] == 10 and results["examples"] == 360 and results["accuracy"] > 0.6
     assert results["loss_function"] == "categorical_crossentropy"  # --label_smoothing 0 here
-    # The paper's compute: 3 forward passes' worth per example, 10 epochs of 1437 // 32 batches of 32.
+    # The paper's compute: 3 forward passes' worth per example, 10 epochs of 1293 // 32 batches of 32 (digits' train
+    # but minival).
     model = keras_vit.load_model(out / "model.keras")
-    assert results["training_flops"] == 3 * keras_vit.analysis.flops(model) * 10 * (1437 // 32) * 32
+    assert results["training_flops"] == 3 * keras_vit.analysis.flops(model) * 10 * (1293 // 32) * 32
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(10))
     assert float(rows[-1]["fewshot_5shot"]) > 0.3  # the few-shot callback logs into the history

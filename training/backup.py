@@ -2,9 +2,14 @@
 
 A backup is a directory `state-NNNNNNNN/` in the run's backup folder holding
 `model.weights.h5` (the model's and the optimizer's variables) and
-`training_metadata.json` (`{"epoch": E, "batch": B}`: resume at the start of
-epoch E; with `"callbacks": {name: state}` for callbacks whose state must
-survive a kill, as early stopping's patience does). It is written under a `.tmp` name and renamed into place only when
+`training_metadata.json` (`{"epoch": E, "batch": B}`: resume at batch B of
+epoch E, both counted from 0; with `"callbacks": {name: state}` for callbacks
+whose state must survive a kill, as early stopping's patience does; with
+`"metrics"`, the running values of the epoch's metrics at batch B > 0, so the
+epoch's log equals an uninterrupted one's; `"random_states"`, the states of
+the model's random generators (dropout's), which are variables but not
+weights; `"seconds"`, the training time spent up to then, by every process of
+the run). It is written under a `.tmp` name and renamed into place only when
 whole; the previous state is removed only after that. `restore` loads the
 newest state that reads back, falling back to older ones, and says which
 files it skipped and why.
@@ -12,6 +17,7 @@ files it skipped and why.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -57,8 +63,22 @@ def read_metadata(state: str) -> dict:
     return metadata
 
 
-def restore(model: keras.Model, backup_dir: str, callbacks: dict | None = None) -> int:
-    """Loads the newest usable state into `model` (and its optimizer); returns the epoch to resume at (0: none).
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a run resumes: batch `batch` of epoch `epoch` (both from 0; (0, 0): the start)."""
+
+    epoch: int = 0
+    batch: int = 0
+    metrics: list | None = None  # the values of `model.metrics_variables` at that batch (None at an epoch's start)
+    seconds: float = 0.0  # training time spent before it
+
+    def step(self, steps_per_epoch: int) -> int:
+        """The batches trained before this position."""
+        return self.epoch * steps_per_epoch + self.batch
+
+
+def restore(model: keras.Model, backup_dir: str, callbacks: dict | None = None) -> Position:
+    """Loads the newest usable state into `model` (and its optimizer); returns where to resume (`Position()`: none).
 
     `callbacks`: name -> callback whose state (`set_state`) that backup holds, as `AtomicBackup(stateful=)` saved it.
 
@@ -77,6 +97,8 @@ def restore(model: keras.Model, backup_dir: str, callbacks: dict | None = None) 
             if model.optimizer is not None and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
             model.load_weights(weights)
+            for variable, value in zip(random_states(model), metadata.get("random_states", []), strict=False):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
         except (OSError, ValueError) as error:
             problem = _one_line(error)
             problems.append(problem if weights in problem else f"{weights}: {problem}")
@@ -86,12 +108,18 @@ def restore(model: keras.Model, backup_dir: str, callbacks: dict | None = None) 
         for name, callback in (callbacks or {}).items():
             if name in metadata.get("callbacks", {}):
                 callback.set_state(metadata["callbacks"][name])
-        return metadata["epoch"]
+        return Position(metadata["epoch"], metadata["batch"], metadata.get("metrics"), metadata.get("seconds", 0.0))
     if problems:
         raise ValueError(
             f"No usable backup in {backup_dir}: {'; '.join(problems)}. Remove {backup_dir} to start the run over."
         )
-    return 0
+    return Position()
+
+
+def random_states(model: keras.Model) -> list:
+    """The variables of the model's random generators (dropout, stochastic depth): `model.save_weights` leaves them out."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
 
 
 def _one_line(error: Exception, limit: int = 300) -> str:
@@ -112,10 +140,14 @@ def clear(backup_dir: str) -> None:
 
 
 class AtomicBackup(keras.callbacks.Callback):
-    """Writes a state at the end of every epoch and, with an integer `save_freq`, every `save_freq` batches.
+    """Writes a state at the end of every epoch and, with an integer `save_freq`, every `save_freq` batches
+    (but the epoch's last, whose state is the epoch's own).
 
     Place it after the callbacks that log an epoch (`CSVLogger`): a state
-    claiming epoch E + 1 then exists only once epoch E is logged.
+    claiming epoch E + 1 then exists only once epoch E is logged. After a
+    resume inside an epoch, `resume(position)` before fitting the rest of it
+    numbers its batches from `position.batch` and carries the metrics' running
+    values on. It also keeps the run's training time (`seconds`).
     """
 
     def __init__(self, backup_dir: str, save_freq: str | int = "epoch", stateful: dict | None = None):
@@ -130,14 +162,51 @@ class AtomicBackup(keras.callbacks.Callback):
         self._sequence = int(_STATE.match(os.path.basename(existing[0])).group(1)) if existing else 0
         self._epoch = 0
         self._saved_at_batch = 0
+        self._offset = 0  # batches of this epoch trained before this fit
+        self._resumed = Position()
+        self._seconds_before = 0.0
+        self._started: float | None = None  # while fitting: when this fit began
+
+    def resume(self, position: Position) -> None:
+        """Continues from `position`: its epoch's batches numbered from there, its metrics and training time kept."""
+        self._resumed, self._seconds_before = position, position.seconds
+
+    def on_train_begin(self, logs=None):
+        self._started = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self._seconds_before, self._started = self.seconds(), None
+
+    def seconds(self) -> float:
+        """Training time of the run so far (in `model.fit`), across the processes that resumed it."""
+        return self._seconds_before + (0.0 if self._started is None else time.perf_counter() - self._started)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch, self._saved_at_batch = epoch, 0
+        offset = self._resumed.batch if epoch == self._resumed.epoch else 0
+        self._epoch, self._saved_at_batch, self._offset = epoch, offset, offset
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.save_freq != "epoch" and batch + 1 - self._saved_at_batch >= self.save_freq:
+        if batch == 0 and self._offset and self._resumed.metrics is not None:
+            self._continue_metrics(self._resumed.metrics)
+        last = batch + 1 == (self.params or {}).get("steps")  # the epoch's own state follows, once it is logged
+        batch += self._offset
+        if self.save_freq != "epoch" and not last and batch + 1 - self._saved_at_batch >= self.save_freq:
             self._saved_at_batch = batch + 1
             self.save(epoch=self._epoch, batch=batch + 1)
+
+    def _continue_metrics(self, saved: list) -> None:
+        """Adds the killed epoch's running sums to the first resumed batch's: the epoch's means then cover every batch.
+
+        Keras builds the compiled metrics in the first step, so they can only
+        be set after it; every metric keras_vit compiles is a mean (a total
+        and a count), whose states add up.
+        """
+        variables = self.model.metrics_variables
+        if len(variables) != len(saved) or any(v.name not in ("total", "count") for v in variables):
+            print("warning: the resumed epoch's metrics cover its batches since the resume", file=sys.stderr)
+            return
+        for variable, value in zip(variables, saved):
+            variable.assign(keras.ops.convert_to_numpy(variable) + np.asarray(value, dtype=variable.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
         self.save(epoch=epoch + 1, batch=0)
@@ -156,7 +225,10 @@ class AtomicBackup(keras.callbacks.Callback):
             os.makedirs(partial)
             self.model.save_weights(os.path.join(partial, WEIGHTS))
             with open(os.path.join(partial, METADATA), "w") as f:
-                metadata = {"epoch": epoch, "batch": batch}
+                metadata = {"epoch": epoch, "batch": batch, "seconds": round(self.seconds(), 3),
+                            "random_states": [keras.ops.convert_to_numpy(v).tolist() for v in random_states(self.model)]}
+                if batch:
+                    metadata["metrics"] = [keras.ops.convert_to_numpy(v).tolist() for v in self.model.metrics_variables]
                 if self.stateful:
                     metadata["callbacks"] = {name: callback.get_state() for name, callback in self.stateful.items()}
                 json.dump(metadata, f)

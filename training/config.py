@@ -33,9 +33,14 @@ DEMO_TRAINING = dict(dataset="digits", batch_size=32, learning_rate=3e-3, warmup
 ADDED_FIELDS = {
     "dynamic_image_size": False, "head": None, "remat": False, "position_embedding_placement": None,
     "early_stopping_patience": 0, "early_stopping_min_delta": 0.0, "early_stopping_monitor": "val_accuracy",
+    "deterministic": False,
+    # Runs recorded before minival validated on their --eval_split: no value of the flag does that now.
+    "validation_split": "(the --eval_split)",
 }
 
 
+#: Fields whose flag has a `--no-` form, for False (None: the default, which depends on other fields).
+NEGATABLE = ("deterministic",)
 #: `keras_vit.training.train` flags of the process, not of the run (`cli.use_backend` acts on `--backend`).
 PROCESS_FLAGS = ("backend",)
 
@@ -70,6 +75,7 @@ class RunConfig:
     data_dir: str | None = None
     train_split: str | None = None
     eval_split: str | None = None
+    validation_split: str | None = None
     train_fraction: float = 1.0
     train_offset: float = 0.0
     # How long, how wide.
@@ -106,6 +112,7 @@ class RunConfig:
     precision: str = "float32"
     jit_compile: bool = False
     steps_per_execution: int = 1
+    deterministic: bool | None = None  # None: on, unless --jit_compile on TensorFlow (`determinism.wanted`)
     backup_freq: str | int = "epoch"
     fewshot_every: int = 0
     early_stopping_patience: int = 0
@@ -204,9 +211,11 @@ class RunConfig:
 
 def as_flags(**fields) -> list[str]:
     """`keras_vit.training.train` flags of RunConfig fields: `as_flags(model="ViT", jit_compile=True)` is
-    `["--model", "ViT", "--jit_compile"]`; None and False are left out."""
+    `["--model", "ViT", "--jit_compile"]`; None and False are left out (False of a `NEGATABLE` field: `--no-NAME`)."""
     out = []
     for name, value in fields.items():
+        if value is False and name in NEGATABLE:
+            out.append(f"--no-{name}")
         if value is None or value is False:
             continue
         out.append(f"--{name}")

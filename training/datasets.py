@@ -4,6 +4,8 @@ task ("vtab:cifar100", `keras_vit.training.vtab_tasks`).
 Every source yields `(image uint8 [H, W, 3], label int64)` examples and
 describes itself with a `DatasetInfo`. A split may be sliced as tfds slices
 them, `train[800:1000]` (absolute indices; tfds names take percentages too).
+A folder's images are in a fixed random order (`FOLDER_ORDER_SEED`), not in
+class order, so that its slices hold every class.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ FOLDER_PREFIX = "folder:"
 VTAB_PREFIX = "vtab:"
 _SLICE = re.compile(r"^(\w+)\[(\d*):(\d*)\]$")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+#: The order of a folder's images: a permutation of their sorted paths with this seed.
+FOLDER_ORDER_SEED = 0
+#: The part of the training split that `minival` holds out for model selection where a dataset has no validation
+#: split (big_vision holds out 2% of ImageNet's train as "minival"; 10% suits small datasets better).
+MINIVAL_FRACTION = 0.1
+MINIVAL = "minival"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +42,8 @@ class DatasetInfo:
     train_crop: str = "inception"  # "random" for tiny images, where a 5%-area crop leaves nothing
     train_split: str = "train"
     eval_split: str = "test"
+    validation_split: str | None = None  # held out for model selection; None: the dataset has none
+
 
     def count(self, split: str) -> int:
         """Examples in `split`, a slice `name[a:b]` of one included; 0 for a split it does not have."""
@@ -77,7 +87,8 @@ def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
         if splits:
             counts = {s: len(_folder_files(os.path.join(root, s), classes)[0]) for s in splits}
             eval_split = "test" if "test" in splits else "validation" if "validation" in splits else next(iter(splits))
-            return DatasetInfo(name, len(classes), tuple(classes), counts, flip=True, eval_split=eval_split)
+            return DatasetInfo(name, len(classes), tuple(classes), counts, flip=True, eval_split=eval_split,
+                               validation_split=_validation(splits, eval_split))
         files, _ = _folder_files(root, classes)
         n_eval = len(_holdout(len(files)))
         return DatasetInfo(name, len(classes), tuple(classes), {"train": len(files) - n_eval, "test": n_eval}, flip=True)
@@ -95,7 +106,27 @@ def describe(name: str, data_dir: str | None = None) -> DatasetInfo:
     label = builder.info.features["label"]
     splits = {s: info.num_examples for s, info in builder.info.splits.items()}
     eval_split = "test" if "test" in splits else "validation"
-    return DatasetInfo(name, label.num_classes, tuple(label.names), splits, flip=True, eval_split=eval_split)
+    return DatasetInfo(name, label.num_classes, tuple(label.names), splits, flip=True, eval_split=eval_split,
+                       validation_split=_validation(splits, eval_split))
+
+
+def _validation(splits, eval_split: str) -> str | None:
+    """A dataset's own validation split, where it has one besides the split scores are reported on."""
+    return "validation" if "validation" in splits and eval_split != "validation" else None
+
+
+def minival(info: DatasetInfo, train_split: str) -> tuple[str, int]:
+    """(the split of the last `MINIVAL_FRACTION` of `train_split`, how many examples that takes from it).
+
+    Model selection on a dataset without a validation split evaluates this
+    slice, and training leaves it out (big_vision's "minival")."""
+    base, start, stop = parse_split(train_split)
+    examples = range(info.num_examples.get(base, 0))[start:stop]
+    held_out = max(1, round(len(examples) * MINIVAL_FRACTION))
+    if len(examples) - held_out < 1 or base not in info.num_examples:
+        raise ValueError(f"--train_split {train_split} of {info.name} ({len(examples)} examples) is too small to hold "
+                         f"out {MINIVAL_FRACTION:.0%} for model selection; name a --validation_split.")
+    return f"{base}[{examples.stop - held_out}:{examples.stop}]", held_out
 
 
 def _describe_vtab(name: str, data_dir: str | None) -> DatasetInfo:
@@ -111,7 +142,7 @@ def _describe_vtab(name: str, data_dir: str | None) -> DatasetInfo:
         _download_and_prepare(builder, task.tfds)
     counts = {"train800": 800, "val200": 200, "train800val200": 1000, "test": builder.info.splits[task.test].num_examples}
     return DatasetInfo(name, task.num_classes, tuple(str(i) for i in range(task.num_classes)), counts, flip=False,
-                       train_split="train800", eval_split="val200")
+                       train_split="train800", eval_split="val200", validation_split="val200")
 
 
 #: The host tensorflow-datasets fetches prepared datasets from first: probed before a download is tried.
@@ -241,7 +272,8 @@ def _folder_files(root: str, classes: list[str]) -> tuple[list[str], np.ndarray]
                 labels.append(label)
     if not files:
         raise ValueError(f"Dataset folder {root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-    return files, np.asarray(labels, np.int64)
+    order = np.random.default_rng(FOLDER_ORDER_SEED).permutation(len(files))
+    return [files[i] for i in order], np.asarray(labels, np.int64)[order]
 
 
 def _read_image(path, label):

@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras_vit.preprocessing import eval_resize, preprocess_input
 
 AUTOTUNE = tf.data.AUTOTUNE
+_PASS_SEEDS = 1_000_003  # pass p of seed s shuffles with the op seed s * _PASS_SEEDS + p (mod 2**31)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +55,15 @@ class Preprocessing:
         """[0, 255] pixels -> what the model takes."""
         return preprocess_input(pixels) if self.scale else tf.cast(pixels, tf.float32)
 
-    def train_example(self, image, label):
+    def train_example(self, image, label, seed):
+        """[0, 255] pixels augmented as a function of the stateless `seed` [2] alone, one-hot label."""
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         image = tf.convert_to_tensor(image)
         if self.train_crop == "inception":
-            begin, size, _ = tf.image.sample_distorted_bounding_box(
+            begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
                 tf.shape(image),
                 bounding_boxes=tf.zeros([1, 0, 4]),
+                seed=crop_seed,
                 area_range=(0.05, 1.0),
                 aspect_ratio_range=(3 / 4, 4 / 3),
                 min_object_covered=0.0,
@@ -70,9 +74,9 @@ class Preprocessing:
             height, width = self.image_size
             image = tf.image.resize(image, self.image_size)
             image = tf.image.pad_to_bounding_box(image, height // 8, width // 8, height * 5 // 4, width * 5 // 4)
-            image = tf.image.random_crop(image, (height, width, 3))
+            image = tf.image.stateless_random_crop(image, (height, width, 3), seed=crop_seed)
         if self.flip:
-            image = tf.image.random_flip_left_right(image)
+            image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
         return tf.clip_by_value(image, 0.0, 255.0), tf.one_hot(label, self.num_classes)
 
     def eval_example(self, image, label):
@@ -89,19 +93,51 @@ def train_dataset(
     examples: tf.data.Dataset,
     preprocessing: Preprocessing,
     batch_size: int,
+    steps: int,
     seed: int = 0,
     cache: bool = True,
     shuffle_buffer: int = 10_000,
     task: Task = None,
+    start_step: int = 0,
 ) -> tf.data.Dataset:
-    """Shuffled, augmented, repeated batches of (model inputs, one-hot labels), or of what `task` makes of them."""
+    """`steps` shuffled, augmented batches of (model inputs, one-hot labels), or of what `task` makes of them.
+
+    The stream is a function of `seed` and the examples' order alone, so two
+    runs see the same batches: pass p over the examples is shuffled with a
+    seed of (seed, p), the example at position i of the stream is augmented
+    with the stateless seed (seed, i), and batch k holds positions
+    [k * batch_size, (k + 1) * batch_size). `start_step` begins at batch
+    `start_step`, where a resumed run left off, without computing the batches
+    before it. RandAugment and MixUp (keras-cv layers with a random state of
+    their own) run in order, so an uninterrupted run repeats; after a resume
+    they draw afresh.
+    """
+    count = int(examples.cardinality())
+    if count <= 0:
+        raise ValueError(f"train_dataset needs a finite dataset of known length; this one's cardinality is {count}.")
     if cache:
         examples = examples.cache()
-    ds = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.map(preprocessing.train_example, num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(_batch_augmentation(preprocessing, seed), num_parallel_calls=AUTOTUNE)
-    return _with_sharding(_to_model_inputs(ds, preprocessing, task, seed)).prefetch(AUTOTUNE)
+    buffer = min(shuffle_buffer, count)
+    start, stop = start_step * batch_size, (start_step + steps) * batch_size
+
+    def one_pass(p: int) -> tf.data.Dataset:  # stream positions p * count ... (p + 1) * count - 1
+        order = examples.shuffle(buffer, seed=(seed * _PASS_SEEDS + p) % 2**31, reshuffle_each_iteration=False)
+        return order.enumerate(start=p * count)
+
+    ds = _concatenate([one_pass(p) for p in range(start // count, -(-stop // count))]).skip(start % count)
+    ds = ds.map(lambda i, example: preprocessing.train_example(*example, tf.stack([tf.constant(seed, tf.int64), i])),
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True).take(steps)
+    if preprocessing.randaugment or preprocessing.mixup_alpha:
+        ds = ds.map(_batch_augmentation(preprocessing, seed))  # in order: the layers draw from a state of their own
+    return _with_sharding(_to_model_inputs(ds, preprocessing, task, seed, start_step)).prefetch(AUTOTUNE)
+
+
+def _concatenate(datasets: list[tf.data.Dataset]) -> tf.data.Dataset:
+    """One after the other, as a balanced tree (an element passes log2(n) concatenations, not n)."""
+    while len(datasets) > 1:
+        datasets = [a.concatenate(b) for a, b in zip(datasets[::2], datasets[1::2])] + datasets[len(datasets) // 2 * 2:]
+    return datasets[0]
 
 
 def eval_dataset(
@@ -114,8 +150,11 @@ def eval_dataset(
     return _with_sharding(_to_model_inputs(ds.batch(batch_size), preprocessing, task, seed=0)).prefetch(AUTOTUNE)
 
 
-def _to_model_inputs(ds: tf.data.Dataset, preprocessing: Preprocessing, task: Task, seed: int) -> tf.data.Dataset:
-    """Batches of ([0, 255] pixels, labels) -> what the model trains on; a task draws from (seed, batch number)."""
+def _to_model_inputs(
+    ds: tf.data.Dataset, preprocessing: Preprocessing, task: Task, seed: int, start_step: int = 0
+) -> tf.data.Dataset:
+    """Batches of ([0, 255] pixels, labels) -> what the model trains on; a task draws from (seed, batch number),
+    the first batch being number `start_step`."""
     if task is None:
         return ds.map(lambda pixels, labels: (preprocessing.to_model_inputs(pixels), labels), num_parallel_calls=AUTOTUNE)
 
@@ -123,7 +162,7 @@ def _to_model_inputs(ds: tf.data.Dataset, preprocessing: Preprocessing, task: Ta
         pixels, _ = example
         return task(preprocessing.to_model_inputs(pixels), pixels, tf.stack([tf.constant(seed, tf.int64), step]))
 
-    return ds.enumerate().map(batch, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.enumerate(start=start_step).map(batch, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def _batch_augmentation(preprocessing: Preprocessing, seed: int):

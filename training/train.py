@@ -65,7 +65,12 @@ def parser() -> argparse.ArgumentParser:
     add("--dataset", help="digits (offline), folder:PATH, or a tensorflow-datasets name")
     add("--data_dir", help="tensorflow-datasets data directory")
     add("--train_split", help="default: train")
-    add("--eval_split", help="default: test, or validation where there is no test split")
+    add("--eval_split",
+        help="the split the final score is reported on (default: test, or validation where there is no test split)")
+    add("--validation_split",
+        help="the split evaluated after every epoch, on which early stopping and best.keras choose the model "
+             "(default: the dataset's validation split; where it has none, minival: the last 10%% of the training "
+             "split, held out from training; with --eval_split given, that split, as before)")
     add("--train_fraction", type=float,
         help="train on this fraction of the training split (in its stored order), from --train_offset")
     add("--train_offset", type=float, help="where the --train_fraction starts, as a fraction of the split")
@@ -107,6 +112,10 @@ def parser() -> argparse.ArgumentParser:
     add("--precision", choices=DTYPE_POLICIES, help="dtype policy (mixed_float16 uses loss scaling)")
     add("--jit_compile", action="store_true", help="compile the train step with XLA (TensorFlow; JAX always compiles)")
     add("--steps_per_execution", type=int, help="train steps run per call of the compiled function")
+    add("--deterministic", action=argparse.BooleanOptionalAction,
+        help="deterministic kernels: the same command on the same machine ends with the same weights (default: on, "
+             "but with --jit_compile on TensorFlow, where Keras then compiles no XLA step; docs/training.md gives "
+             "its cost)")
     add("--backup_freq", type=backup_frequency, help="'epoch' or a number of steps between backups")
     add("--fewshot_every", type=int, help="log few-shot accuracy every N epochs (0: off)")
     stop = p.add_argument_group("early stopping (the paper's pre-training: on validation accuracy)")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
-import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -16,7 +17,7 @@ import tensorflow as tf
 
 import keras_vit
 from keras_vit import analysis
-from keras_vit.training import backup, callbacks as run_callbacks, datasets, distribute, outputs, pipeline
+from keras_vit.training import backup, callbacks as run_callbacks, datasets, determinism, distribute, outputs, pipeline
 from keras_vit.options import ARCHITECTURE, MODEL_OPTIONS
 from keras_vit.training.config import RESNET_FIELDS, RunConfig
 from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
@@ -43,10 +44,12 @@ class Plan:
 
     info: datasets.DatasetInfo
     train_split: str
-    eval_split: str
+    eval_split: str  # the split the final score is reported on
+    validation_split: str  # the split evaluated after each epoch, on which early stopping and best.keras select
     recipe: Recipe
     strategy: tf.distribute.Strategy | distribute.KerasDistribution
     train_examples: range  # which examples of the training split are trained on (--train_fraction)
+    held_out: int  # examples at the end of the training split that validation holds out (minival; 0: none)
     step_batch: int  # global batch of one step (all replicas, one micro-batch)
     steps_per_epoch: int
     epochs: int
@@ -59,8 +62,10 @@ def plan(config: RunConfig) -> Plan:
     train_split = config.train_split or info.train_split
     eval_split = config.eval_split or info.eval_split
     info.check_split(eval_split, "--eval_split")  # before any training, not when the first evaluation finds nothing
-    train_examples = training_range(info.check_split(train_split, "--train_split"), config.train_offset,
-                                    config.train_fraction)
+    in_split = info.check_split(train_split, "--train_split")
+    validation_split, held_out = choose_validation(config, info, train_split)
+    info.check_split(validation_split, "--validation_split")
+    train_examples = training_range(in_split - held_out, config.train_offset, config.train_fraction)
     n_train = len(train_examples)
     if not n_train:
         raise ValueError(
@@ -87,6 +92,8 @@ def plan(config: RunConfig) -> Plan:
 
     if config.logical_cpus:
         distribute.split_cpu(config.logical_cpus)
+    if determinism.wanted(config.deterministic, config.jit_compile):
+        determinism.enable()
     keras.config.set_dtype_policy(config.precision)
     keras.utils.set_random_seed(config.seed)
     strategy = distribute.make_strategy(config.strategy)
@@ -99,7 +106,23 @@ def plan(config: RunConfig) -> Plan:
     else:
         epochs = config.epochs or 10
     total_updates = max(1, epochs * steps_per_epoch // recipe.grad_accum_steps)
-    return Plan(info, train_split, eval_split, recipe, strategy, train_examples, step_batch, steps_per_epoch, epochs, total_updates)
+    return Plan(info, train_split, eval_split, validation_split, recipe, strategy, train_examples, held_out,
+                step_batch, steps_per_epoch, epochs, total_updates)
+
+
+def choose_validation(config: RunConfig, info: datasets.DatasetInfo, train_split: str) -> tuple[str, int]:
+    """(the split model selection evaluates, how many examples it holds out of the end of `train_split`).
+
+    `--validation_split`, else the `--eval_split` given (selection then sees
+    the split the score is reported on, as before minival existed), else the
+    dataset's validation split, else minival: the end of the training split.
+    """
+    named = config.validation_split or config.eval_split
+    if named and named != datasets.MINIVAL:
+        return named, 0
+    if info.validation_split and named != datasets.MINIVAL:
+        return info.validation_split, 0
+    return datasets.minival(info, train_split)
 
 
 def training_range(count: int, offset: float = 0.0, fraction: float = 1.0) -> range:
@@ -183,11 +206,19 @@ def _build_resnet(config: RunConfig, run: Plan) -> keras_vit.ResNet:
     return model
 
 
-def build_data(config: RunConfig, run: Plan, model: keras.Model):
-    """(training batches, evaluation batches, few-shot (train, test) batches or None), fed as the model expects.
+@dataclasses.dataclass
+class Data:
+    """The batches of a run, fed as the model expects."""
 
-    Few-shot evaluation always reads labelled images, whatever the task trains on.
-    """
+    train_from: Callable[[int, int], tf.data.Dataset]  # (first step, steps) -> those training batches
+    validation: tf.data.Dataset  # evaluated after each epoch: model selection
+    evaluation: tf.data.Dataset  # the final score
+    fewshot: tuple[tf.data.Dataset, tf.data.Dataset] | None  # (train, test) batches, or None
+
+
+def build_data(config: RunConfig, run: Plan, model: keras.Model) -> Data:
+    """The run's batches. Few-shot evaluation always reads labelled images, whatever the task trains on: the training
+    examples, and the validation split."""
     task = model.corruption() if isinstance(model, keras_vit.MaskedPatchPrediction) else None
     prep = pipeline.Preprocessing.for_model(
         model.backbone if task else model,
@@ -204,12 +235,18 @@ def build_data(config: RunConfig, run: Plan, model: keras.Model):
         return datasets.load(run.info, split, config.data_dir)
 
     examples = load(run.train_split).skip(run.train_examples.start).take(len(run.train_examples))
-    train_ds = pipeline.train_dataset(examples, prep, run.step_batch, seed=config.seed, task=task)
-    eval_ds = pipeline.eval_dataset(load(run.eval_split), prep, run.step_batch, task=task)
-    fewshot_ds = None
+    validation = pipeline.eval_dataset(load(run.validation_split), prep, run.step_batch, task=task)
+    evaluation = validation if run.eval_split == run.validation_split else pipeline.eval_dataset(
+        load(run.eval_split), prep, run.step_batch, task=task)
+    fewshot = None
     if config.fewshot_every:
-        fewshot_ds = tuple(pipeline.eval_dataset(load(split), prep, run.step_batch) for split in (run.train_split, run.eval_split))
-    return train_ds, eval_ds, fewshot_ds
+        fewshot = (pipeline.eval_dataset(examples, prep, run.step_batch),
+                   pipeline.eval_dataset(load(run.validation_split), prep, run.step_batch))
+    return Data(
+        lambda step, steps: pipeline.train_dataset(examples, prep, run.step_batch, steps, seed=config.seed, task=task,
+                                                   start_step=step),
+        validation, evaluation, fewshot,
+    )
 
 
 def train(config: RunConfig) -> dict:
@@ -233,7 +270,7 @@ def _train(config: RunConfig, run: Plan, chief: bool) -> dict:
             with open(os.path.join(config.output_dir, outputs.RESULTS)) as f:
                 return json.load(f)
     model = build_model(config, run)
-    train_ds, eval_ds, fewshot_ds = build_data(config, run, model)
+    data = build_data(config, run, model)
 
     backup_dir = backup.directory(config.output_dir, chief, distribute.task()[1])
     best_path = os.path.join(config.output_dir, outputs.BEST_MODEL)
@@ -243,62 +280,48 @@ def _train(config: RunConfig, run: Plan, chief: bool) -> dict:
             config.early_stopping_monitor, config.early_stopping_patience, config.early_stopping_min_delta,
             path=best_path if chief else None,
         )
-    initial_epoch = backup.restore(
+    position = backup.restore(
         model, backup_dir, {run_callbacks.EarlyStopping.NAME: early_stopping} if early_stopping else None
     )
-    if initial_epoch > run.epochs:
+    if position.step(run.steps_per_epoch) > run.epochs * run.steps_per_epoch or position.batch >= run.steps_per_epoch:
+        at = f"epoch {position.epoch}" + (f", batch {position.batch}" if position.batch else "")
         raise ValueError(
-            f"The backup in {backup_dir} is at epoch {initial_epoch}, past --epochs {run.epochs}: "
+            f"The backup in {backup_dir} is at {at}, past --epochs {run.epochs} of {run.steps_per_epoch} batches: "
             f"it is not this run's. Remove {backup_dir} to start the run over."
         )
     if chief:
         outputs.record(config.output_dir, record)
-        outputs.trim_history(os.path.join(config.output_dir, outputs.HISTORY), initial_epoch)
+        outputs.trim_history(os.path.join(config.output_dir, outputs.HISTORY), position.epoch)
     callbacks = run_callbacks.run_callbacks(config.output_dir, chief, backup_dir, config.backup_freq, early_stopping)
-    if fewshot_ds is not None:
-        callbacks.insert(0, run_callbacks.FewShotEvaluation(*fewshot_ds, run.info.num_classes, every=config.fewshot_every))
+    if data.fewshot is not None:
+        callbacks.insert(0, run_callbacks.FewShotEvaluation(*data.fewshot, run.info.num_classes, every=config.fewshot_every))
+    clock = next(c for c in callbacks if isinstance(c, backup.AtomicBackup))
+    clock.resume(position)
 
-    resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
-    counted = model.backbone if isinstance(model, keras_vit.MaskedPatchPrediction) else model
-    image_size = counted.image_size
-    print(
-        f"Training {config.model} ({model.count_params():,} parameters) at {'x'.join(map(str, image_size))}px on {config.dataset} "
-        f"({len(run.train_examples)} examples, {run.info.num_classes} classes): "
-        f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
-        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {config.recipe} ({run.recipe.source}){resumed}."
-    )
-    start = time.perf_counter()
-    stopped = early_stopping is not None and early_stopping.stopped_epoch is not None  # killed after it stopped
-    if not stopped:
-        model.fit(
-            train_ds,
-            epochs=run.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=run.steps_per_epoch,
-            validation_data=eval_ds,
-            callbacks=callbacks,
-            shuffle=False,  # the pipeline shuffles
-            verbose=config.progress,
-        )
-    train_seconds = time.perf_counter() - start
+    _announce(config, run, model, position)
+    if run.eval_split == run.validation_split and chief:
+        print(f"warning: the model is selected on {config.dataset}/{run.eval_split}, the split its score is reported "
+              f"on (--eval_split without --validation_split); results.json records both.")
+    _fit(model, run, data, position, callbacks, early_stopping, config.progress)
     if early_stopping is not None and early_stopping.stopped_epoch is not None:
         _restore_best(model, early_stopping, best_path)
-    final = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    final = model.evaluate(data.evaluation, verbose=0, return_dict=True)
     epochs_trained = early_stopping.stopped_epoch + 1 if early_stopping and early_stopping.stopped_epoch is not None else run.epochs
     results = {
         "model": config.model,
         "task": run.recipe.task,  # the accuracy is over the colours of corrupted patches for masked_patch
         "dataset": config.dataset,
-        "split": run.eval_split,
+        "split": run.eval_split,  # the split "accuracy" and "loss" were measured on
         "examples": run.info.count(run.eval_split),
+        "selection_split": run.validation_split,  # evaluated after each epoch: early stopping and best.keras
         "accuracy": float(final["accuracy"]),
         "loss": float(final["loss"]),
         "loss_function": loss_function(model.loss),  # what "loss" is: training's, label smoothing included
         "epochs": run.epochs,
         **(_early_stopping_results(early_stopping) if early_stopping else {}),
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(clock.seconds(), 1),  # every process of the run, resumed ones included
         # The paper's compute (Table 6, Fig. 5): forward and backward passes over every example the run trains on.
-        "training_flops": analysis.training_flops(counted, epochs_trained * run.steps_per_epoch * run.step_batch),
+        "training_flops": analysis.training_flops(counted_model(model), epochs_trained * run.steps_per_epoch * run.step_batch),
         "weights_sha256": weights_fingerprint(model),
     }
     if chief:  # the model, then the results that mark the run finished, then the backups it no longer needs
@@ -310,6 +333,51 @@ def _train(config: RunConfig, run: Plan, chief: bool) -> dict:
     print(f"Final evaluation on {config.dataset}/{run.eval_split}: accuracy {results['accuracy']:.2%}, loss {results['loss']:.4f}")
     print(f"Weights fingerprint: {results['weights_sha256']}")
     return results
+
+
+def _fit(model: keras.Model, run: Plan, data: Data, position: backup.Position, callbacks: list,
+         early_stopping: run_callbacks.EarlyStopping | None, progress: int) -> None:
+    """Trains from `position` to the last epoch, or until early stopping stops (or had stopped before a kill).
+
+    Keras fits whole epochs, so the rest of an epoch a kill interrupted is
+    one `fit` of its remaining batches, and the epochs after it another."""
+    def stopped() -> bool:
+        return early_stopping is not None and early_stopping.stopped_epoch is not None
+
+    fit = functools.partial(model.fit, validation_data=data.validation, callbacks=callbacks,
+                            shuffle=False, verbose=progress)  # the pipeline shuffles
+    epoch = position.epoch
+    if position.batch and not stopped():
+        remaining = run.steps_per_epoch - position.batch
+        fit(data.train_from(position.step(run.steps_per_epoch), remaining), epochs=epoch + 1, initial_epoch=epoch,
+            steps_per_epoch=remaining)
+        epoch += 1
+    if epoch < run.epochs and not stopped():
+        fit(data.train_from(epoch * run.steps_per_epoch, (run.epochs - epoch) * run.steps_per_epoch),
+            epochs=run.epochs, initial_epoch=epoch, steps_per_epoch=run.steps_per_epoch)
+
+
+def counted_model(model: keras.Model) -> keras.Model:
+    """The model whose compute a run counts: masked patch prediction's encoder, or the model itself."""
+    return model.backbone if isinstance(model, keras_vit.MaskedPatchPrediction) else model
+
+
+def _announce(config: RunConfig, run: Plan, model: keras.Model, position: backup.Position) -> None:
+    """One line: what trains, on what, how long, and where a resumed run picks up."""
+    resumed = ""
+    if position.batch:
+        resumed = f", resuming at epoch {position.epoch + 1}, batch {position.batch + 1} of {run.steps_per_epoch}"
+    elif position.epoch:
+        resumed = f", resuming at epoch {position.epoch + 1}"
+    held_out = f"; {run.validation_split} held out for selection" if run.held_out else ""
+    print(
+        f"Training {config.model} ({model.count_params():,} parameters) at "
+        f"{'x'.join(map(str, counted_model(model).image_size))}px on {config.dataset} "
+        f"({len(run.train_examples)} examples{held_out}, {run.info.num_classes} classes): "
+        f"{run.epochs} epochs x {run.steps_per_epoch} steps, global batch {run.recipe.batch_size}, "
+        f"{run.strategy.num_replicas_in_sync} replica(s), recipe {config.recipe} ({run.recipe.source}), "
+        f"selecting on {run.validation_split}{resumed}."
+    )
 
 
 def _restore_best(model: keras.Model, early_stopping: run_callbacks.EarlyStopping, best_path: str) -> None:
