@@ -79,6 +79,10 @@ class ServingModule(tf.Module):
         # Pixels to numeric outputs (forward pass, softmax, top-k), one XLA cluster with `jit_compile`; decoding
         # and the labels' gather stay outside: XLA has no string ops.
         self.compute = tf.function(self._compute, jit_compile=True) if jit_compile else self._compute
+        # XLA drops the model's run-time check that a dynamic size divides by the patch stride (and fails on a
+        # reshape instead): the compiled signatures check first, outside the cluster, with the model's own message.
+        alignment = getattr(model, "stride_alignment", None)
+        self.check_size = alignment if jit_compile and alignment is not None and not alignment.pad else None
         self.labels = None if labels is None else tf.constant(labels)
         pixels_size = (None, None) if getattr(model, "dynamic_image_size", False) else self.image_size  # ResNets: fixed
         images_spec = tf.TensorSpec([None], tf.string, name=signatures.IMAGES_INPUT)
@@ -122,7 +126,7 @@ class ServingModule(tf.Module):
         }
 
     def _outputs(self, pixels):
-        result = self.compute(pixels)
+        result = self.compute(pixels if self.check_size is None else self.check_size(pixels))
         if self.labels is not None:
             result[signatures.LABELS] = tf.gather(self.labels, result[signatures.CLASSES])
         return result

@@ -66,6 +66,9 @@ class Servable:
                 raise ValueError(f"{path}: {TFLITE_FILE} beside a SavedModel without `decode`; export it again.")
             self.lite = LiteRTModel(os.path.join(path, TFLITE_FILE))
             self.functions = {DEFAULT_SIGNATURE: self._lite_images, PIXELS_SIGNATURE: self._lite_pixels}
+            # The metadata advertises what LiteRT takes: its one size, where the SavedModel's graph takes any.
+            dims = self.signature_defs[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].tensor_shape.dim
+            dims[1].size, dims[2].size = self.lite.image_size
         self.batchers = {}
         if batching is not None:
             self.batchers = {

@@ -148,6 +148,23 @@ def test_looking_inside_at_another_size():
         model.encode(model.embed_patches(images))
 
 
+def test_the_analyses_open_a_keras_file_at_another_size(tmp_path):
+    """`analysis ... --image_size` on a .keras file: the model built there, position embeddings resized as on load,
+    which for a dynamic model is what it computes when called at that size."""
+    from keras_vit.models.opening import open_model
+
+    model = keras_vit.ViT(image_size=16, dynamic_image_size=True, **TINY)
+    random_weights(model)
+    model.save(tmp_path / "dynamic.keras")
+    opened = open_model(tmp_path / "dynamic.keras", image_size=(24, 32))
+    assert opened.image_size == (24, 32)
+    images = random_images((2, 24, 32, 3))
+    np.testing.assert_allclose(predict(opened, images), predict(model, images), atol=1e-6)
+    keras_vit.MaskedPatchPrediction(keras_vit.ViT(image_size=16, include_top=False, **TINY)).save(tmp_path / "mpp.keras")
+    with pytest.raises(ValueError, match="holds a MaskedPatchPrediction; another image size applies to a VisionTransformer"):
+        open_model(tmp_path / "mpp.keras", image_size=24)
+
+
 def mixed_sizes(batches: int = 9) -> tf.data.Dataset:
     """Batches of 8 at 32x32, 48x48 and 40x56 pixels; the label is whether the red channel was brightened."""
     sizes = [(32, 32), (48, 48), (40, 56)]
@@ -240,8 +257,12 @@ def test_litert_takes_the_serving_size_only(dynamic_export):
     batch = pixels(2, (24, 32))
     got = lite.predict("predict_pixels", {"pixels": batch.astype("float32")})["probabilities"]
     np.testing.assert_allclose(got, probabilities(model, batch), atol=1e-5)
-    with pytest.raises(ServingError, match=r"model.tflite takes 24x32 pixels \(LiteRT runs one size\), got 16x16"):
+    with pytest.raises(ServingError, match=r"Input pixels: expecting shape \[-1,24,32,3\] but got: \[1,16,16,3\]"):
         lite.predict("predict_pixels", {"pixels": pixels(1, (16, 16)).astype("float32")})
+    advertised = lite.signature_defs["predict_pixels"].inputs["pixels"].tensor_shape.dim  # what the metadata says
+    assert [d.size for d in advertised] == [-1, 24, 32, 3]
+    saved_model_graph = Servable("vit", 2, str(base / "2")).signature_defs["predict_pixels"].inputs["pixels"]
+    assert [d.size for d in saved_model_graph.tensor_shape.dim] == [-1, -1, -1, 3]
 
 
 @pytest.mark.process
@@ -354,3 +375,15 @@ def test_train_evaluate_and_export_a_dynamic_model_from_the_command_line(tmp_pat
                         "--format", "tflite", "--serving_image_size", "24"]) == 0
     assert ("predict_pixels takes pixels of any size that divides by the patch stride 4x4; serving_default decodes "
             "images to 24x24; model.tflite takes 24x24 only (LiteRT runs one fixed size)") in capsys.readouterr().out
+
+    # Fine-tuned from it at another size, the model takes any size too, and the run says so, and which head it took.
+    tuned = run_module("keras_vit.training.train", "--model", "ViT", "--init_from", str(out / "model.keras"),
+                       "--recipe", "finetune", "--image_size", "24", "--dataset", "digits", "--epochs", "1",
+                       "--steps_per_epoch", "2", "--batch_size", "8", "--output_dir", str(tmp_path / "tuned"),
+                       "--progress", "0")
+    assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
+    assert "model.keras takes images of any size: so does the model trained from it." in tuned.stdout
+    assert ("with a new zero-initialised head of 10 classes (head policy 'new': the finetune recipe's default)"
+            in tuned.stdout)
+    model = keras_vit.load_model(tmp_path / "tuned" / "model.keras")
+    assert model.dynamic_image_size and model.image_size == (24, 24)

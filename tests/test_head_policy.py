@@ -83,6 +83,8 @@ def test_finetune_recipe_starts_from_a_zero_head_of_the_same_classes(trained, tm
                                keras.ops.convert_to_numpy(source.features(images)), atol=1e-5)
     kept = run_module("keras_vit.training.train", *common, "--head", "keep", "--output_dir", str(tmp_path / "keep"), timeout=240)
     assert kept.returncode == 0, kept.stderr[-2000:]
+    assert "head policy 'new': the finetune recipe's default" in result.stdout
+    assert "with the stored head (head policy 'keep': --head)" in kept.stdout
     for a, b in zip(head_values(keras_vit.load_model(tmp_path / "keep" / "model.keras")), head_values(source)):
         np.testing.assert_array_equal(a, b)
 

@@ -40,6 +40,7 @@ def test_a_quick_study_writes_its_table_and_plot(tmp_path):
     with Image.open(tmp_path / "cls.png") as image:
         assert image.format == "PNG" and image.size[0] >= 600
     assert len(list((tmp_path / "cls_runs").iterdir())) == 3
+    assert "; run 1 of 3, about " in result.stdout and " min left" in result.stdout  # the time the study will take
     # Started again, it reuses the finished runs.
     again = run_module("keras_vit.training.study", "classifier", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
     assert again.returncode == 0 and again.stdout.count("Nothing to do") == 3

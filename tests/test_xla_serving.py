@@ -59,6 +59,18 @@ def test_the_exported_computation_is_compiled_and_answers_the_same(exports):
     assert refused.value.code == "FAILED_PRECONDITION"
 
 
+def test_a_size_off_the_patch_stride_is_named_under_xla_too(tmp_path):
+    """A compiled export of a dynamic model: 18x18 pixels (patch 4) get the model's own message, not tf2xla's."""
+    model = keras_vit.ViT(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1,
+                          classes=3, dynamic_image_size=True)
+    servable = Servable("vit", 1, saved_model.export(model, str(tmp_path / "xla"), jit_compile=True),
+                        xla_cpu_compilation_enabled=True)
+    with pytest.raises(ServingError, match=r"does not divide by the patch stride \(4, 4\)") as refused:
+        servable.predict("predict_pixels", {"pixels": np.zeros((1, 18, 18, 3), np.float32)})
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert servable.predict("predict_pixels", {"pixels": np.zeros((1, 24, 20, 3), np.float32)})["probabilities"].shape == (1, 3)
+
+
 def test_the_server_runs_it_with_the_flag_and_refuses_it_without(exports):
     body = json.dumps({"signature_name": "predict_pixels", "instances": pixels(2).tolist()}).encode()
     expected = Servable("vit", 1, exports["plain"]).predict("predict_pixels", {"pixels": pixels(2)})["probabilities"]

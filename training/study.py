@@ -195,7 +195,8 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     from keras_vit.training import datasets, trainer
 
     info = datasets.describe(args.dataset, args.data_dir)
-    full_steps = max(1, info.num_examples[info.train_split] // TRAINING["batch_size"])
+    held_out = trainer.choose_validation(RunConfig(output_dir="", dataset=args.dataset), info, info.train_split)[1]
+    full_steps = max(1, (info.num_examples[info.train_split] - held_out) // TRAINING["batch_size"])
     length = dict(epochs=1, steps_per_epoch=3) if args.quick else dict(epochs=epochs, steps_per_epoch=full_steps)
     rows: dict[str, list[dict]] = {arm.name: [] for arm in arms}
     start = time.perf_counter()
@@ -211,8 +212,11 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
             result = trainer.train_in_process(RunConfig(output_dir=folder, **arm.fields, **init, **shared))
             result.update(_fewshot(folder, args.dataset, args.data_dir))
             rows[arm.name].append(result)
-            print(f"[{time.perf_counter() - start:5.0f}s] seed {seed} {arm.name}: accuracy {result['accuracy']:.2%}, "
-                  + ", ".join(f"{k}-shot {result[f'{k}shot']:.2%}" for k in SHOTS), flush=True)
+            elapsed, done, total = time.perf_counter() - start, seed * len(arms) + index + 1, seeds * len(arms)
+            print(f"[{elapsed:5.0f}s] seed {seed} {arm.name}: accuracy {result['accuracy']:.2%}, "
+                  + ", ".join(f"{k}-shot {result[f'{k}shot']:.2%}" for k in SHOTS)
+                  + (f"; run {done} of {total}, about {elapsed / done * (total - done) / 60:.0f} min left"
+                     if done < total else ""), flush=True)
     table = markdown(study, arms, rows, args, seeds, epochs)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:

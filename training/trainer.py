@@ -151,7 +151,7 @@ def build_model(config: RunConfig, run: Plan) -> keras.Model:
     source = config.initial_weights
     if config.model == "ViT" and source and source.endswith((".keras", ".npz")):
         options = {**keras_vit.weights.architecture_of(source), **options}  # the flags given override the file
-    if config.dynamic_image_size:
+    if config.dynamic_image_size or (run.recipe.task != "masked_patch" and _takes_any_size(source)):
         options["dynamic_image_size"] = True
     if config.remat:
         options["remat"] = True
@@ -175,6 +175,8 @@ def build_model(config: RunConfig, run: Plan) -> keras.Model:
             crop_fraction=config.crop_fraction,
             **options,
         )
+        if source and not masked_patch:
+            print(f"Starting from {source} with {_head_policy(config, run.info.num_classes)}.")
         if masked_patch:
             model = keras_vit.MaskedPatchPrediction(model)
         run.recipe.compile(
@@ -182,6 +184,27 @@ def build_model(config: RunConfig, run: Plan) -> keras.Model:
         )
     distribute.enable_multi_worker_fit(model)
     return model
+
+
+def _takes_any_size(source: str | None) -> bool:
+    """Whether `source` is a `.keras` model with `dynamic_image_size`: one trained from it takes any size too (said)."""
+    if not (source and source.endswith(".keras")):
+        return False
+    saved = keras_vit.weights.sources.saved_config(source)
+    dynamic = saved.get("class_name") == "VisionTransformer" and saved["config"].get("dynamic_image_size", False)
+    if dynamic:
+        print(f"{source} takes images of any size: so does the model trained from it.")
+    return dynamic
+
+
+def _head_policy(config: RunConfig, classes: int) -> str:
+    """The head a run starts from, in words."""
+    why = "--head" if config.head else ("the finetune recipe's default" if config.recipe == "finetune" else "the default")
+    return {
+        "new": f"a new zero-initialised head of {classes} classes",
+        "keep": "the stored head",
+        "auto": f"the stored head where it fits {classes} classes, else a new zero-initialised one",
+    }[config.head_policy] + f" (head policy {config.head_policy!r}: {why})"
 
 
 def _build_resnet(config: RunConfig, run: Plan) -> keras_vit.ResNet:

@@ -38,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
         cli.add_verbose_flag(c)
         c.add_argument("--model", required=True, help="a .keras file, an original .npz, or a known weights name")
         c.add_argument("--variant", default=None, help="the released variant of a .npz or a weights name (ViT_B16)")
-        cli.add_image_size_flag(c, default=None, help="resolution for a .npz or weights name (default: the file's own)")
+        cli.add_image_size_flag(c, default=None,
+                                help="resolution to analyse at (default: the file's own; position embeddings are resized)")
         c.add_argument("--out", required=True, help="the PNG to write" if name != "report" else "the folder to write")
         if name in ("attention", "distance", "report"):
             c.add_argument("--image", nargs="+", default=None, help="image files (JPEG, PNG, GIF, BMP)")

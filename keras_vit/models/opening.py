@@ -8,7 +8,9 @@ import keras
 
 from keras_vit.models.constructors import ViT, create_model
 from keras_vit.models.variants import variant_name
+from keras_vit.models.vision_transformer import VisionTransformer
 from keras_vit.weights import releases, sources
+from keras_vit.weights.pipeline import load_weights
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:
@@ -31,13 +33,13 @@ def open_model(
     A `.npz` gives its own architecture, image size and classes (with
     `variant`, the model is that variant); a known name ("imagenet21k", ...)
     needs `variant` and downloads the release. `image_size` overrides the
-    file's resolution (position embeddings are resized).
+    file's resolution (position embeddings are resized, as a model with
+    `dynamic_image_size` resizes them when called at that size).
     """
     path = os.fspath(source)
     if path.endswith(".keras"):
-        if image_size is not None:
-            raise ValueError(f"{path} is a whole model at its own image size; --image_size applies to .npz files.")
-        return load_model(path)
+        model = load_model(path)
+        return model if image_size is None else _at_image_size(model, path, image_size)
     if not path.endswith(".npz"):
         if os.path.exists(path) or variant is None:
             raise ValueError(
@@ -52,3 +54,13 @@ def open_model(
         options = {key: found[key] for key in ("image_size", "classes", "classifier", "representation_size") if key in found}
         return create_model(variant, weights=path, **options)
     return ViT(weights=path, **found)
+
+
+def _at_image_size(model: keras.Model, path: str, image_size: int | tuple[int, int]) -> keras.Model:
+    """The VisionTransformer of a `.keras` file built at `image_size`, its weights loaded with position embeddings
+    resized (the head kept)."""
+    if type(model) is not VisionTransformer:
+        raise ValueError(f"{path} holds a {type(model).__name__}; another image size applies to a VisionTransformer.")
+    resized = VisionTransformer.from_config({**model.get_config(), "image_size": image_size})
+    load_weights(resized, path, head="keep")
+    return resized
