@@ -58,6 +58,23 @@ def test_split_slices_of_the_local_sources():
     np.testing.assert_array_equal(first, next(iter(datasets.load(info, "train").batch(2000)))[1].numpy()[800:1000])
 
 
+@pytest.mark.parametrize("task", ["clevr_count", "dsprites_location", "kitti_distance", "smallnorb_azimuth"])
+def test_a_tasks_training_pipeline_is_a_plain_resize(task):
+    """No crop and no flip, as task_adaptation trains: they would move or leave out what the label counts or locates."""
+    from keras_vit.preprocessing import preprocess_input
+    from keras_vit.training import pipeline
+
+    info = datasets.vtab_info(f"vtab:{task}", test_examples=10)
+    assert (info.train_crop, info.flip) == ("resize", False)
+    prep = pipeline.Preprocessing((32, 32), info.num_classes, train_crop=info.train_crop, flip=info.flip)
+    image = np.zeros((60, 90, 3), np.uint8)
+    image[5:15, 70:85] = 255  # an object near a corner: a crop could cut it, a flip would move it
+    examples = tf.data.Dataset.from_tensor_slices((image[None], np.array([1])))
+    expected = preprocess_input(tf.image.resize(image, (32, 32)))
+    for batch, _ in pipeline.train_dataset(examples, prep, 1, steps=5):  # five draws of the augmentation
+        np.testing.assert_allclose(batch[0], expected, atol=1e-6)
+
+
 def test_a_vtab_task_without_its_data_stops_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "TFDS_HOST", "tfds.invalid")  # RFC 6761: never resolves
     with pytest.raises(ValueError, match=r"'cifar100:3.\*.\*' is not downloaded to .*pass --data_dir where it is prepared"):

@@ -39,7 +39,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     num_examples: dict[str, int]
     flip: bool  # horizontal flips keep the label (not for digits)
-    train_crop: str = "inception"  # "random" for tiny images, where a 5%-area crop leaves nothing
+    train_crop: str = "inception"  # "random" for tiny images, where a 5%-area crop leaves nothing; "resize": VTAB
     train_split: str = "train"
     eval_split: str = "test"
     validation_split: str | None = None  # held out for model selection; None: the dataset has none
@@ -140,9 +140,22 @@ def _describe_vtab(name: str, data_dir: str | None) -> DatasetInfo:
     builder = tfds.builder(task.tfds, data_dir=data_dir)
     if not builder.is_prepared():
         _download_and_prepare(builder, task.tfds)
-    counts = {"train800": 800, "val200": 200, "train800val200": 1000, "test": builder.info.splits[task.test].num_examples}
+    return vtab_info(name, builder.info.splits[task.test].num_examples)
+
+
+def vtab_info(name: str, test_examples: int) -> DatasetInfo:
+    """A VTAB-1k task ("vtab:clevr_count"): its classes, its 800/200/1,000 training splits and its test split.
+
+    task_adaptation resizes VTAB's training images to a square, no crop, no
+    flip: a crop can leave out the objects a label counts, or move what it
+    locates.
+    """
+    from keras_vit.training.vtab_tasks import TASKS
+
+    task = TASKS[name[len(VTAB_PREFIX):]]
+    counts = {"train800": 800, "val200": 200, "train800val200": 1000, "test": test_examples}
     return DatasetInfo(name, task.num_classes, tuple(str(i) for i in range(task.num_classes)), counts, flip=False,
-                       train_split="train800", eval_split="val200", validation_split="val200")
+                       train_crop="resize", train_split="train800", eval_split="val200", validation_split="val200")
 
 
 #: The host tensorflow-datasets fetches prepared datasets from first: probed before a download is tried.

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from keras_vit.preprocessing import eval_resize, preprocess_input
+from keras_vit.training.choices import TRAIN_CROPS
 
 AUTOTUNE = tf.data.AUTOTUNE
 _PASS_SEEDS = 1_000_003  # pass p of seed s shuffles with the op seed s * _PASS_SEEDS + p (mod 2**31)
@@ -20,7 +21,9 @@ class Preprocessing:
     Training: an Inception crop (random area 5%-100%, aspect 3/4-4/3), or a
     resize to `image_size`, zero padding by 1/8 of it and a random crop back
     ("random": a translation at the evaluation's scale, for small images such
-    as digits), then a horizontal flip where the dataset allows it.
+    as digits), or a plain resize ("resize": VTAB, as task_adaptation trains,
+    where a crop can change the label: counts, distances, positions), then a
+    horizontal flip where the dataset allows it.
     Evaluation: a resize to `image_size / crop_fraction` and a center crop
     (`crop_fraction=1`: a plain resize, as the reference evaluates;
     `keras_vit.preprocessing` owns it, and the serving signature uses it too).
@@ -32,7 +35,7 @@ class Preprocessing:
     image_size: tuple[int, int]
     num_classes: int
     scale: bool = True
-    train_crop: str = "inception"  # or "random"
+    train_crop: str = "inception"  # or "random", or "resize" (TRAIN_CROPS)
     crop_fraction: float = 1.0
     flip: bool = True
     randaugment: tuple[int, float] | None = None  # (augmentations per image, magnitude in [0, 1])
@@ -59,7 +62,11 @@ class Preprocessing:
         """[0, 255] pixels augmented as a function of the stateless `seed` [2] alone, one-hot label."""
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         image = tf.convert_to_tensor(image)
-        if self.train_crop == "inception":
+        if self.train_crop not in TRAIN_CROPS:
+            raise ValueError(f"train_crop {self.train_crop!r}: expected one of {TRAIN_CROPS}.")
+        if self.train_crop == "resize":
+            image = tf.image.resize(image, self.image_size)
+        elif self.train_crop == "inception":
             begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
                 tf.shape(image),
                 bounding_boxes=tf.zeros([1, 0, 4]),
@@ -70,7 +77,7 @@ class Preprocessing:
                 use_image_if_no_bounding_boxes=True,
             )
             image = tf.image.resize(tf.slice(image, begin, size), self.image_size)
-        else:
+        else:  # "random"
             height, width = self.image_size
             image = tf.image.resize(image, self.image_size)
             image = tf.image.pad_to_bounding_box(image, height // 8, width // 8, height * 5 // 4, width * 5 // 4)

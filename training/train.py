@@ -23,7 +23,7 @@ from keras_vit import cli
 from keras_vit.options import (
     CLASSIFIERS, DTYPE_POLICIES, HEAD_POLICIES, POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS,
 )
-from keras_vit.training.choices import STRATEGIES
+from keras_vit.training.choices import STRATEGIES, TRAIN_CROPS
 from keras_vit.training import outputs
 from keras_vit.training.config import EARLY_STOPPING_MONITORS, RunConfig
 from keras_vit.training.recipes import RECIPES
@@ -104,7 +104,8 @@ def parser() -> argparse.ArgumentParser:
     recipe.add_argument("--grad_accum_steps", type=int, help="micro-batches averaged per update")
     add("--attention_dropout_rate", type=float, help="dropout on attention weights")
     add("--stochastic_depth_rate", type=float, help="stochastic depth of the last block")
-    add("--train_crop", choices=("auto", "inception", "random"), help="training crop (auto: random for digits)")
+    add("--train_crop", choices=("auto", *TRAIN_CROPS),
+        help="training crop (auto: random for digits, a plain resize for VTAB tasks, else inception)")
     add("--crop_fraction", type=float, help="resize to image_size / crop_fraction before cropping")
     add("--flip", choices=("auto", "yes", "no"), help="horizontal flips (auto: not for digits)")
     add("--randaugment", type=float, nargs=2, metavar=("N", "M"), help="keras-cv RandAugment: N ops, magnitude M in [0, 1]")
