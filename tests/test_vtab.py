@@ -110,7 +110,8 @@ def test_a_quick_vtab_run_sweeps_selects_retrains_and_tests(tmp_path):
     pets_folder(tmp_path, train=60)
     out = tmp_path / "vtab.md"
     result = run_module("keras_vit.training.vtab", "--model", "ViT", "--weights", str(model), "--image_size", "16", "--tasks",
-                        "digits", f"folder:{tmp_path / 'pets'}", "--quick", "--out", str(out), timeout=900)
+                        "digits", f"folder:{tmp_path / 'pets'}", "--protocol", "sweep", "--quick", "--out", str(out),
+                        timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads((tmp_path / "vtab.json").read_text())
     assert list(runs) == ["digits", f"folder:{tmp_path / 'pets'}"]
@@ -122,3 +123,30 @@ def test_a_quick_vtab_run_sweeps_selects_retrains_and_tests(tmp_path):
     assert "| digits | other |" in table and "| other | 2 |" in table
     finals = sorted(p.name for p in (tmp_path / "vtab_runs" / "digits").iterdir())
     assert finals[0].startswith("final-lr") and finals[1:] == ["lr0.001", "lr0.003"]
+    assert "keras_vit's sweep: 3 steps of batch 16 at each learning rate of [0.001, 0.003]" in table
+
+
+def test_the_papers_protocol_is_the_default_and_trains_each_task_once(tmp_path):
+    model = tmp_path / "pretrained.keras"
+    keras_vit.ViT(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1, classes=10).save(model)
+    out = tmp_path / "vtab.md"
+    result = run_module("keras_vit.training.vtab", "--model", "ViT", "--weights", str(model), "--image_size", "16",
+                        "--tasks", "digits", "--quick", "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads((tmp_path / "vtab.json").read_text())["digits"]
+    assert (row["sweep"], row["learning_rate"], row["val_accuracy"]) == ({}, 0.01, None)
+    assert [p.name for p in (tmp_path / "vtab_runs" / "digits").iterdir()] == ["final-lr0.01"]
+    table = out.read_text()
+    assert ("fine-tuned at 16x16 pixels with the paper's protocol (appendix B.1.1): one setting for every task, "
+            "learning rate 0.01, 3 steps of batch 16") in table
+    assert "digits: the first 80 training examples and the next 20 (100 together)" in table  # what ran, not 800
+    assert "| digits | other | 0.01 |  |" in table
+    args = vtab.settle(vtab.parser().parse_args(["--weights", "w", "--tasks", "all", "--out", "o.md"]))
+    assert (args.learning_rates, args.steps, args.batch_size, args.image_size) == ([0.01], 2500, 512, [384])
+    rows = {name: {"group": task.group, "learning_rate": 0.01, "val_accuracy": None, "test_accuracy": i / 100}
+            for i, (name, task) in enumerate(TASKS.items())}
+    assert "| all VTAB tasks | 19 | 9.0 |" in vtab.markdown(rows, args)  # the mean of 0..18 %, beside the groups'
+    assert "| all VTAB tasks run | 2 | 0.5 |" in vtab.markdown(dict(list(rows.items())[:2]), args)
+    with pytest.raises(ValueError, match="--protocol paper trains once per task, at one learning rate"):
+        vtab.settle(vtab.parser().parse_args(["--weights", "w", "--tasks", "all", "--out", "o.md",
+                                              "--learning_rates", "0.01", "0.03"]))
