@@ -4,6 +4,11 @@ Each task names its tfds dataset, its train, validation and test splits (the
 task_adaptation `data/<dataset>.py` definitions, percentages included), its
 label (some are derived: CLEVR's object count, KITTI's closest-vehicle
 distance bins, dSprites' binned position and orientation) and its group.
+The tfds versions are task_adaptation's: `kitti:3.1.0` is pinned as it pins
+it (3.2.0 updated the devkit, 3.3.0 added occlusion labels). One is no longer
+in tensorflow-datasets: task_adaptation reads `oxford_iiit_pet:3.*.*`, and
+tfds now has 4.0.0 alone, which adds head bounding boxes, fixes corrupt images
+and moves the download URL; the classes and splits are the same.
 VTAB-1k trains on the first 800 examples of the train split ("train800"),
 selects on the first 200 of the validation split ("val200"), retrains on both
 ("train800val200") and tests on the whole test split. `keras_vit.training.datasets`
@@ -124,7 +129,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("clevr_distance", "Structured", "clevr:3.*.*", 6, train="train[:90%]", val="train[90%:]", test="validation",
          label=_clevr_distance, reads=("image", "objects")),
     Task("dmlab", "Structured", "dmlab:2.0.1", 6),
-    Task("kitti_distance", "Structured", "kitti:3.*.*", 4, label=_kitti_vehicle_distance, reads=("image", "objects")),
+    Task("kitti_distance", "Structured", "kitti:3.1.0", 4, label=_kitti_vehicle_distance, reads=("image", "objects")),
     Task("dsprites_location", "Structured", "dsprites:2.*.*", 16, train="train[:80%]", val="train[80%:90%]",
          test="train[90%:]", label=_dsprites("label_x_position", 32), image=_gray_to_rgb(255.0),
          reads=("image", "label_x_position")),
