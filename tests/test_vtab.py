@@ -75,6 +75,15 @@ def test_a_tasks_training_pipeline_is_a_plain_resize(task):
         np.testing.assert_allclose(batch[0], expected, atol=1e-6)
 
 
+def test_a_validation_slice_of_one_class_is_warned_about():
+    digits = datasets.describe("digits")
+    assert vtab.single_class_warning(digits, "train[800:1000]") is None
+    label = int(next(iter(datasets.load(digits, "train[5:6]")))[1])
+    assert vtab.single_class_warning(digits, "train[5:6]") == (
+        f"the validation slice train[5:6] of digits holds one class only ({label}): the sweep's choice of learning rate "
+        f"on it means little; give --val_examples more examples.")
+
+
 def test_a_vtab_task_without_its_data_stops_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "TFDS_HOST", "tfds.invalid")  # RFC 6761: never resolves
     with pytest.raises(ValueError, match=r"'cifar100:3.\*.\*' is not downloaded to .*pass --data_dir where it is prepared"):

@@ -115,6 +115,17 @@ def splits(task: str, train: int, val: int, test: str) -> dict[str, str]:
             "test": test}
 
 
+def single_class_warning(info, split: str, data_dir: str | None = None) -> str | None:
+    """What is wrong with choosing a learning rate on `split` when it holds one class only (None when it holds more)."""
+    from keras_vit.training import datasets
+
+    labels = {int(label) for _, label in datasets.load(info, split, data_dir)}
+    if len(labels) > 1:
+        return None
+    return (f"the validation slice {split} of {info.name} holds one class only ({info.class_names[labels.pop()]}): "
+            f"the sweep's choice of learning rate on it means little; give --val_examples more examples.")
+
+
 def run_vtab(args: argparse.Namespace) -> dict:
     from keras_vit.training import datasets, trainer
     from keras_vit.training.config import RunConfig
@@ -127,6 +138,10 @@ def run_vtab(args: argparse.Namespace) -> dict:
         split = splits(task, args.train_examples, args.val_examples, infos[task].eval_split)
         infos[task].check_split(split["train"], "--train_examples")
         infos[task].check_split(split["val"], "--val_examples")
+        if args.protocol == "sweep" and task not in TASKS:
+            warning = single_class_warning(infos[task], split["val"], args.data_dir)
+            if warning:
+                print(f"warning: {warning}", flush=True)
     base = dict(model=args.model, weights=args.weights, image_size=tuple(args.image_size), recipe="finetune", head="new",
                 steps=args.steps, steps_per_epoch=min(args.steps, 100), batch_size=args.batch_size, warmup_steps=None,
                 data_dir=args.data_dir, seed=args.seed, progress=0)
