@@ -29,8 +29,11 @@ def fixture_model(fixtures_dir: pathlib.Path, name: str, weights="fixture", **ov
 
 
 def env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child, with `extra`; XLA_FLAGS given there are added to the session's."""
     out = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
     out["PYTHONPATH"] = os.pathsep.join([str(REPO), out.get("PYTHONPATH", "")])
+    if "XLA_FLAGS" in extra:
+        extra = dict(extra, XLA_FLAGS=" ".join(filter(None, [out.get("XLA_FLAGS", ""), extra["XLA_FLAGS"]])))
     out.update(extra)
     return out
 

@@ -61,52 +61,45 @@ def test_a_run_stops_when_accuracy_stalls_and_keeps_the_best_weights(uninterrupt
     assert results["training_flops"] == 3 * keras_vit.analysis.flops(model) * 3 * 30 * 16  # 3 epochs, not 8
 
 
-def test_a_run_killed_after_an_epoch_stops_where_the_uninterrupted_one_did(uninterrupted, tmp_path):
-    reference, _ = uninterrupted
-    out = tmp_path / "run"
-    process = start_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out))
-    deadline = time.monotonic() + 240
-    while process.poll() is None and time.monotonic() < deadline and backed_up_epoch(out) < 2:
-        time.sleep(0.02)
+def kill(process) -> None:
     assert process.poll() is None, "the run ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def start_until(out, ready, **extra_env):
+    """Starts the command in `out` and SIGKILLs it once `ready()` holds."""
+    process = start_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out), **extra_env)
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline and not ready():
+        time.sleep(0.01)
+    kill(process)
+
+
+def test_a_run_killed_after_an_epoch_and_in_the_epoch_it_stops_at_stops_there_with_the_same_weights(uninterrupted,
+                                                                                                   tmp_path):
+    """Killed after epoch 2's backup, then again while the stopping epoch's backup is written (its row logged, its
+    state not yet in place): the run trains that epoch again, identically, and stops where the uninterrupted run did,
+    with its weights."""
+    reference, _ = uninterrupted
+    out = tmp_path / "run"
+    start_until(out, lambda: backed_up_epoch(out) >= 2)
     assert epochs_logged(out) == [0, 1]
     state = backup.read_metadata(backup.states(str(out / "backup"))[0])["callbacks"]["early_stopping"]
     assert (state["best_epoch"], state["wait"], state["stopped_epoch"]) == (0, 1, None)
 
-    resumed = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out), timeout=300)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    results = json.loads((out / "results.json").read_text())
-    expected = json.loads((reference / "results.json").read_text())
-    assert (results["best_epoch"], results["stopped_epoch"]) == (expected["best_epoch"], expected["stopped_epoch"]) == (1, 3)
-    assert epochs_logged(out) == [0, 1, 2]
-    for kept, best in zip(weights(out / "model.keras"), weights(out / "best.keras")):  # read back from best.keras
-        np.testing.assert_array_equal(kept, best)
-    assert results["weights_sha256"] == expected["weights_sha256"]
-
-
-def test_a_run_killed_after_logging_the_epoch_it_stops_at_stops_there_again(uninterrupted, tmp_path):
-    """Killed while the stopping epoch's backup is written (its row logged, its state not yet in place), the run
-    trains that epoch again, identically, and stops there with the uninterrupted run's weights."""
-    reference, _ = uninterrupted
-    out = tmp_path / "run"
-    process = start_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out),
-                           **{backup.PAUSE_ENV: "0.5"})
-    deadline = time.monotonic() + 240
-    while process.poll() is None and time.monotonic() < deadline and len(epochs_logged(out)) < 3:
-        time.sleep(0.01)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    start_until(out, lambda: len(epochs_logged(out)) >= 3, **{backup.PAUSE_ENV: "0.5"})
     assert backed_up_epoch(out) == 2 and epochs_logged(out) == [0, 1, 2]  # the row is there, its state is not
 
     resumed = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out), timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     expected = json.loads((reference / "results.json").read_text())
-    assert (results["stopped_epoch"], results["weights_sha256"]) == (expected["stopped_epoch"], expected["weights_sha256"])
+    assert (results["best_epoch"], results["stopped_epoch"]) == (expected["best_epoch"], expected["stopped_epoch"]) == (1, 3)
+    assert results["weights_sha256"] == expected["weights_sha256"]
     assert epochs_logged(out) == [0, 1, 2]
+    for kept, best in zip(weights(out / "model.keras"), weights(out / "best.keras")):  # read back from best.keras
+        np.testing.assert_array_equal(kept, best)
 
 
 def test_early_stopping_counts_evaluations_and_skips_epochs_without_one():

@@ -31,21 +31,6 @@ def test_each_study_builds_run_configs_that_its_flags_give_back():
     assert sorted({arm.x for arm in scale.arms}) == [0.1, 0.25, 0.5, 1.0]
 
 
-def test_a_quick_study_writes_its_table_and_plot(tmp_path):
-    out = tmp_path / "cls.md"
-    result = run_module("keras_vit.training.study", "classifier", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = out.read_text()
-    assert "| token, lr 0.003 |" in table and "| gap, lr 0.001125 |" in table and "1-shot (%)" in table
-    with Image.open(tmp_path / "cls.png") as image:
-        assert image.format == "PNG" and image.size[0] >= 600
-    assert len(list((tmp_path / "cls_runs").iterdir())) == 3
-    assert "; run 1 of 3, about " in result.stdout and " min left" in result.stdout  # the time the study will take
-    # Started again, it reuses the finished runs.
-    again = run_module("keras_vit.training.study", "classifier", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
-    assert again.returncode == 0 and again.stdout.count("Nothing to do") == 3
-
-
 def test_resnet_refuses_transformer_flags(capsys):
     assert train.main(["--model", "ResNet", "--patch_size", "4", "--output_dir", "x"]) == 2
     assert "--model ResNet has no Transformer: --patch_size are for ViT models" in capsys.readouterr().err
@@ -79,5 +64,10 @@ def test_a_quick_scaling_study_plots_accuracy_against_compute(tmp_path):
     assert compute["ViT S"] < compute["ViT M"] and compute["ResNet S"] < compute["ResNet M"]  # 3 steps of 32 each
     assert "Differs from the paper in scale" in out.read_text()
     assert "selects its model (best.keras, early stopping) on train[1293:1437] and is scored on test." in out.read_text()
+    assert "; run 1 of 4, about " in result.stdout and " min left" in result.stdout  # the time the study will take
+    assert len(list((tmp_path / "scaling_runs").iterdir())) == 4
+    # Started again, it reuses the finished runs.
+    again = run_module("keras_vit.training.study", "scaling", "--dataset", "digits", "--quick", "--out", str(out), timeout=600)
+    assert again.returncode == 0 and again.stdout.count("Nothing to do") == 4
     with Image.open(tmp_path / "scaling.png") as image:
         assert image.format == "PNG"
