@@ -163,6 +163,7 @@ class AtomicBackup(keras.callbacks.Callback):
         self._epoch = 0
         self._saved_at_batch = 0
         self._offset = 0  # batches of this epoch trained before this fit
+        self._pending_metrics: list | None = None  # the killed epoch's metric sums, added after the first step
         self._resumed = Position()
         self._seconds_before = 0.0
         self._started: float | None = None  # while fitting: when this fit began
@@ -184,10 +185,12 @@ class AtomicBackup(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         offset = self._resumed.batch if epoch == self._resumed.epoch else 0
         self._epoch, self._saved_at_batch, self._offset = epoch, offset, offset
+        self._pending_metrics = self._resumed.metrics if offset else None
 
     def on_train_batch_end(self, batch, logs=None):
-        if batch == 0 and self._offset and self._resumed.metrics is not None:
-            self._continue_metrics(self._resumed.metrics)
+        if self._pending_metrics is not None:  # the first step (or steps_per_execution steps) after the resume
+            self._continue_metrics(self._pending_metrics)
+            self._pending_metrics = None
         last = batch + 1 == (self.params or {}).get("steps")  # the epoch's own state follows, once it is logged
         batch += self._offset
         if self.save_freq != "epoch" and not last and batch + 1 - self._saved_at_batch >= self.save_freq:

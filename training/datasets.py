@@ -44,7 +44,6 @@ class DatasetInfo:
     eval_split: str = "test"
     validation_split: str | None = None  # held out for model selection; None: the dataset has none
 
-
     def count(self, split: str) -> int:
         """Examples in `split`, a slice `name[a:b]` of one included; 0 for a split it does not have."""
         if split in self.num_examples:

@@ -11,7 +11,9 @@ from keras_vit.preprocessing import eval_resize, preprocess_input
 from keras_vit.training.choices import TRAIN_CROPS
 
 AUTOTUNE = tf.data.AUTOTUNE
-_PASS_SEEDS = 1_000_003  # pass p of seed s shuffles with the op seed s * _PASS_SEEDS + p (mod 2**31)
+#: About how many examples of the stream one shuffled chunk of passes holds: a resume reads past at most that many.
+_CHUNK_POSITIONS = 100_000
+_CHUNK_SEEDS = 1_000_003  # chunk c of seed s shuffles with the op seed s * _CHUNK_SEEDS + c (mod 2**31)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,10 @@ class Preprocessing:
     randaugment: tuple[int, float] | None = None  # (augmentations per image, magnitude in [0, 1])
     mixup_alpha: float = 0.0
 
+    def __post_init__(self):
+        if self.train_crop not in TRAIN_CROPS:
+            raise ValueError(f"train_crop {self.train_crop!r}: expected one of {TRAIN_CROPS}.")
+
     @classmethod
     def for_model(cls, model, **options) -> "Preprocessing":
         """The preprocessing a keras_vit model expects: its size, classes, evaluation crop and scaling."""
@@ -62,8 +68,6 @@ class Preprocessing:
         """[0, 255] pixels augmented as a function of the stateless `seed` [2] alone, one-hot label."""
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         image = tf.convert_to_tensor(image)
-        if self.train_crop not in TRAIN_CROPS:
-            raise ValueError(f"train_crop {self.train_crop!r}: expected one of {TRAIN_CROPS}.")
         if self.train_crop == "resize":
             image = tf.image.resize(image, self.image_size)
         elif self.train_crop == "inception":
@@ -110,12 +114,14 @@ def train_dataset(
     """`steps` shuffled, augmented batches of (model inputs, one-hot labels), or of what `task` makes of them.
 
     The stream is a function of `seed` and the examples' order alone, so two
-    runs see the same batches: pass p over the examples is shuffled with a
-    seed of (seed, p), the example at position i of the stream is augmented
-    with the stateless seed (seed, i), and batch k holds positions
-    [k * batch_size, (k + 1) * batch_size). `start_step` begins at batch
-    `start_step`, where a resumed run left off, without computing the batches
-    before it. RandAugment and MixUp (keras-cv layers with a random state of
+    runs see the same batches: the passes over the examples come in chunks of
+    about `_CHUNK_POSITIONS` examples (one pass for a larger dataset), chunk c
+    shuffled from a seed of (seed, c), each of its passes in an order of its
+    own; the example at position i of the stream is augmented with the
+    stateless seed (seed, i), and batch k holds positions [k * batch_size,
+    (k + 1) * batch_size). `start_step` begins at batch `start_step`, where a
+    resumed run left off, without augmenting the batches before it (it reads
+    past at most a chunk). RandAugment and MixUp (keras-cv layers with a random state of
     their own) run in order, so an uninterrupted run repeats; after a resume
     they draw afresh.
     """
@@ -127,11 +133,15 @@ def train_dataset(
     buffer = min(shuffle_buffer, count)
     start, stop = start_step * batch_size, (start_step + steps) * batch_size
 
-    def one_pass(p: int) -> tf.data.Dataset:  # stream positions p * count ... (p + 1) * count - 1
-        order = examples.shuffle(buffer, seed=(seed * _PASS_SEEDS + p) % 2**31, reshuffle_each_iteration=False)
-        return order.enumerate(start=p * count)
+    passes = max(1, _CHUNK_POSITIONS // count)  # per chunk
+    positions = passes * count
 
-    ds = _concatenate([one_pass(p) for p in range(start // count, -(-stop // count))]).skip(start % count)
+    def chunk(c: int) -> tf.data.Dataset:  # stream positions c * positions ... (c + 1) * positions - 1
+        order = examples.shuffle(buffer, seed=(seed * _CHUNK_SEEDS + c) % 2**31, reshuffle_each_iteration=True)
+        return order.repeat(passes).enumerate(start=c * positions)
+
+    first = start // positions
+    ds = _concatenate([chunk(c) for c in range(first, -(-stop // positions))]).skip(start - first * positions)
     ds = ds.map(lambda i, example: preprocessing.train_example(*example, tf.stack([tf.constant(seed, tf.int64), i])),
                 num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True).take(steps)
