@@ -75,3 +75,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: Runs each command given (`module arg ...`, one per argument) as `python -m` does, in one process (TensorFlow
+#: starts once), and prints what each wrote and its exit status between markers.
+COMMANDS_PROBE = r"""
+import contextlib, io, runpy, sys, warnings
+# A command module imported by an earlier one is run again as __main__: runpy's warning says so, harmlessly here.
+warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package", category=RuntimeWarning)
+for command in sys.argv[1:]:
+    module, *args = command.split()
+    sys.argv = [module, *args]
+    out, err, status = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as exit:
+            status = exit.code or 0
+    print(f"=== {command}\n{status}\n{out.getvalue()}\n--- stderr\n{err.getvalue()}")
+"""
+
+
+def run_commands(*commands: str) -> dict[str, tuple[int, str, str]]:
+    """{command: (exit status, stdout, stderr)} of `commands` run in one process (COMMANDS_PROBE)."""
+    result = subprocess.run([sys.executable, "-c", COMMANDS_PROBE, *commands], cwd=REPO, env=env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
+    answers = {}
+    for block in result.stdout.split("=== ")[1:]:
+        command, status, rest = block.split("\n", 2)
+        stdout, _, stderr = rest.rpartition("\n--- stderr\n")
+        answers[command] = (int(status), stdout, stderr.rstrip("\n"))
+    return answers

@@ -7,44 +7,12 @@ import sys
 import pytest
 
 import keras_vit
-from support import REPO, env, run_module
+from support import REPO, env, run_commands, run_module
 from keras_vit.training import datasets
 
 #: Every command (with its sub-command, where it has them).
 COMMANDS = ["keras_vit.demo", "keras_vit.training.train", "keras_vit.training.evaluate", "keras_vit.training.fewshot", "keras_vit.training.study", "keras_vit.serving.export",
             "keras_vit.serving.server", "keras_vit.serving.client predict", "keras_vit.serving.demo", "keras_vit.analysis report"]
-
-#: Runs each command given (`module arg ...`, one per argument) as `python -m` does, in one process (TensorFlow
-#: starts once), and prints what each wrote and its exit status between markers.
-COMMANDS_PROBE = r"""
-import contextlib, io, runpy, sys, warnings
-# A command module imported by an earlier one is run again as __main__: runpy's warning says so, harmlessly here.
-warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package", category=RuntimeWarning)
-for command in sys.argv[1:]:
-    module, *args = command.split()
-    sys.argv = [module, *args]
-    out, err, status = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        except SystemExit as exit:
-            status = exit.code or 0
-    print(f"=== {command}\n{status}\n{out.getvalue()}\n--- stderr\n{err.getvalue()}")
-"""
-
-
-def run_commands(*commands: str) -> dict[str, tuple[int, str, str]]:
-    """{command: (exit status, stdout, stderr)} of `commands` run in one process (COMMANDS_PROBE)."""
-    result = subprocess.run([sys.executable, "-c", COMMANDS_PROBE, *commands], cwd=REPO, env=env(), capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
-    answers = {}
-    for block in result.stdout.split("=== ")[1:]:
-        command, status, rest = block.split("\n", 2)
-        stdout, _, stderr = rest.rpartition("\n--- stderr\n")
-        answers[command] = (int(status), stdout, stderr.rstrip("\n"))
-    return answers
-
 
 @pytest.fixture(scope="module")
 def two_class_model(tmp_path_factory):
@@ -53,25 +21,31 @@ def two_class_model(tmp_path_factory):
     return path
 
 
-@pytest.mark.process
-@pytest.mark.parametrize("module, args, message", [
-    ("keras_vit.serving.export", ["--model", "{model}", "--model_base_path", "{tmp}/m", "--labels", "/nonexistent/labels.txt"],
+#: (command, what its one error line says): mistakes each command must answer in one line, exit status 2.
+CLI_ERRORS = [
+    ("keras_vit.serving.export --model {model} --model_base_path {tmp}/m --labels /nonexistent/labels.txt",
      "--labels /nonexistent/labels.txt: no such file"),
-    ("keras_vit.serving.export", ["--model", "{model}", "--model_base_path", "{tmp}/m", "--format", "tflite_int8", "--dtype_policy",
-                        "mixed_bfloat16"], "--format tflite_int8 converts the float32 model"),
-    ("keras_vit.serving.client", ["predict", "/nonexistent/cat.png"], "/nonexistent/cat.png: No such file or directory"),
-    ("keras_vit.training.fewshot", ["--model", "/nonexistent/model.keras"], "Model file '/nonexistent/model.keras' does not exist"),
-    ("keras_vit.training.evaluate", ["--model", "/nonexistent/model.keras"], "Model file '/nonexistent/model.keras' does not exist"),
-    ("keras_vit.training.evaluate", ["--model", "{model}", "--dataset", "digits"], "The model has 2 classes, digits has 10"),
-])
-def test_cli_errors_are_one_line(module, args, message, two_class_model, tmp_path):
-    args = [a.format(model=two_class_model, tmp=tmp_path) for a in args]
-    result = run_module(module, *args, timeout=120)
-    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and "RuntimeWarning" not in result.stderr
-    assert not re.search(r"^[IWEF]\d{4} |absl::InitializeLog", result.stderr, re.M), result.stderr[-2000:]
+    ("keras_vit.serving.export --model {model} --model_base_path {tmp}/m --format tflite_int8 --dtype_policy "
+     "mixed_bfloat16", "--format tflite_int8 converts the float32 model"),
+    ("keras_vit.serving.client predict /nonexistent/cat.png", "/nonexistent/cat.png: No such file or directory"),
+    ("keras_vit.training.fewshot --model /nonexistent/model.keras", "Model file '/nonexistent/model.keras' does not exist"),
+    ("keras_vit.training.evaluate --model /nonexistent/model.keras", "Model file '/nonexistent/model.keras' does not exist"),
+    ("keras_vit.training.evaluate --model {model} --dataset digits", "The model has 2 classes, digits has 10"),
+]
+
+
+@pytest.mark.process
+def test_cli_errors_are_one_line(two_class_model, tmp_path):
+    """Each mistake: exit status 2 and one `error:` line, no traceback; and no C++ log line (`run_commands` refuses
+    any output of the process itself)."""
+    expected = {command.format(model=two_class_model, tmp=tmp_path): message for command, message in CLI_ERRORS}
+    answers = run_commands(*expected)
+    for command, message in expected.items():
+        status, stdout, stderr = answers[command]
+        assert status == 2, (command, stdout[-1000:], stderr[-2000:])
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], (command, stderr[-2000:])
+        assert "Traceback" not in stderr and "RuntimeWarning" not in stderr, (command, stderr[-2000:])
 
 
 @pytest.mark.process

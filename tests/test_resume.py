@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from support import TINY_MODEL, run_module, start_module
+from support import TINY_MODEL, run_commands, run_module, start_module
 from keras_vit.training import backup
 
 pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
@@ -138,21 +138,30 @@ def past_the_last_epoch(state):
     (state / backup.METADATA).write_text(json.dumps({"epoch": 9, "batch": 0}))
 
 
-@pytest.mark.parametrize("damage, message", [
+DAMAGES = [
     (damage_metadata, "training_metadata.json: unreadable"),
     (damage_weights, "model.weights.h5 is not a readable HDF5 weights file"),
     (empty_weights, "model.weights.h5 is not a readable HDF5 weights file"),
     (past_the_last_epoch, "is at epoch 9, past --epochs 3"),
-])
-def test_a_damaged_backup_is_one_clear_line_naming_the_file(damage, message, killed_in_epoch_one, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(killed_in_epoch_one, out)
-    damage(newest_state(out))
-    result = run_module("keras_vit.training.train", *COMMAND, "--output_dir", str(out), timeout=120)
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0] and str(out / "backup") in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+]
+
+
+def test_a_damaged_backup_is_one_clear_line_naming_the_file(killed_in_epoch_one, tmp_path):
+    """Each damage, in a copy of the killed run: the command exits 2 with one line naming the backup (the four runs
+    in one process: `run_commands`)."""
+    expected = {}
+    for damage, message in DAMAGES:
+        out = tmp_path / damage.__name__
+        shutil.copytree(killed_in_epoch_one, out)
+        damage(newest_state(out))
+        expected[" ".join(["keras_vit.training.train", *COMMAND, "--output_dir", str(out)])] = (out, message)
+    answers = run_commands(*expected)
+    for command, (out, message) in expected.items():
+        status, stdout, stderr = answers[command]
+        assert status == 2, stdout[-2000:] + stderr[-2000:]
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0] and str(out / "backup") in errors[0], stderr[-2000:]
+        assert "Traceback" not in stderr
 
 
 def test_a_damaged_newest_backup_falls_back_to_the_previous_whole_one(killed_in_epoch_one, tmp_path):

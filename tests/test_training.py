@@ -317,20 +317,23 @@ def test_multi_worker_fit_refuses_a_keras_it_was_not_written_for():
 
 @pytest.mark.process
 def test_evaluate_cli_reproduces_the_final_evaluation(trained_run, tmp_path):
+    """(The commands' own main(), in this process: TensorFlow is started already.)"""
+    from keras_vit.training import evaluate
+
     out, _ = trained_run
-    result = run_module("keras_vit.training.evaluate", "--model", str(out / "model.keras"), "--dataset", "digits",
-                        "--output", str(tmp_path / "eval.json"))
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert evaluate.main(["--model", str(out / "model.keras"), "--dataset", "digits",
+                          "--output", str(tmp_path / "eval.json")]) == 0
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert abs(evaluated["accuracy"] - json.loads((out / "results.json").read_text())["accuracy"]) < 1e-6
 
 
 @pytest.mark.process
 def test_fewshot_cli_is_well_above_chance(trained_run, tmp_path):
+    from keras_vit.training import fewshot
+
     out, _ = trained_run
-    result = run_module("keras_vit.training.fewshot", "--model", str(out / "model.keras"), "--dataset", "digits",
-                        "--shots", "1", "5", "10", "--seeds", "3", "--output", str(tmp_path / "fewshot.json"))
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert fewshot.main(["--model", str(out / "model.keras"), "--dataset", "digits", "--shots", "1", "5", "10",
+                         "--seeds", "3", "--output", str(tmp_path / "fewshot.json")]) == 0
     accuracies = json.loads((tmp_path / "fewshot.json").read_text())
     assert accuracies["10shot"]["mean"] > 0.5  # chance is 0.1
     assert accuracies["10shot"]["mean"] >= accuracies["1shot"]["mean"]
@@ -454,11 +457,13 @@ def test_jit_compile_under_multi_worker_on_cpus_is_refused_not_ignored(tmp_path)
 
 
 @pytest.mark.process
-def test_class_names_travel_from_training_into_the_export(trained_run, tmp_path):
+def test_class_names_travel_from_training_into_the_export(trained_run, tmp_path, capsys):
+    from keras_vit.serving import export
+
     out, _ = trained_run
     assert (out / "labels.txt").read_text().split() == [str(i) for i in range(10)]
-    result = run_module("keras_vit.serving.export", "--model", str(out / "model.keras"), "--model_base_path", str(tmp_path / "m"))
-    assert result.returncode == 0 and "with the class names of" in result.stdout, result.stderr[-2000:]
+    assert export.main(["--model", str(out / "model.keras"), "--model_base_path", str(tmp_path / "m")]) == 0
+    assert "with the class names of" in capsys.readouterr().out
     served = tf.saved_model.load(str(tmp_path / "m" / "1")).signatures[signatures.PIXELS_SIGNATURE]
     answer = served(**{signatures.PIXELS_INPUT: tf.zeros((1, 16, 16, 3), tf.float32)})
     classes = answer[signatures.CLASSES].numpy()[0]
