@@ -322,9 +322,9 @@ def _train(config: RunConfig, run: Plan, chief: bool) -> dict:
     clock.resume(position)
 
     _announce(config, run, model, position)
-    if run.eval_split == run.validation_split and chief:
-        print(f"warning: the model is selected on {config.dataset}/{run.eval_split}, the split its score is reported "
-              f"on (--eval_split without --validation_split); results.json records both.")
+    if early_stopping is not None and run.eval_split == run.validation_split and chief:
+        print(f"warning: early stopping selects the model on {config.dataset}/{run.eval_split}, the split its score is "
+              f"reported on (--eval_split without --validation_split); results.json records both.")
     _fit(model, run, data, position, callbacks, early_stopping, config.progress)
     if early_stopping is not None and early_stopping.stopped_epoch is not None:
         _restore_best(model, early_stopping, best_path)
