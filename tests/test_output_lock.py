@@ -25,7 +25,7 @@ def test_a_second_run_on_a_busy_output_dir_refuses_and_writes_nothing(tmp_path):
     first = start_module("keras_vit.training.train", *command)
     try:
         deadline = time.monotonic() + 240
-        while not (tmp_path / "history.csv").exists():  # the first run is training
+        while not (tmp_path / "best.keras").exists():  # the first run has trained an epoch
             assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()[-2000:]
             time.sleep(0.1)
         before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
@@ -35,7 +35,8 @@ def test_a_second_run_on_a_busy_output_dir_refuses_and_writes_nothing(tmp_path):
             f"error: --output_dir {tmp_path} is in use by process {first.pid}, a run still going there: wait for it or "
             "stop it (the same command then resumes), or pass another --output_dir.")
         new = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} - before
-        assert {p for p in new if p.parts[0] not in ("backup", "logs")} == set()  # the first run's own writes only
+        # The first run's own writes only: backups, TensorBoard logs, and a better best.keras on its way in.
+        assert {p for p in new if p.parts[0] not in ("backup", "logs", "best.partial.keras")} == set()
         assert first.poll() is None  # the first run goes on
     finally:
         first.send_signal(signal.SIGKILL)
