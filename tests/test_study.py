@@ -29,6 +29,9 @@ def test_each_study_builds_run_configs_that_its_flags_give_back():
     scale = study.studies()["data_scale"]
     assert {arm.series for arm in scale.arms} == {"ViT", "hybrid", "ResNet"}
     assert sorted({arm.x for arm in scale.arms}) == [0.1, 0.25, 0.5, 1.0]
+    scaling = {arm.name: arm for arm in study.studies()["scaling"].arms}  # Figure 5's axes: size, patch, epochs
+    assert scaling["ViT M/8"].fields["patch_size"] == 2 * scaling["ViT M"].fields["patch_size"]
+    assert (scaling["ViT M, 2x epochs"].fields, scaling["ViT M, 2x epochs"].epochs_factor) == (scaling["ViT M"].fields, 2)
 
 
 def test_resnet_refuses_transformer_flags(capsys):
