@@ -121,9 +121,9 @@ def train_dataset(
     stateless seed (seed, i), and batch k holds positions [k * batch_size,
     (k + 1) * batch_size). `start_step` begins at batch `start_step`, where a
     resumed run left off, without augmenting the batches before it (it reads
-    past at most a chunk). RandAugment and MixUp (keras-cv layers with a random state of
-    their own) run in order, so an uninterrupted run repeats; after a resume
-    they draw afresh.
+    past at most a chunk). RandAugment and MixUp (keras-cv layers with a
+    random state of their own) run in order, so an uninterrupted run repeats;
+    after a resume they draw afresh.
     """
     count = int(examples.cardinality())
     if count <= 0:

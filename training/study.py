@@ -321,8 +321,7 @@ def plot(study: Study, arms, rows: dict[str, list[dict]], path: str) -> str:
             for series in dict.fromkeys(arm.series for arm in arms):
                 members = [arm for arm in arms if arm.series == series]
                 xs = [np.mean([r["training_flops"] for r in rows[a.name]]) if by_compute else a.x * 100 for a in members]
-                members = [a for _, a in sorted(zip(xs, members), key=lambda pair: pair[0])]  # a line left to right
-                xs = sorted(xs)
+                xs, members = zip(*sorted(zip(xs, members), key=lambda pair: pair[0]))  # a line left to right
                 ax.errorbar(xs, [stats[a.name].mean() for a in members],
                             yerr=[stats[a.name].std() for a in members], marker="o", capsize=3, label=series)
             ax.set_xscale("log")

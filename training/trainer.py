@@ -117,12 +117,8 @@ def choose_validation(config: RunConfig, info: datasets.DatasetInfo, train_split
     the split the score is reported on, as before minival existed), else the
     dataset's validation split, else minival: the end of the training split.
     """
-    named = config.validation_split or config.eval_split
-    if named and named != datasets.MINIVAL:
-        return named, 0
-    if info.validation_split and named != datasets.MINIVAL:
-        return info.validation_split, 0
-    return datasets.minival(info, train_split)
+    named = config.validation_split or config.eval_split or info.validation_split
+    return (named, 0) if named and named != datasets.MINIVAL else datasets.minival(info, train_split)
 
 
 def training_range(count: int, offset: float = 0.0, fraction: float = 1.0) -> range:
@@ -151,7 +147,10 @@ def build_model(config: RunConfig, run: Plan) -> keras.Model:
     source = config.initial_weights
     if config.model == "ViT" and source and source.endswith((".keras", ".npz")):
         options = {**keras_vit.weights.architecture_of(source), **options}  # the flags given override the file
-    if config.dynamic_image_size or (run.recipe.task != "masked_patch" and _takes_any_size(source)):
+    inherited = not config.dynamic_image_size and run.recipe.task != "masked_patch" and _takes_any_size(source)
+    if inherited:
+        print(f"{source} takes images of any size: so does the model trained from it.")
+    if config.dynamic_image_size or inherited:
         options["dynamic_image_size"] = True
     if config.remat:
         options["remat"] = True
@@ -187,14 +186,11 @@ def build_model(config: RunConfig, run: Plan) -> keras.Model:
 
 
 def _takes_any_size(source: str | None) -> bool:
-    """Whether `source` is a `.keras` model with `dynamic_image_size`: one trained from it takes any size too (said)."""
+    """Whether `source` is a `.keras` VisionTransformer with `dynamic_image_size` (one trained from it takes any too)."""
     if not (source and source.endswith(".keras")):
         return False
     saved = keras_vit.weights.sources.saved_config(source)
-    dynamic = saved.get("class_name") == "VisionTransformer" and saved["config"].get("dynamic_image_size", False)
-    if dynamic:
-        print(f"{source} takes images of any size: so does the model trained from it.")
-    return dynamic
+    return saved.get("class_name") == "VisionTransformer" and saved["config"].get("dynamic_image_size", False)
 
 
 def _head_policy(config: RunConfig, classes: int) -> str:
