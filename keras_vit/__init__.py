@@ -24,6 +24,7 @@ from keras_vit.models.vision_transformer import VisionTransformer
 from keras_vit.preprocessing import preprocess_input
 from keras_vit.schedules import PerUpdate, WarmupDecay
 from keras_vit.weights.pipeline import load_npz, load_weights, save_npz
+from keras_vit.weights.saving import save_checkpoint
 
 __version__ = "0.2.0"
 
@@ -33,5 +34,5 @@ __all__ = sorted([
     "AddPositionEmbedding", "CONSTRUCTORS", "ClassToken", "MaskedPatchPrediction", "PatchEmbedding", "PerUpdate",
     "ResNet", "TransformerBlock", "VARIANTS", "ViT", "VisionTransformer", "WarmupDecay", "analysis",
     "create_model", "decode_predictions", "get_variant", "imagenet", "layers", "load_model", "load_npz",
-    "load_weights", "losses", "open_model", "preprocess_input", "save_npz", "weights", *CONSTRUCTORS,
+    "load_weights", "losses", "open_model", "preprocess_input", "save_checkpoint", "save_npz", "weights", *CONSTRUCTORS,
 ])

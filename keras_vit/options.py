@@ -8,6 +8,11 @@ ARCHITECTURE = ("patch_size", "hidden_size", "mlp_dim", "num_heads", "num_layers
 #: `VisionTransformer` options that any architecture, a variant's too, may change, and that a weights file records.
 MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding", "position_embedding_placement")
 
+#: `VisionTransformer` options in which the checkpoints of other libraries differ from the reference's: the
+#: LayerNorm epsilon (HF: 1e-12), the exact GELU (timm, HF), timm's `fc_norm` (the final LayerNorm after average
+#: pooling) and DeiT's distillation token. A weights file records them; they are not training flags.
+CONVENTIONS = ("layer_norm_epsilon", "approximate_gelu", "fc_norm", "distillation_token")
+
 #: How the encoder's output becomes the head's input. "token": the class token's output; "gap": the mean of all tokens.
 CLASSIFIERS = ("token", "gap")
 

@@ -16,8 +16,9 @@ LAYER_NORM_EPSILON = 1e-6
 class TransformerBlock(keras.layers.Layer):
     """One encoder block: `x + MHSA(LN(x))`, then `x + MLP(LN(x))`.
 
-    The MLP is Dense(mlp_dim) -> GELU (tanh approximation, as flax's
-    `nn.gelu`) -> dropout -> Dense(D) -> dropout. Dropout also follows the
+    The MLP is Dense(mlp_dim) -> GELU (the tanh approximation, as flax's
+    `nn.gelu`, or the exact erf form of timm and HF) -> dropout -> Dense(D)
+    -> dropout. Dropout also follows the
     attention; stochastic depth, when set, drops each residual branch.
 
     Args:
@@ -28,6 +29,10 @@ class TransformerBlock(keras.layers.Layer):
         stochastic_depth_rate: probability of dropping a residual branch.
         relative_positions: 1-D relative position logits in the attention.
         grid_size, num_prefix_tokens: the token layout, for relative positions.
+        layer_norm_epsilon: of both LayerNorms (the reference's 1e-6; HF's
+            ViT uses 1e-12).
+        approximate_gelu: the tanh approximation of GELU (the reference's);
+            False: the exact erf form (timm, HF, DeiT).
         remat: in training, keep only the block's input for the backward pass
             and compute its activations again there (gradient checkpointing,
             `keras.remat`: `tf.recompute_grad`, `jax.checkpoint` or
@@ -49,11 +54,15 @@ class TransformerBlock(keras.layers.Layer):
         relative_positions: bool = False,
         grid_size: tuple[int, int] | None = None,
         num_prefix_tokens: int = 0,
+        layer_norm_epsilon: float = LAYER_NORM_EPSILON,
+        approximate_gelu: bool = True,
         remat: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.remat = remat
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.approximate_gelu = approximate_gelu
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.dropout_rate = dropout_rate
@@ -64,7 +73,7 @@ class TransformerBlock(keras.layers.Layer):
         self.num_prefix_tokens = num_prefix_tokens
         policy = self.dtype_policy
         self.attention_norm = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, dtype=policy, name="attention_norm"
+            epsilon=layer_norm_epsilon, dtype=policy, name="attention_norm"
         )
         self.attention = MultiHeadSelfAttention(
             num_heads,
@@ -75,7 +84,7 @@ class TransformerBlock(keras.layers.Layer):
             dtype=policy,
             name="attention",
         )
-        self.mlp_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=policy, name="mlp_norm")
+        self.mlp_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="mlp_norm")
         self.mlp_dense_1 = self._mlp_dense(mlp_dim, "mlp_dense_1")
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=policy)
         self.drop_path = StochasticDepth(stochastic_depth_rate, dtype=policy)
@@ -121,7 +130,7 @@ class TransformerBlock(keras.layers.Layer):
         y, scores = attended if return_attention_scores else (attended, None)
         x = inputs + self.drop_path(self.dropout(y, training=training), training=training)
         y = self.mlp_dense_1(self.mlp_norm(x))
-        y = keras.activations.gelu(y, approximate=True)
+        y = keras.activations.gelu(y, approximate=self.approximate_gelu)
         y = self.mlp_dense_2(self.dropout(y, training=training))
         x = x + self.drop_path(self.dropout(y, training=training), training=training)
         return (x, scores) if return_attention_scores else x
@@ -140,6 +149,8 @@ class TransformerBlock(keras.layers.Layer):
             relative_positions=self.relative_positions,
             grid_size=self.grid_size,
             num_prefix_tokens=self.num_prefix_tokens,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            approximate_gelu=self.approximate_gelu,
             remat=self.remat,
         )
         return config

@@ -8,7 +8,7 @@ from typing import Callable
 from keras_vit.models.variants import VARIANTS, variant_name
 from keras_vit.options import ARCHITECTURE
 from keras_vit.models.vision_transformer import VisionTransformer
-from keras_vit.weights import releases
+from keras_vit.weights import releases, sources
 from keras_vit.weights.pipeline import load_weights
 
 #: Arguments a variant fixes: a variant constructor refuses them.
@@ -48,9 +48,14 @@ def ViT(weights: str | os.PathLike | None = None, head: str = "auto", **kwargs) 
 
     Args:
         weights: None (random, with a zero head: predictions are uniform until
-            trained), a path to an original `.npz` checkpoint, a `.keras` or
-            `.weights.h5` file, or a known name ("imagenet21k", ...) when
-            `variant` names a released variant. Position embeddings are
+            trained), a path to an original `.npz` checkpoint, an HF
+            transformers checkpoint (a `save_pretrained` folder, or its
+            weights file beside `config.json`), a timm `.safetensors` / `.pth`
+            file, a `.keras` or `.weights.h5` file, or a known name
+            ("imagenet21k", ...) when `variant` names a released variant. A
+            file that records its architecture (all but `.weights.h5`) gives
+            the arguments not passed, its image size and classes included
+            (`keras_vit.weights.model_arguments`). Position embeddings are
             resized to this model's grid.
         head: what happens to the stored classification head
             (`keras_vit.load_weights`): "auto" (default) keeps it when it fits
@@ -59,6 +64,11 @@ def ViT(weights: str | os.PathLike | None = None, head: str = "auto", **kwargs) 
             one (fine-tuning, as the paper does); "keep" requires it.
         **kwargs: the arguments of `keras_vit.VisionTransformer`.
     """
+    if weights is not None and sources.records_architecture(weights):
+        try:
+            kwargs = {**sources.model_arguments(weights), **kwargs}  # the arguments given override the file's
+        except ValueError:
+            pass  # the file cannot tell its whole architecture: the load below says what does not fit
     model = VisionTransformer(**kwargs)
     if weights is not None:
         load_weights(model, weights, head=head)

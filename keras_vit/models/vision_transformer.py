@@ -91,6 +91,19 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         channels: input channels.
         input_shape: keras.applications' spelling of `image_size` and
             `channels`: (h, w, channels); not stored apart from them.
+        layer_norm_epsilon: epsilon of every LayerNorm: 1e-6 (default), the
+            reference's and timm's; HF's ViT checkpoints use 1e-12.
+        approximate_gelu: the MLP's GELU in the tanh approximation (default,
+            the reference's flax `nn.gelu`), or False for the exact erf form
+            of timm, HF and DeiT.
+        fc_norm: apply the final LayerNorm (`encoder_norm`) to the pooled
+            representation instead of to every token (timm's `fc_norm`, with
+            which its average-pooling models are trained).
+        distillation_token: DeiT's (Touvron et al., 2021): a second learned
+            token after the class token, with a head of its own (`head_dist`);
+            the output averages the two heads' logits as DeiT does at
+            inference, and `distillation_logits` gives both for training
+            against a teacher. Needs `classifier="token"`.
         crop_fraction: the evaluation crop this model expects (timm's
             `crop_pct`): images are resized to `image_size / crop_fraction` and
             center-cropped. It does not change the forward pass; evaluation and
@@ -138,6 +151,10 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         include_preprocessing: bool = False,
         channels: int = 3,
         crop_fraction: float = 1.0,
+        layer_norm_epsilon: float = 1e-6,
+        approximate_gelu: bool = True,
+        fc_norm: bool = False,
+        distillation_token: bool = False,
         variant: str | None = None,
         name: str = "vit",
         dtype=None,
@@ -167,15 +184,17 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         # === Parts: stem, positions, encoder, head (keras_vit.models.vit_parts) ===
         inputs = keras.Input((None, None, channels) if dynamic_image_size else (*image_size, channels), name="images")
         stem = Stem.build(image_size, patch_size, hidden_size, resnet_layers, resnet_width, classifier,
-                          dynamic_image_size, dynamic_image_pad, include_preprocessing, dtype)
+                          distillation_token, dynamic_image_size, dynamic_image_pad, include_preprocessing, dtype)
         tokens, patches, grid = stem(inputs, image_size, dtype)
-        num_prefix_tokens = int(classifier == "token")
+        num_prefix_tokens = int(classifier == "token") + int(distillation_token)
         positions = Positions.build(position_embedding, position_embedding_placement, grid, num_prefix_tokens,
                                     num_layers, position_embedding_resize, dynamic_image_size, dtype)
         encoder = Encoder.build(num_heads, mlp_dim, num_layers, dropout_rate, attention_dropout_rate,
-                                stochastic_depth_rate, position_embedding, grid, num_prefix_tokens, remat, dtype)
+                                stochastic_depth_rate, position_embedding, grid, num_prefix_tokens, layer_norm_epsilon,
+                                approximate_gelu, fc_norm, remat, dtype)
         head = Head.build(classifier, pooling, representation_size, include_top, classes, head_bias_init,
-                          classifier_activation, dtype)
+                          classifier_activation, num_prefix_tokens, distillation_token,
+                          encoder.norm if fc_norm else None, dtype)
         outputs = head(encoder(positions.before_encoder(tokens, patches), positions, patches))
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._attach(stem, positions, encoder, head)
@@ -200,6 +219,7 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         self.embedding = stem.embedding
         self.patch_tokens = stem.patch_tokens
         self.class_token = stem.class_token
+        self.dist_token = stem.distillation_token
         self.posembed_input = positions.input_table
         self._block_position_embeddings = positions.block_tables
         self._encoder_blocks = encoder.blocks
@@ -207,6 +227,9 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         self.pool = head.pool
         self.pre_logits = head.pre_logits
         self._head = head.classifier
+        self.head_dist = head.distillation_classifier
+        self._representation = head.average if head.average is not None and head.classifier is None else (
+            head.pre_logits or head.fc_norm or head.pool)
 
     def __call__(self, inputs, *args, **kwargs):
         """Calls the model, once the input's channels are the model's.
@@ -275,8 +298,8 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patch tokens: 1 (the class token) for `classifier="token"`, else 0."""
-        return int(self.class_token is not None)
+        """Tokens before the patch tokens: the class token for `classifier="token"`, and DeiT's distillation token."""
+        return int(self.class_token is not None) + int(self.dist_token is not None)
 
     @property
     def encoder_blocks(self) -> tuple[TransformerBlock, ...]:
@@ -361,8 +384,17 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
 
     # --- Looking inside -------------------------------------------------------------------------
 
+    def distillation_logits(self, images, training: bool = False) -> tuple:
+        """DeiT's two heads apart, as its training uses them: (the class token's logits, the distillation token's),
+        each [batch, classes]. The class head learns the labels, the distillation head the teacher's predictions;
+        the model's own output is their mean."""
+        if self.head_dist is None:
+            raise ValueError(f"Model {self.name!r} has no distillation token: build it with distillation_token=True.")
+        return tuple(self._view("distillation_logits")(images, training=training))
+
     def features(self, images, training: bool = False):
-        """The dense tokens after `encoder_norm`: [batch, num_prefix_tokens + gh * gw, D].
+        """The dense tokens after `encoder_norm` (with `fc_norm`, the last block's, which it normalises only after
+        pooling): [batch, num_prefix_tokens + gh * gw, D].
 
         Works on arrays (eager) and on symbolic tensors, so a detection or
         segmentation model can be built on top of it.
@@ -441,8 +473,9 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
 
     def _build_view(self, kind: str, *options) -> keras.Model:
         inputs = self.input
+        tokens = self._encoder_blocks[-1].output if self.fc_norm else self.encoder_norm.output
         if kind == "features":
-            outputs = self.encoder_norm.output
+            outputs = tokens
         elif kind == "embed_patches":
             outputs = (self.patch_tokens or self.embedding).output
         elif kind == "encode":
@@ -451,9 +484,11 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
                     f"Model {self.name!r} has dynamic_image_size=True: `encode` takes flat patch embeddings, which do "
                     "not say their grid. Run the whole model (or `features`) on images instead."
                 )
-            inputs, outputs = self.embedding.output, self.encoder_norm.output
+            inputs, outputs = self.embedding.output, tokens
         elif kind == "representation":
-            outputs = (self.pre_logits or self.pool).output
+            outputs = self._representation.output
+        elif kind == "distillation_logits":
+            outputs = [self._head.output, self.head_dist.output]
         elif kind == "encoder_input":
             outputs = self._encoder_blocks[0].input
         elif kind == "patches":
@@ -461,7 +496,7 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         else:
             indices, norm = options
             outputs = [self._encoder_blocks[i].output for i in indices]
-            if norm:
+            if norm and not self.fc_norm:  # with fc_norm, as timm's, the tokens have no norm of their own
                 outputs = [self.encoder_norm(x) for x in outputs]
         return keras.Model(inputs, outputs, name=f"{self.name}_{kind}")
 
@@ -494,6 +529,9 @@ def _validate(args: dict) -> None:
             raise ValueError(f"{key} must be positive, got {args[key]}.")
     if not 0.0 < args["crop_fraction"] <= 1.0:
         raise ValueError(f"crop_fraction must be in (0, 1], got {args['crop_fraction']}.")
+    if args["distillation_token"] and args["classifier"] != "token":
+        raise ValueError("distillation_token=True adds DeiT's second token beside the class token: it needs "
+                         f"classifier='token', got {args['classifier']!r}.")
     if args["dynamic_image_pad"] and not args["dynamic_image_size"]:
         raise ValueError("dynamic_image_pad=True pads images of any size: it needs dynamic_image_size=True.")
     if args["dynamic_image_size"] and kind.fixed_grid:

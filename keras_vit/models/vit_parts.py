@@ -23,7 +23,6 @@ from keras_vit.layers import (
     TransformerBlock,
 )
 from keras_vit.layers.residual_unit import resnet_stride
-from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON
 from keras_vit.models.resnet_stem import ResNetLayers
 from keras_vit.preprocessing import preprocessing_layer
 
@@ -31,7 +30,7 @@ from keras_vit.preprocessing import preprocessing_layer
 @dataclasses.dataclass(frozen=True)
 class Stem:
     """Pixels to patch tokens: preprocessing, stride alignment (any size), the hybrid's ResNet, the patch embedding,
-    and the class token."""
+    the class token and DeiT's distillation token."""
 
     preprocessing: keras.layers.Layer | None
     stride_alignment: StrideAlignment | None
@@ -39,10 +38,11 @@ class Stem:
     embedding: PatchEmbedding
     patch_tokens: keras.layers.Reshape | None  # a dynamic model keeps the patch grid for its position tables
     class_token: ClassToken | None
+    distillation_token: ClassToken | None  # DeiT's: the second token, after the class token
 
     @classmethod
-    def build(cls, image_size, patch_size, hidden_size, resnet_layers, resnet_width, classifier, dynamic_image_size,
-              dynamic_image_pad, include_preprocessing, dtype) -> "Stem":
+    def build(cls, image_size, patch_size, hidden_size, resnet_layers, resnet_width, classifier, distillation_token,
+              dynamic_image_size, dynamic_image_pad, include_preprocessing, dtype) -> "Stem":
         stride = 1 if resnet_layers is None else resnet_stride(resnet_layers)
         return cls(
             preprocessing=preprocessing_layer(dtype=dtype) if include_preprocessing else None,
@@ -56,10 +56,11 @@ class Stem:
             patch_tokens=keras.layers.Reshape((-1, hidden_size), dtype=dtype, name="flatten_patches")
             if dynamic_image_size else None,
             class_token=ClassToken(dtype=dtype, name="cls") if classifier == "token" else None,
+            distillation_token=ClassToken(dtype=dtype, name="dist") if distillation_token else None,
         )
 
     def __call__(self, images, image_size: tuple[int, int], dtype):
-        """[batch, h, w, c] -> (tokens [batch, prefix + gh * gw, D], patches [batch, gh, gw, D] or the flat
+        """[batch, h, w, c] -> (tokens [batch, prefix + gh * gw, D] with the prefix [class, distillation], patches [batch, gh, gw, D] or the flat
         [batch, gh * gw, D] of a static model, the stored grid (gh, gw) at `image_size`)."""
         x = self.preprocessing(images) if self.preprocessing is not None else images
         if self.stride_alignment is not None:
@@ -72,6 +73,8 @@ class Stem:
         x = patches = self.embedding(x)
         if self.patch_tokens is not None:
             x = self.patch_tokens(patches)
+        if self.distillation_token is not None:  # prepended first, so that it follows the class token
+            x = self.distillation_token(x)
         if self.class_token is not None:
             x = self.class_token(x)
         return x, patches, grid
@@ -115,15 +118,18 @@ class Positions:
 
 @dataclasses.dataclass(frozen=True)
 class Encoder:
-    """`num_layers` pre-LN Transformer blocks (stochastic depth rising linearly to its rate) and `encoder_norm`."""
+    """`num_layers` pre-LN Transformer blocks (stochastic depth rising linearly to its rate) and `encoder_norm`
+    (which, with `fc_norm`, the head applies after pooling instead)."""
 
     dropout: keras.layers.Dropout
     blocks: tuple[TransformerBlock, ...]
     norm: keras.layers.LayerNormalization
+    fc_norm: bool
 
     @classmethod
     def build(cls, num_heads, mlp_dim, num_layers, dropout_rate, attention_dropout_rate, stochastic_depth_rate,
-              kind: str, grid, num_prefix_tokens, remat, dtype) -> "Encoder":
+              kind: str, grid, num_prefix_tokens, layer_norm_epsilon, approximate_gelu, fc_norm, remat,
+              dtype) -> "Encoder":
         relative = position_embeddings.get(kind).in_attention
         return cls(
             dropout=keras.layers.Dropout(dropout_rate, dtype=dtype, name="posembed_dropout"),
@@ -137,56 +143,78 @@ class Encoder:
                     relative_positions=relative,
                     grid_size=grid if relative else None,
                     num_prefix_tokens=num_prefix_tokens,
+                    layer_norm_epsilon=layer_norm_epsilon,
+                    approximate_gelu=approximate_gelu,
                     remat=remat,
                     dtype=dtype,
                     name=f"encoderblock_{i}",
                 )
                 for i, rate in enumerate(np.linspace(0.0, stochastic_depth_rate, num_layers))
             ),
-            norm=keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=dtype, name="encoder_norm"),
+            norm=keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="encoder_norm"),
+            fc_norm=fc_norm,
         )
 
     def __call__(self, tokens, positions: Positions, patches):
-        """[batch, N, D] tokens (the input table added) -> [batch, N, D] after `encoder_norm`."""
+        """[batch, N, D] tokens (the input table added) -> [batch, N, D] after `encoder_norm` (before it, with
+        `fc_norm`)."""
         x = self.dropout(tokens)
         for i, block in enumerate(self.blocks):
             if positions.block_tables:
                 x = positions.add(positions.block_tables[i], x, patches)
             x = block(x)
-        return self.norm(x)
+        return x if self.fc_norm else self.norm(x)
 
 
 @dataclasses.dataclass(frozen=True)
 class Head:
-    """Pooling (class token, mean, or keras.applications' avg/max), the optional tanh `pre_logits`, the classifier."""
+    """Pooling (class token, mean, or keras.applications' avg/max), timm's `fc_norm`, the optional tanh `pre_logits`,
+    the classifier; with DeiT's distillation token, its own classifier too, the two averaged (DeiT's inference)."""
 
     pool: SequencePooling
+    fc_norm: keras.layers.LayerNormalization | None  # the encoder's `encoder_norm`, applied after pooling
     pre_logits: keras.layers.Dense | None
     classifier: ClassifierHead | None
     activation: keras.layers.Activation | None
+    distillation_pool: SequencePooling | None
+    distillation_classifier: ClassifierHead | None
+    average: keras.layers.Average | None
 
     @classmethod
     def build(cls, classifier, pooling, representation_size, include_top, classes, head_bias_init,
-              classifier_activation, dtype) -> "Head":
+              classifier_activation, num_prefix_tokens, distillation_token, fc_norm, dtype) -> "Head":
+        def head(name: str) -> ClassifierHead:
+            return ClassifierHead(classes, bias_initializer=keras.initializers.Constant(head_bias_init), dtype=dtype,
+                                  name=name)
+
+        distilled = distillation_token and pooling is None
         return cls(
-            pool=SequencePooling(pooling or classifier, num_prefix_tokens=int(classifier == "token"), dtype=dtype,
-                                 name="pool"),
+            pool=SequencePooling(pooling or classifier, num_prefix_tokens=num_prefix_tokens, dtype=dtype, name="pool"),
+            fc_norm=fc_norm,
             pre_logits=keras.layers.Dense(representation_size, activation="tanh", dtype=dtype, name="pre_logits")
             if representation_size is not None else None,
-            classifier=ClassifierHead(classes, bias_initializer=keras.initializers.Constant(head_bias_init),
-                                      dtype=dtype, name="head") if include_top else None,
+            classifier=head("head") if include_top else None,
             activation=keras.layers.Activation(classifier_activation, dtype="float32", name="predictions")
             if include_top else None,
+            distillation_pool=SequencePooling("token", token_index=1, dtype=dtype, name="distillation_pool")
+            if distilled else None,
+            distillation_classifier=head("head_dist") if distilled and include_top else None,
+            average=keras.layers.Average(dtype=dtype, name="average_heads") if distilled else None,
         )
 
     def __call__(self, features):
         """[batch, N, D] -> [batch, classes] (float32), or the representation without a classifier."""
         x = self.pool(features)
+        if self.fc_norm is not None:
+            x = self.fc_norm(x)
         if self.pre_logits is not None:
             x = self.pre_logits(x)
-        if self.classifier is not None:
-            x = self.activation(self.classifier(x))
-        return x
+        if self.distillation_pool is None:
+            return self.activation(self.classifier(x)) if self.classifier is not None else x
+        distilled = self.distillation_pool(features)
+        if self.classifier is None:  # timm's pre-logits of a distilled model: the two tokens' mean
+            return self.average([x, distilled])
+        return self.activation(self.average([self.classifier(x), self.distillation_classifier(distilled)]))
 
 
 def stored_grid(image_size, patch_size, stride: int, feature_size: tuple[int, int] | None) -> tuple[int, int]:

@@ -33,14 +33,31 @@ _NORM = {"gamma": "scale", "beta": "bias"}
 #: Keys a checkpoint may hold that a model may legitimately not use (a new task's head, no representation layer).
 HEAD = "head/"
 PRE_LOGITS = "pre_logits/"
+#: keras_vit's keys beside the reference's for what it has no name for: DeiT's distillation token and its head.
+DISTILLATION_TOKEN = "dist"
+HEAD_DIST = "head_dist/"
+#: The classification heads, which the head policy (`keras_vit.options.HEAD_POLICIES`) loads or starts anew.
+HEADS = (HEAD, HEAD_DIST)
 POSITION_EMBEDDING = "Transformer/posembed_input/"
 #: Inside `Transformer/encoderblock_{i}/`: the block's own table (`position_embedding_placement="every_layer"`).
 BLOCK_POSITION_EMBEDDING = "posembed/"
 RELATIVE = "/relative_embedding"
 #: The patch grid, written into `.npz` files beside the reference's keys where the reference cannot tell it.
 NPZ_GRID_KEY = "keras_vit/grid_size"
-#: Written beside them for a table shared by every block, whose keys are the input table's.
-NPZ_PLACEMENT_KEY = "keras_vit/position_embedding_placement"
+#: Model options the reference's keys cannot tell, written beside them as `keras_vit/<option>` where they differ
+#: from the default: a table shared by every block (whose keys are the input table's), and the conventions of
+#: other libraries' checkpoints (`keras_vit.options.CONVENTIONS`).
+NPZ_OPTIONS = {
+    "position_embedding_placement": "input",
+    "layer_norm_epsilon": 1e-6,
+    "approximate_gelu": True,
+    "fc_norm": False,
+}
+
+
+def npz_option_key(option: str) -> str:
+    """The `.npz` key of a model option in `NPZ_OPTIONS`."""
+    return f"keras_vit/{option}"
 
 
 def is_vision_transformer(model) -> bool:
@@ -69,6 +86,8 @@ def checkpoint_variables(model) -> dict[str, keras.Variable]:
     out.update(_leaf_variables(model.embedding.projection, "embedding"))
     if model.class_token is not None:
         out["cls"] = model.class_token.cls
+    if model.dist_token is not None:
+        out[DISTILLATION_TOKEN] = model.dist_token.cls
     if model.posembed_input is not None:
         out.update({POSITION_EMBEDDING + v.name: v for v in model.posembed_input.weights})
     for depth, block in enumerate(model.encoder_blocks):
@@ -80,8 +99,9 @@ def checkpoint_variables(model) -> dict[str, keras.Variable]:
     out.update(_leaf_variables(model.encoder_norm, "Transformer/encoder_norm"))
     if model.pre_logits is not None:
         out.update(_leaf_variables(model.pre_logits, PRE_LOGITS.rstrip("/")))
-    if model.head is not None:
-        out.update(_leaf_variables(model.head, HEAD.rstrip("/")))
+    for head, prefix in ((model.head, HEAD), (model.head_dist, HEAD_DIST)):
+        if head is not None:
+            out.update(_leaf_variables(head, prefix.rstrip("/")))
     return out
 
 
@@ -140,6 +160,8 @@ def architecture(params: dict[str, np.ndarray], grid: tuple[int, int] | None = N
         classifier="token" if "cls" in params else "gap",
         representation_size=params[PRE_LOGITS + "kernel"].shape[1] if PRE_LOGITS + "kernel" in params else None,
     )
+    if DISTILLATION_TOKEN in params:
+        found["distillation_token"] = True
     stride = 1
     if "conv_root/kernel" in params:
         stages = sorted({k.split("/")[0] for k in params if k.startswith("block")}, key=lambda b: int(b[5:]))
@@ -159,7 +181,7 @@ def architecture(params: dict[str, np.ndarray], grid: tuple[int, int] | None = N
     if grid is None:
         if "pos_embedding" not in tables:
             raise KeyError(formats.POSITION_EMBEDDING)
-        tokens = tables["pos_embedding"].shape[1] - int(found["classifier"] == "token")
+        tokens = tables["pos_embedding"].shape[1] - int(found["classifier"] == "token") - int(DISTILLATION_TOKEN in params)
         side = math.isqrt(tokens)
         if side * side != tokens:
             raise ValueError(f"its {tokens} position embeddings are not a square grid")

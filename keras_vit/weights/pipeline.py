@@ -61,8 +61,9 @@ def save_npz(model: keras.Model, path: str | os.PathLike) -> None:
     grid = model.grid_size
     if grid[0] != grid[1] or not position_embeddings.get(model.position_embedding).table_tells_grid:
         params[layout.NPZ_GRID_KEY] = np.asarray(grid, np.int64)
-    if model.position_embedding_placement == "every_layer_shared":
-        params[layout.NPZ_PLACEMENT_KEY] = np.asarray(model.position_embedding_placement)
+    for option, default in layout.NPZ_OPTIONS.items():
+        if getattr(model, option) != default:
+            params[layout.npz_option_key(option)] = np.asarray(getattr(model, option))
     with open(path, "wb") as f:
         np.savez(f, **params)
 

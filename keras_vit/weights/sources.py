@@ -1,7 +1,8 @@
 """Every source of weights, read into one `Checkpoint` in the canonical layout (`keras_vit.weights.layout`).
 
 Sources: an original `.npz` checkpoint in any released layout
-(`keras_vit.weights.formats`), a `.keras` file (of a `VisionTransformer`, or
+(`keras_vit.weights.formats`), an HF transformers or timm checkpoint
+(`keras_vit.weights.torch_formats`), a `.keras` file (of a `VisionTransformer`, or
 of a `MaskedPatchPrediction`, whose backbone is the source), a
 `.weights.h5` file, or a known release name of the model's variant
 (downloaded, `keras_vit.weights.releases`). Reading assigns nothing.
@@ -20,13 +21,15 @@ import numpy as np
 import keras
 
 from keras_vit.layers.attention import GRID_KEY as LAYER_GRID_KEY
-from keras_vit.options import ARCHITECTURE, MODEL_OPTIONS
-from keras_vit.weights import formats, keras_saving, layout, releases
+from keras_vit.options import ARCHITECTURE, CONVENTIONS, MODEL_OPTIONS
+from keras_vit.weights import formats, keras_saving, layout, releases, torch_formats
 
 KERAS_FORMATS = (".keras", ".weights.h5", ".h5")
 
 #: The `VisionTransformer` arguments a weights file fixes (what `architecture_of` returns).
-RECORDED = (*ARCHITECTURE, *MODEL_OPTIONS)
+RECORDED = (*ARCHITECTURE, *MODEL_OPTIONS, *CONVENTIONS)
+#: What a file may tell beside them: the inputs and the head it was saved for (`model_arguments`).
+SAVED_FOR = ("image_size", "classes", "channels")
 
 
 @dataclasses.dataclass
@@ -64,6 +67,8 @@ def read(source: str | os.PathLike, model) -> Checkpoint:
         variant = getattr(model, "variant", None)
         name, path = path, releases.download_weights(variant, path)
         releases.check_resolution(variant, name, model.image_size)
+    if torch_formats.is_torch_checkpoint(path):
+        return read_torch(path, getattr(model, "num_heads", None))
     if path.endswith(".keras") and saved_config(path).get("class_name") == "MaskedPatchPrediction" and layout.is_vision_transformer(model):
         return read_backbone(path, model)
     if path.endswith(KERAS_FORMATS):
@@ -91,16 +96,24 @@ def read_npz(path: str | os.PathLike) -> Checkpoint:
     except ValueError as error:
         raise ValueError(f"Checkpoint {path!r}: {error}") from None
     grid = tuple(int(g) for g in params.pop(layout.NPZ_GRID_KEY)) if layout.NPZ_GRID_KEY in params else None
-    placement = str(params.pop(layout.NPZ_PLACEMENT_KEY)) if layout.NPZ_PLACEMENT_KEY in params else None
-    for key in (layout.NPZ_GRID_KEY, layout.NPZ_PLACEMENT_KEY):
+    options = {option: params.pop(layout.npz_option_key(option)).item() for option in layout.NPZ_OPTIONS
+               if layout.npz_option_key(option) in params}
+    for key in (layout.NPZ_GRID_KEY, *map(layout.npz_option_key, layout.NPZ_OPTIONS)):
         names.pop(key, None)
     try:
-        found = layout.architecture(params, grid)
-        if placement:
-            found["position_embedding_placement"] = placement
+        found = {**layout.architecture(params, grid), **options}
     except (KeyError, ValueError):
         found = None
     return Checkpoint(path, params, names, grid, architecture=found)
+
+
+def read_torch(path: str, num_heads: int | None = None) -> Checkpoint:
+    """An HF transformers folder or file, or a timm file (`num_heads`: of the model it is read for, as timm's state
+    dicts do not record it)."""
+    found = torch_formats.read(path, num_heads)
+    image_size, patch_size = found.architecture["image_size"], found.architecture["patch_size"]
+    grid = (image_size[0] // patch_size[0], image_size[1] // patch_size[1])
+    return Checkpoint(path, found.params, found.names, grid, found.unexpected, architecture=found.architecture)
 
 
 def read_keras(path: str, model) -> Checkpoint:
@@ -148,16 +161,32 @@ def saved_config(path: str) -> dict:
 
 
 def architecture_of(path: str | os.PathLike) -> dict:
-    """The architecture arguments of the model a `.keras` file or an `.npz` checkpoint holds.
+    """The architecture arguments of the model a `.keras` file, an `.npz` checkpoint or an HF / timm one holds.
 
     A `.keras` file gives them from its saved config (a `MaskedPatchPrediction`'s
-    backbone's); an `.npz` from its keys and shapes. `.weights.h5` files hold
-    no config: pass the architecture yourself.
+    backbone's); an `.npz` from its keys and shapes; an HF checkpoint from its
+    `config.json`; a timm one from its keys and shapes, the heads from the
+    variant of its width. `.weights.h5` files hold no config: pass the
+    architecture yourself.
     """
+    return {key: value for key, value in model_arguments(path).items() if key in RECORDED}
+
+
+def records_architecture(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file of a kind that records its model's architecture (`architecture_of`)."""
+    path = os.fspath(path)
+    return os.path.exists(path) and (path.endswith((".npz", ".keras")) or torch_formats.is_torch_checkpoint(path))
+
+
+def model_arguments(path: str | os.PathLike) -> dict:
+    """`architecture_of`, with the image size, classes and channels the file was saved for where it tells them:
+    the arguments of a `VisionTransformer` that computes what the file's own model computes."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Weights file not found: {path!r}.")
-    if path.endswith(".npz"):
+    if torch_formats.is_torch_checkpoint(path):
+        found = read_torch(path).architecture
+    elif path.endswith(".npz"):
         found = npz_architecture(path)
     elif path.endswith(".keras"):
         saved = saved_config(path)
@@ -167,8 +196,9 @@ def architecture_of(path: str | os.PathLike) -> dict:
             raise ValueError(f"{path} holds a {saved.get('class_name')!r}, not a keras_vit VisionTransformer.")
         found = saved["config"]
     else:
-        raise ValueError(f"{path}: only .keras files and .npz checkpoints record their architecture.")
-    return {key: found[key] for key in RECORDED if key in found}
+        raise ValueError(f"{path}: only .keras files, .npz checkpoints and HF / timm checkpoints record their "
+                         f"architecture.")
+    return {key: found[key] for key in (*RECORDED, *SAVED_FOR) if key in found}
 
 
 def npz_architecture(path: str | os.PathLike) -> dict:

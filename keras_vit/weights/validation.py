@@ -9,11 +9,12 @@ records its architecture, how it differs from the model's.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import keras
 
-from keras_vit.options import ARCHITECTURE, HEAD_POLICIES, MODEL_OPTIONS
+from keras_vit.options import ARCHITECTURE, CONVENTIONS, HEAD_POLICIES, MODEL_OPTIONS
 from keras_vit.weights import layout
 from keras_vit.weights.sources import Checkpoint
 
@@ -33,12 +34,14 @@ def validate(model, checkpoint: Checkpoint, head: str = "auto") -> list[tuple[ke
     for key, variable in variables.items():
         if key not in params and key not in skipped:
             problems.append(f"missing {checkpoint.name(key)!r} (the model's shape {tuple(variable.shape)})")
-    droppable = (layout.HEAD, layout.PRE_LOGITS) if vit else ()
+    droppable = (*layout.HEADS, layout.PRE_LOGITS) if vit else ()
     for key in params:
         if key not in variables and not key.startswith(droppable):
             problems.append(f"unexpected {checkpoint.name(key)!r} (shape {params[key].shape}) that the model has no place for")
     problems += [f"unexpected {name!r} (shape {shape}) that the model has no place for"
                  for name, shape in checkpoint.unexpected.items()]
+    if vit:
+        problems += _convention_problems(model, checkpoint)
 
     assignments = []
     for key, variable in variables.items():
@@ -70,9 +73,25 @@ def validate(model, checkpoint: Checkpoint, head: str = "auto") -> list[tuple[ke
     return assignments
 
 
+def _convention_problems(model, checkpoint: Checkpoint) -> list[str]:
+    """Where the file's conventions (`keras_vit.options.CONVENTIONS`) are not the model's: the final LayerNorm's
+    place is a problem; a LayerNorm epsilon or GELU form of its own only shifts the outputs slightly, and warns."""
+    stored = checkpoint.architecture or {}
+    if "fc_norm" in stored and bool(stored["fc_norm"]) != model.fc_norm:
+        where = "after pooling (timm's fc_norm)" if stored["fc_norm"] else "on every token"
+        return [f"its final LayerNorm is applied {where}: build the model with fc_norm={bool(stored['fc_norm'])}"]
+    differ = [f"{key}={stored[key]!r} (the model's {getattr(model, key)!r})"
+              for key in ("layer_norm_epsilon", "approximate_gelu") if key in stored and stored[key] != getattr(model, key)]
+    if differ:
+        warnings.warn(f"{checkpoint.path} was trained with {' and '.join(differ)}: its outputs here differ slightly "
+                      f"from its own library's. Build the model with those values (keras_vit.ViT(weights=...) "
+                      f"reads them from the file).", stacklevel=4)
+    return []
+
+
 def _head_keys(model, checkpoint: Checkpoint, variables: dict, head: str, problems: list[str]) -> set[str]:
     """The model's head keys that are not loaded under the policy `head` (a problem where "keep" cannot be met)."""
-    keys = [key for key in variables if key.startswith(layout.HEAD)]
+    keys = [key for key in variables if key.startswith(layout.HEADS)]
     if not keys:
         return set()
     stored = [checkpoint.params[key].shape if key in checkpoint.params else None for key in keys]
@@ -131,7 +150,7 @@ def architecture_difference(model, stored: dict | None) -> str:
         return ""
     config = model.get_config()
     parts = []
-    for key in (*ARCHITECTURE, *MODEL_OPTIONS):
+    for key in (*ARCHITECTURE, *MODEL_OPTIONS, *CONVENTIONS):
         if key not in stored:
             continue
         mine, theirs = config.get(key), stored[key]
