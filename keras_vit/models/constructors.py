@@ -66,9 +66,11 @@ def ViT(weights: str | os.PathLike | None = None, head: str = "auto", **kwargs) 
     """
     if weights is not None and sources.records_architecture(weights):
         try:
-            kwargs = {**sources.model_arguments(weights), **kwargs}  # the arguments given override the file's
+            kwargs = {**sources.model_arguments(weights, kwargs.get("num_heads")), **kwargs}  # the arguments given override the file's
         except ValueError:
-            pass  # the file cannot tell its whole architecture: the load below says what does not fit
+            if not os.fspath(weights).endswith(".npz"):
+                raise
+            # a reference .npz of a non-square grid cannot tell its image size: the load says what does not fit
     model = VisionTransformer(**kwargs)
     if weights is not None:
         load_weights(model, weights, head=head)

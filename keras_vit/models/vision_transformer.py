@@ -11,7 +11,7 @@ from keras_vit.layers.residual_unit import resnet_stride
 from keras_vit.losses import loss_for_outputs
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.models.vit_parts import Encoder, Head, Positions, Stem
-from keras_vit.options import CLASSIFIERS, POOLINGS, POSITION_EMBEDDING_PLACEMENTS
+from keras_vit.options import ARCHITECTURE, CLASSIFIERS, POOLINGS, POSITION_EMBEDDING_PLACEMENTS
 from keras_vit.utils import ConstructorConfig, GraphViews, to_pair
 from keras_vit.weights.pipeline import WeightsLoading
 
@@ -167,19 +167,11 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         image_size = to_pair(224 if image_size is None else image_size, "image_size")
         patch_size = to_pair(patch_size, "patch_size")
         resnet_layers = None if resnet_layers is None else tuple(int(n) for n in resnet_layers)
-        _validate(locals())
+        arguments = locals()
+        _validate(arguments)
         if variant is not None:
             variant = variant_name(variant)
-            check_variant(
-                variant,
-                patch_size=patch_size,
-                hidden_size=hidden_size,
-                mlp_dim=mlp_dim,
-                num_heads=num_heads,
-                num_layers=num_layers,
-                resnet_layers=resnet_layers,
-                resnet_width=resnet_width,
-            )
+            check_variant(variant, **{key: arguments[key] for key in ARCHITECTURE})
 
         # === Parts: stem, positions, encoder, head (keras_vit.models.vit_parts) ===
         inputs = keras.Input((None, None, channels) if dynamic_image_size else (*image_size, channels), name="images")

@@ -160,16 +160,16 @@ def saved_config(path: str) -> dict:
         raise ValueError(f"{path} is not a readable .keras archive ({error}).") from None
 
 
-def architecture_of(path: str | os.PathLike) -> dict:
+def architecture_of(path: str | os.PathLike, num_heads: int | None = None) -> dict:
     """The architecture arguments of the model a `.keras` file, an `.npz` checkpoint or an HF / timm one holds.
 
     A `.keras` file gives them from its saved config (a `MaskedPatchPrediction`'s
     backbone's); an `.npz` from its keys and shapes; an HF checkpoint from its
     `config.json`; a timm one from its keys and shapes, the heads from the
-    variant of its width. `.weights.h5` files hold no config: pass the
-    architecture yourself.
+    variant of its width unless `num_heads` gives them. `.weights.h5` files
+    hold no config: pass the architecture yourself.
     """
-    return {key: value for key, value in model_arguments(path).items() if key in RECORDED}
+    return {key: value for key, value in model_arguments(path, num_heads).items() if key in RECORDED}
 
 
 def records_architecture(path: str | os.PathLike) -> bool:
@@ -178,14 +178,14 @@ def records_architecture(path: str | os.PathLike) -> bool:
     return os.path.exists(path) and (path.endswith((".npz", ".keras")) or torch_formats.is_torch_checkpoint(path))
 
 
-def model_arguments(path: str | os.PathLike) -> dict:
+def model_arguments(path: str | os.PathLike, num_heads: int | None = None) -> dict:
     """`architecture_of`, with the image size, classes and channels the file was saved for where it tells them:
     the arguments of a `VisionTransformer` that computes what the file's own model computes."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Weights file not found: {path!r}.")
     if torch_formats.is_torch_checkpoint(path):
-        found = read_torch(path).architecture
+        found = read_torch(path, num_heads).architecture
     elif path.endswith(".npz"):
         found = npz_architecture(path)
     elif path.endswith(".keras"):

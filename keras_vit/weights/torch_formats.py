@@ -4,7 +4,7 @@
   `pytorch_model.bin` with `config.json` beside it, of `ViTForImageClassification`,
   `ViTModel` (its pooler is the tanh representation layer) or
   `DeiTForImageClassificationWithTeacher`, under the hub's key names (which
-  transformers 5 still writes). The architecture's conventions come from
+  transformers 5 still writes) or transformers 5's own (its `state_dict()`). The architecture's conventions come from
   `config.json`: `layer_norm_eps`, `hidden_act`.
 - timm: a state dict of `timm.models.vision_transformer.VisionTransformer`
   or DeiT's `VisionTransformerDistilled`, `.safetensors` or `.pth` / `.bin`.
@@ -82,6 +82,10 @@ _HF_RULES = [
     *_norm("Transformer/encoder_norm", "layernorm"),
     *_linear("pre_logits", "pooler.dense"),
 ]
+#: The blocks as transformers 5 names them in memory (`model.state_dict()`); its `save_pretrained` writes the above.
+_HF_5_BLOCK_RULES = _block_rules(*(f"layers.{{i}}.{name}" for name in (
+    "layernorm_before", "attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj",
+    "layernorm_after", "mlp.fc1", "mlp.fc2")))
 #: HF's heads (outside the base model's prefix), by architecture: (class head, distillation head).
 _HF_HEADS = {
     "ViTForImageClassification": ("classifier", None),
@@ -216,7 +220,7 @@ def _read_hf(path: str, tensors: dict[str, np.ndarray], config: dict) -> TorchCh
     heads = {key: value for key, value in tensors.items() if not key.startswith(prefix)}
     if not base:  # a base model saved alone has no prefix
         base, heads = tensors, {}
-    rules = list(_HF_RULES)
+    rules = _HF_RULES + _HF_5_BLOCK_RULES
     for canonical, source in zip(("head", layout.HEAD_DIST.rstrip("/")), _HF_HEADS[architecture]):
         if source is not None:
             rules += _linear(canonical, source)
@@ -275,7 +279,7 @@ def _standard_heads(hidden: int, path: str) -> int:
 
 def _apply(rules: list[Rule], tensors: dict[str, np.ndarray], num_heads: int, path: str):
     """(canonical params, canonical key -> file key, unmapped file keys -> shapes) of `tensors` under `rules`."""
-    blocks = sorted({int(match.group(1)) for key in tensors for match in [re.search(r"(?:layer|blocks)\.(\d+)\.", key)]
+    blocks = sorted({int(match.group(1)) for key in tensors for match in [re.search(r"(?:layer|layers|blocks)\.(\d+)\.", key)]
                      if match})
     params, names, used = {}, {}, set()
     for rule in rules:
