@@ -11,6 +11,7 @@ from keras_vit.layers.residual_unit import resnet_stride
 from keras_vit.losses import loss_for_outputs
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.models.vit_parts import Encoder, Head, Positions, Stem
+from keras_vit.patch_resampling import PATCH_RESAMPLE_METHODS
 from keras_vit.options import ARCHITECTURE, CLASSIFIERS, POOLINGS, POSITION_EMBEDDING_PLACEMENTS
 from keras_vit.utils import ConstructorConfig, GraphViews, to_pair
 from keras_vit.weights.pipeline import WeightsLoading
@@ -65,6 +66,12 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
             grid are resized, on load and (`dynamic_image_size`) at call time:
             "reference" (the reference's aligned-corners linear zoom) or
             "bilinear", "bicubic", "nearest" (half-pixel, `tf.image.resize`).
+        patch_embedding_resize: how a patch-embedding kernel stored for
+            another patch size is resampled on load (FlexiViT, Beyer et al.,
+            2023; `keras_vit.patch_resampling`): "bilinear" (default,
+            big_vision's pseudo-inverse of the bilinear resize) or "bicubic"
+            (timm's `resample_patch_embed`). The position embeddings are
+            resized to the new grid as for any other grid.
         position_embedding_placement: where learned position embeddings are
             added (the paper's appendix D.4, Table 8): "input" (default: once,
             before the encoder), "every_layer" (a table of its own before each
@@ -143,6 +150,7 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         stochastic_depth_rate: float = 0.0,
         position_embedding: str = "learned_1d",
         position_embedding_resize: str = "reference",
+        patch_embedding_resize: str = "bilinear",
         position_embedding_placement: str = "input",
         dynamic_image_size: bool = False,
         dynamic_image_pad: bool = False,
@@ -521,6 +529,9 @@ def _validate(args: dict) -> None:
             raise ValueError(f"{key} must be positive, got {args[key]}.")
     if not 0.0 < args["crop_fraction"] <= 1.0:
         raise ValueError(f"crop_fraction must be in (0, 1], got {args['crop_fraction']}.")
+    if args["patch_embedding_resize"] not in PATCH_RESAMPLE_METHODS:
+        raise ValueError(f"Unknown patch_embedding_resize {args['patch_embedding_resize']!r}; expected one of "
+                         f"{PATCH_RESAMPLE_METHODS}.")
     if args["distillation_token"] and args["classifier"] != "token":
         raise ValueError("distillation_token=True adds DeiT's second token beside the class token: it needs "
                          f"classifier='token', got {args['classifier']!r}.")

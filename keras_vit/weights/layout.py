@@ -30,6 +30,7 @@ _BLOCK = {
     "mlp_dense_2": "MlpBlock_0/Dense_1",
 }
 _NORM = {"gamma": "scale", "beta": "bias"}
+PATCH_EMBEDDING = "embedding/kernel"
 #: Keys a checkpoint may hold that a model may legitimately not use (a new task's head, no representation layer).
 HEAD = "head/"
 PRE_LOGITS = "pre_logits/"

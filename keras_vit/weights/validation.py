@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import keras
 
+from keras_vit.patch_resampling import resample_patch_embedding
 from keras_vit.options import ARCHITECTURE, CONVENTIONS, HEAD_POLICIES, MODEL_OPTIONS
 from keras_vit.weights import layout
 from keras_vit.weights.sources import Checkpoint
@@ -60,6 +61,8 @@ def validate(model, checkpoint: Checkpoint, head: str = "auto") -> list[tuple[ke
                 problems.append(str(error))
         elif value.shape == expected:
             assignments.append((variable, value))
+        elif vit and key == layout.PATCH_EMBEDDING and value.shape[2:] == expected[2:]:  # another patch size
+            assignments.append((variable, resample_patch_embedding(value, expected[:2], model.patch_embedding_resize)))
         elif value.size == np.prod(expected) and value.squeeze().shape == tuple(d for d in expected if d != 1):
             assignments.append((variable, value.reshape(expected)))  # GroupNorm scales stored as (1, 1, 1, C)
         else:
