@@ -124,17 +124,22 @@ def test_a_format_that_cannot_hold_a_model_says_what_and_writes_nothing(options,
         assert not (tmp_path / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("name", ["token", "gap_fc_norm", "gap", "no_embed_class", "deit_distilled"])
+TIMM_MODELS = {  # fixture: (classifier, fc_norm, distillation_token, resnet_layers)
+    "token": ("token", False, False, None), "gap_fc_norm": ("gap", True, False, None), "gap": ("gap", False, False, None),
+    "no_embed_class": ("token", False, False, None), "deit_distilled": ("token", False, True, None),
+    "hybrid_stem": ("token", False, False, ()), "hybrid_r1": ("token", False, False, (1,)),
+}
+
+
+@pytest.mark.parametrize("name", TIMM_MODELS)
 def test_a_timm_state_dict_computes_what_timm_computed(name):
     model = keras_vit.ViT(weights=TIMM_FIXTURES / f"{name}.safetensors", num_heads=3)
     np.testing.assert_allclose(predict(model), TIMM_OUTPUTS[name], atol=1e-4)
-    assert (model.classifier, model.fc_norm, model.distillation_token) == {
-        "token": ("token", False, False), "gap_fc_norm": ("gap", True, False), "gap": ("gap", False, False),
-        "no_embed_class": ("token", False, False), "deit_distilled": ("token", False, True)}[name]
+    assert (model.classifier, model.fc_norm, model.distillation_token, model.resnet_layers) == TIMM_MODELS[name]
     assert not model.approximate_gelu and model.layer_norm_epsilon == 1e-6
 
 
-@pytest.mark.parametrize("name", ["token", "gap_fc_norm", "deit_distilled"])
+@pytest.mark.parametrize("name", ["token", "gap_fc_norm", "deit_distilled", "hybrid_stem", "hybrid_r1"])
 def test_save_checkpoint_timm_writes_timms_own_state_dict(name, tmp_path):
     """The file written from a loaded timm state dict is that state dict: every key, shape and value."""
     from safetensors.numpy import load_file

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from functools import partial
 
 import numpy as np
 import keras
@@ -30,8 +31,9 @@ def save_checkpoint(model, path: str | os.PathLike, format: str = "npz") -> None
             (`config.json`, `model.safetensors`: `ViTForImageClassification`,
             `ViTModel` without a head, DeiT's `...WithTeacher` with a
             distillation token), which `from_pretrained(path)` loads; "timm":
-            a `.safetensors` state dict of timm's `VisionTransformer` (or DeiT's
-            `VisionTransformerDistilled`), built with `timm_arguments(model)`.
+            a `.safetensors` state dict of timm's `VisionTransformer` (DeiT's
+            `VisionTransformerDistilled`; a hybrid's embedding is timm's
+            `HybridEmbed` on its ResNetV2), built with `timm_arguments(model)`.
         format: "npz", "hf" or "timm".
 
     Raises:
@@ -70,8 +72,8 @@ def _check_holds(model, format: str) -> None:
     """ValueError naming what `format` has no place for in `model`."""
     library = {"hf": "HF transformers' ViT classes", "timm": "timm's VisionTransformer"}[format]
     cannot = []
-    if model.resnet_layers is not None:
-        cannot.append("a ResNet stem (the hybrids: save them as npz)")
+    if format == "hf" and model.resnet_layers is not None:
+        cannot.append("a ResNet stem (transformers 5 has no ViT hybrid: save it as timm or npz)")
     if model.position_embedding != "learned_1d":
         cannot.append(f"position_embedding={model.position_embedding!r} (only learned 1-D tables)")
     if model.position_embedding_placement != "input":
@@ -125,11 +127,29 @@ def timm_arguments(model) -> dict:
     if model.approximate_gelu:
         arguments["act_layer"] = "gelu_tanh"
     if model.layer_norm_epsilon != torch_formats.TIMM_LAYER_NORM_EPSILON:
-        from functools import partial
         import torch
 
         arguments["norm_layer"] = partial(torch.nn.LayerNorm, eps=model.layer_norm_epsilon)
+    if model.resnet_layers is not None:
+        arguments["embed_layer"] = partial(_timm_hybrid_embedding, model.resnet_layers, model.resnet_width)
     return arguments
+
+
+def _timm_hybrid_embedding(resnet_layers: tuple[int, ...], resnet_width: int, **arguments):
+    """timm's `HybridEmbed` on the ResNetV2 its `vit_*_r*` models build (`_resnetv2`, from public parts): the stem
+    alone for `()`, else the stem and stages, with weight-standardised SAME convolutions."""
+    from timm.layers import StdConv2dSame
+    from timm.models.resnetv2 import ResNetV2, create_resnetv2_stem
+    from timm.models.vision_transformer_hybrid import HybridEmbed
+
+    conv = partial(StdConv2dSame, eps=1e-8)
+    if resnet_layers:
+        backbone = ResNetV2(layers=resnet_layers, num_classes=0, global_pool="", in_chans=arguments["in_chans"],
+                            preact=False, stem_type="same", conv_layer=conv, width_factor=resnet_width)
+    else:
+        backbone = create_resnetv2_stem(arguments["in_chans"], 64 * resnet_width, stem_type="same", preact=False,
+                                        conv_layer=conv)
+    return HybridEmbed(backbone=backbone, **arguments)
 
 
 def hf_config(model) -> dict:

@@ -111,9 +111,7 @@ def read_torch(path: str, num_heads: int | None = None) -> Checkpoint:
     """An HF transformers folder or file, or a timm file (`num_heads`: of the model it is read for, as timm's state
     dicts do not record it)."""
     found = torch_formats.read(path, num_heads)
-    image_size, patch_size = found.architecture["image_size"], found.architecture["patch_size"]
-    grid = (image_size[0] // patch_size[0], image_size[1] // patch_size[1])
-    return Checkpoint(path, found.params, found.names, grid, found.unexpected, architecture=found.architecture)
+    return Checkpoint(path, found.params, found.names, found.grid, found.unexpected, architecture=found.architecture)
 
 
 def read_keras(path: str, model) -> Checkpoint:

@@ -6,8 +6,9 @@
   `DeiTForImageClassificationWithTeacher`, under the hub's key names (which
   transformers 5 still writes) or transformers 5's own (its `state_dict()`). The architecture's conventions come from
   `config.json`: `layer_norm_eps`, `hidden_act`.
-- timm: a state dict of `timm.models.vision_transformer.VisionTransformer`
-  or DeiT's `VisionTransformerDistilled`, `.safetensors` or `.pth` / `.bin`.
+- timm: a state dict of `timm.models.vision_transformer.VisionTransformer`,
+  DeiT's `VisionTransformerDistilled`, or a hybrid (`vit_*_r*`: a ResNetV2
+  stem and stages in `patch_embed.backbone`), `.safetensors` or `.pth` / `.bin`.
   timm computes the exact GELU with LayerNorm epsilon 1e-6; a state dict does
   not record the number of heads, which the model (or the variant table) gives.
 
@@ -108,6 +109,11 @@ _TIMM_RULES = [
     *_linear(layout.HEAD_DIST.rstrip("/"), "head_dist"),
 ]
 _TIMM_NORMS = {False: "norm", True: "fc_norm"}  # the final LayerNorm, by `fc_norm`
+#: A hybrid's ResNetV2 in timm (`patch_embed.backbone.`): its stem alone (`conv`, `norm`), or `stem.` and stages.
+_TIMM_BACKBONE = re.compile(r"patch_embed\.backbone\.(?:(?:stem\.)?(conv|norm)|stages\.(\d+)\.blocks\.(\d+)\."
+                            r"(conv[123]|norm[123]|downsample\.conv|downsample\.norm))\.(weight|bias)$")
+_TIMM_UNIT_PARTS = {"downsample.conv": "conv_proj", "downsample.norm": "gn_proj",
+                    **{f"conv{n}": f"conv{n}" for n in "123"}, **{f"norm{n}": f"gn{n}" for n in "123"}}
 
 
 @dataclasses.dataclass
@@ -120,6 +126,8 @@ class TorchCheckpoint:
         names: canonical key -> the key in the file.
         unexpected: key in the file -> shape, of arrays no rule maps.
         architecture: the `VisionTransformer` arguments the file tells.
+        grid: the patch grid its position table was trained for, where the file tells it (HF's config; a timm
+            table is square).
     """
 
     library: str
@@ -127,6 +135,7 @@ class TorchCheckpoint:
     names: dict[str, str]
     unexpected: dict[str, tuple[int, ...]]
     architecture: dict
+    grid: tuple[int, int] | None = None
 
 
 def is_torch_checkpoint(path: str) -> bool:
@@ -230,15 +239,16 @@ def _read_hf(path: str, tensors: dict[str, np.ndarray], config: dict) -> TorchCh
     image_size = tuple(int(n) for n in size) if isinstance(size, (list, tuple)) else (int(size), int(size))
     patch = config.get("patch_size", 16)
     patch = tuple(patch) if isinstance(patch, (list, tuple)) else (patch, patch)
+    grid = (image_size[0] // patch[0], image_size[1] // patch[1])
     found = {
-        **_architecture(params, path, (image_size[0] // patch[0], image_size[1] // patch[1])),
+        **_architecture(params, path, grid),
         "image_size": image_size,
         "channels": int(config.get("num_channels", 3)),
         "num_heads": num_heads,
         "layer_norm_epsilon": float(config.get("layer_norm_eps", 1e-12)),
         "approximate_gelu": activation in HF_TANH_GELU,
     }
-    return TorchCheckpoint("hf", params, names, unexpected, found)
+    return TorchCheckpoint("hf", params, names, unexpected, found, grid)
 
 
 def _read_timm(path: str, tensors: dict[str, np.ndarray], num_heads: int | None) -> TorchCheckpoint:
@@ -253,7 +263,7 @@ def _read_timm(path: str, tensors: dict[str, np.ndarray], num_heads: int | None)
                          f"class_token=True), which keras_vit does not build: its 'gap' models have no class token.")
     hidden = tensors["patch_embed.proj.weight"].shape[0]
     num_heads = num_heads or _standard_heads(hidden, path)
-    rules = _TIMM_RULES + _norm("Transformer/encoder_norm", _TIMM_NORMS[fc_norm])
+    rules = _TIMM_RULES + _norm("Transformer/encoder_norm", _TIMM_NORMS[fc_norm]) + _timm_backbone_rules(tensors)
     params, names, unexpected = _apply(rules, tensors, num_heads, path)
     names.update({key: re.sub(r"\.attn\.[qkv]\.", ".attn.qkv.", name) for key, name in names.items()})
     found = {
@@ -264,6 +274,42 @@ def _read_timm(path: str, tensors: dict[str, np.ndarray], num_heads: int | None)
         "fc_norm": fc_norm,
     }
     return TorchCheckpoint("timm", params, names, unexpected, found)
+
+
+def _timm_backbone_rules(keys) -> list[Rule]:
+    """The rules of the timm hybrid backbone arrays among `keys` (its ResNetV2: the canonical `conv_root`, `gn_root`,
+    `block{s}/unit{u}/...`)."""
+    rules = []
+    for key in keys:
+        match = _TIMM_BACKBONE.match(key)
+        if not match:
+            continue
+        root, stage, block, part, leaf = match.groups()
+        if root:
+            layer = "conv_root" if root == "conv" else "gn_root"
+        else:
+            layer = f"block{int(stage) + 1}/unit{int(block) + 1}/{_TIMM_UNIT_PARTS[part]}"
+        if layer.rsplit("/", 1)[-1].startswith("conv"):
+            rules.append(Rule(f"{layer}/kernel", key, "conv"))
+        else:
+            rules.append(Rule(f"{layer}/{'scale' if leaf == 'weight' else 'bias'}", key, "copy"))
+    return rules
+
+
+def _timm_backbone_keys(params: dict[str, np.ndarray]) -> list[str]:
+    """The timm names of a hybrid's canonical ResNet arrays (`_timm_backbone_rules`' inverse)."""
+    parts = {canonical: timm for timm, canonical in _TIMM_UNIT_PARTS.items()}
+    stem = "patch_embed.backbone.stem." if any(key.startswith("block") for key in params) else "patch_embed.backbone."
+    keys = []
+    for key in params:
+        layer, _, leaf = key.rpartition("/")
+        leaf = {"kernel": "weight", "scale": "weight"}.get(leaf, leaf)
+        if layer in ("conv_root", "gn_root"):
+            keys.append(f"{stem}{'conv' if layer == 'conv_root' else 'norm'}.{leaf}")
+        elif key.startswith("block"):
+            stage, unit, part = layer.split("/")
+            keys.append(f"patch_embed.backbone.stages.{int(stage[5:]) - 1}.blocks.{int(unit[4:]) - 1}.{parts[part]}.{leaf}")
+    return keys
 
 
 def _standard_heads(hidden: int, path: str) -> int:
@@ -357,7 +403,8 @@ def hf_state(params: dict[str, np.ndarray], num_layers: int, prefix: str, heads:
 
 def timm_state(params: dict[str, np.ndarray], num_layers: int, fc_norm: bool) -> dict:
     """The timm state dict of canonical `params`, q, k and v fused into `qkv`."""
-    state = _state(_TIMM_RULES + _norm("Transformer/encoder_norm", _TIMM_NORMS[fc_norm]), params, num_layers)
+    rules = _TIMM_RULES + _norm("Transformer/encoder_norm", _TIMM_NORMS[fc_norm])
+    state = _state(rules + _timm_backbone_rules(_timm_backbone_keys(params)), params, num_layers)
     for i in range(num_layers):
         for leaf in ("weight", "bias"):
             parts = [state.pop(f"blocks.{i}.attn.{name}.{leaf}") for name in "qkv"]

@@ -12,6 +12,7 @@ initialisation, so that every layer moves the outputs.
 """
 
 import pathlib
+from functools import partial
 
 import numpy as np
 import timm
@@ -19,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_hybrid import HybridEmbed, _resnetv2
 
 HERE = pathlib.Path(__file__).parent
 TINY = dict(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=3, mlp_ratio=2, num_classes=5)
@@ -28,6 +30,9 @@ MODELS = {
     "gap": (VisionTransformer, dict(class_token=False, global_pool="avg", fc_norm=False)),
     "no_embed_class": (VisionTransformer, dict(no_embed_class=True)),
     "deit_distilled": (VisionTransformerDistilled, {}),
+    # The hybrids as timm builds its vit_*_r* models: a ResNetV2 stem alone, and with one stage of one unit.
+    "hybrid_stem": (VisionTransformer, dict(patch_size=2, embed_layer=lambda **kw: HybridEmbed(backbone=_resnetv2(()), **kw))),
+    "hybrid_r1": (VisionTransformer, dict(patch_size=2, embed_layer=lambda **kw: HybridEmbed(backbone=_resnetv2((1,)), **kw))),
 }
 
 
@@ -36,7 +41,7 @@ def main() -> None:
     images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     outputs = {"images": images}
     for name, (cls, options) in MODELS.items():
-        model = cls(**TINY, **options).eval()
+        model = cls(**{**TINY, **options}).eval()
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.normal_(0.0, 0.1)
