@@ -8,6 +8,7 @@ does import, the files keras_vit writes are also loaded in timm itself.
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import warnings
@@ -225,3 +226,30 @@ def test_an_npz_written_from_another_librarys_checkpoint_keeps_its_conventions(t
     again = keras_vit.ViT(weights=tmp_path / "model.npz")
     assert (again.fc_norm, again.approximate_gelu, again.layer_norm_epsilon) == (True, False, 1e-6)
     np.testing.assert_array_equal(predict(again), predict(model))
+
+
+def test_known_hub_names_download_from_the_mirror_into_the_cache_and_load(tmp_path, monkeypatch):
+    """`ViT(weights="google/vit-base-patch16-224")` and a timm name, from a file:// mirror of the hub's layout (tiny
+    models under the real names: nothing can be downloaded here)."""
+    mirror = tmp_path / "hub"
+    hf = hf_model("ViTForImageClassification", num_labels=5)
+    hf.save_pretrained(mirror / "google/vit-base-patch16-224/resolve/main")
+    deit = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=192, mlp_dim=384, num_heads=3, num_layers=1,
+                         classes=5, distillation_token=True, approximate_gelu=False)  # DeiT-Ti's width, 1 layer
+    randomize(deit, 4)
+    timm_folder = mirror / "timm/deit_tiny_distilled_patch16_224.fb_in1k/resolve/main"
+    timm_folder.mkdir(parents=True)
+    keras_vit.save_checkpoint(deit, timm_folder / "model.safetensors", format="timm")
+    monkeypatch.setenv(keras_vit.weights.HUB_URL_ENV, mirror.as_uri())
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    model = keras_vit.ViT(weights="google/vit-base-patch16-224")
+    np.testing.assert_allclose(predict(model), hf_outputs(hf), atol=1e-4)
+    cached = tmp_path / "home/keras_vit/hub/google--vit-base-patch16-224"
+    assert sorted(p.name for p in cached.iterdir()) == ["config.json", "model.safetensors"]
+    opened = keras_vit.open_model("timm/deit_tiny_distilled_patch16_224.fb_in1k")  # heads: ViT-Ti's, by the width
+    assert (opened.num_heads, opened.distillation_token, opened.classes) == (3, True, 5)
+    np.testing.assert_allclose(predict(opened), predict(deit), atol=1e-5)
+    shutil.rmtree(mirror)  # the cache answers from now on
+    np.testing.assert_array_equal(predict(keras_vit.ViT(weights="google/vit-base-patch16-224")), predict(model))
+    with pytest.raises(OSError, match="Could not download .google/vit-large-patch16-224.: .*resolve/main/config.json"):
+        keras_vit.ViT(weights="google/vit-large-patch16-224")

@@ -8,7 +8,7 @@ from typing import Callable
 from keras_vit.models.variants import VARIANTS, variant_name
 from keras_vit.options import ARCHITECTURE
 from keras_vit.models.vision_transformer import VisionTransformer
-from keras_vit.weights import releases, sources
+from keras_vit.weights import hub, releases, sources
 from keras_vit.weights.pipeline import load_weights
 
 #: Arguments a variant fixes: a variant constructor refuses them.
@@ -51,8 +51,10 @@ def ViT(weights: str | os.PathLike | None = None, head: str = "auto", **kwargs) 
             trained), a path to an original `.npz` checkpoint, an HF
             transformers checkpoint (a `save_pretrained` folder, or its
             weights file beside `config.json`), a timm `.safetensors` / `.pth`
-            file, a `.keras` or `.weights.h5` file, or a known name
-            ("imagenet21k", ...) when `variant` names a released variant. A
+            file, a `.keras` or `.weights.h5` file, a known hub checkpoint
+            ("google/vit-base-patch16-224", "timm/deit_base_patch16_224.fb_in1k",
+            ...: `keras_vit.weights.hub`), or a known name ("imagenet21k", ...)
+            when `variant` names a released variant. A
             file that records its architecture (all but `.weights.h5`) gives
             the arguments not passed, its image size and classes included
             (`keras_vit.weights.model_arguments`). Position embeddings are
@@ -64,6 +66,8 @@ def ViT(weights: str | os.PathLike | None = None, head: str = "auto", **kwargs) 
             one (fine-tuning, as the paper does); "keep" requires it.
         **kwargs: the arguments of `keras_vit.VisionTransformer`.
     """
+    if hub.is_hub_name(weights) and not os.path.exists(weights):
+        weights = hub.download_checkpoint(weights)
     if weights is not None and sources.records_architecture(weights):
         try:
             kwargs = {**sources.model_arguments(weights, kwargs.get("num_heads")), **kwargs}  # the arguments given override the file's

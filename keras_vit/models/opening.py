@@ -9,7 +9,7 @@ import keras
 from keras_vit.models.constructors import ViT, create_model
 from keras_vit.models.variants import variant_name
 from keras_vit.models.vision_transformer import VisionTransformer
-from keras_vit.weights import releases, sources
+from keras_vit.weights import hub, releases, sources, torch_formats
 from keras_vit.weights.pipeline import load_weights
 
 
@@ -28,23 +28,30 @@ def load_model(path: str | os.PathLike) -> keras.Model:
 def open_model(
     source: str | os.PathLike, variant: str | None = None, image_size: int | tuple[int, int] | None = None
 ) -> keras.Model:
-    """A model from a `.keras` file, an original `.npz` checkpoint, or a known weights name of `variant`.
+    """A model from a `.keras` file, an original `.npz` checkpoint, an HF or timm checkpoint, a known hub
+    checkpoint, or a known weights name of `variant`.
 
-    A `.npz` gives its own architecture, image size and classes (with
-    `variant`, the model is that variant); a known name ("imagenet21k", ...)
-    needs `variant` and downloads the release. `image_size` overrides the
+    A `.npz`, HF or timm checkpoint gives its own architecture, image size
+    and classes (with `variant`, the model is that variant); a known name
+    ("imagenet21k", ...) needs `variant` and downloads the release; a hub name
+    ("google/vit-base-patch16-224") downloads that checkpoint. `image_size` overrides the
     file's resolution (position embeddings are resized, as a model with
     `dynamic_image_size` resizes them when called at that size).
     """
     path = os.fspath(source)
+    if hub.is_hub_name(path) and not os.path.exists(path):
+        path = hub.download_checkpoint(path)
+    if torch_formats.is_torch_checkpoint(path):
+        return ViT(weights=path, **({} if image_size is None else {"image_size": image_size}))
     if path.endswith(".keras"):
         model = load_model(path)
         return model if image_size is None else _at_image_size(model, path, image_size)
     if not path.endswith(".npz"):
         if os.path.exists(path) or variant is None:
             raise ValueError(
-                f"Cannot open {path!r}: expected a .keras file, an original .npz checkpoint, or a known weights "
-                f"name with its variant (e.g. --model imagenet21k --variant ViT_B16)."
+                f"Cannot open {path!r}: expected a .keras file, an original .npz checkpoint, an HF or timm checkpoint, "
+                f"a known hub checkpoint, or a known weights name with its variant (e.g. --model imagenet21k "
+                f"--variant ViT_B16)."
             )
         path = releases.download_weights(variant_name(variant), path)
     found = sources.npz_architecture(path)

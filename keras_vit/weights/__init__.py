@@ -42,6 +42,11 @@ _EXPORTS = {
     "default_image_size": "keras_vit.weights.releases",
     "download_weights": "keras_vit.weights.releases",
     "known_weights": "keras_vit.weights.releases",
+    # Known checkpoints of the Hugging Face hub.
+    "HUB_URL_ENV": "keras_vit.weights.hub",
+    "HF_CHECKPOINTS": "keras_vit.weights.hub",
+    "TIMM_CHECKPOINTS": "keras_vit.weights.hub",
+    "download_checkpoint": "keras_vit.weights.hub",
     "weights_url": "keras_vit.weights.releases",
 }
 

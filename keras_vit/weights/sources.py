@@ -22,7 +22,7 @@ import keras
 
 from keras_vit.layers.attention import GRID_KEY as LAYER_GRID_KEY
 from keras_vit.options import ARCHITECTURE, CONVENTIONS, MODEL_OPTIONS
-from keras_vit.weights import formats, keras_saving, layout, releases, torch_formats
+from keras_vit.weights import formats, hub, keras_saving, layout, releases, torch_formats
 
 KERAS_FORMATS = (".keras", ".weights.h5", ".h5")
 
@@ -59,8 +59,11 @@ class Checkpoint:
 
 
 def read(source: str | os.PathLike, model) -> Checkpoint:
-    """The weights `source` names, read for `model`: a file path, or a known release of `model.variant`."""
+    """The weights `source` names, read for `model`: a file path, a known hub checkpoint, or a known release of
+    `model.variant`."""
     path = os.fspath(source)
+    if hub.is_hub_name(path) and not os.path.exists(path):
+        path = hub.download_checkpoint(path)
     if not os.path.exists(path):
         if path.endswith((".npz", *KERAS_FORMATS)):
             raise FileNotFoundError(f"Weights file not found: {path!r}.")
