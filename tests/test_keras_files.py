@@ -29,7 +29,7 @@ def assert_unchanged(model, before):
 @pytest.mark.parametrize("other, message", [
     (dict(num_layers=3), r"unexpected 'layers/transformer_block_2/\S+' \(shape .*\) that the model has no place for \(and 15 more"),
     (dict(num_layers=1), r"missing 'layers/transformer_block_1/attention_norm/0' \(the model's shape \(32,\)\) \(and 15 more"),
-    (dict(patch_size=8), r"'layers/patch_embedding/projection/0': the model's shape \(4, 4, 3, 32\), the file holds \(8, 8, 3, 32\)"),
+    (dict(hidden_size=48), r"'layers/patch_embedding/projection/0': the model's shape \(4, 4, 3, 32\), the file holds \(4, 4, 3, 48\)"),
     (dict(classifier="gap"), r"missing 'layers/class_token/0'"),
     (dict(mlp_dim=48), r"the model's shape \(32, 64\), the file holds \(32, 48\) \(and 5 more problems\)"),
 ])
@@ -47,7 +47,6 @@ def test_a_file_of_another_architecture_changes_nothing_and_names_the_weight(fmt
     if fmt.endswith(".keras"):  # its config tells the architecture it holds
         key, value = next(iter(other.items()))
         mine = target.get_config()[key]
-        value, mine = (tuple(v) if isinstance(v, (list, tuple)) else v for v in ((value, value) if key == "patch_size" else value, mine))
         assert f"The file holds another architecture: {key} {value} vs {mine}" in str(raised.value)
     assert_unchanged(target, before)
 

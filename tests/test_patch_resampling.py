@@ -96,3 +96,15 @@ def test_an_unknown_resampling_is_refused():
     with pytest.raises(ValueError, match="Unknown patch_embedding_resize 'nearest'; expected one of"):
         keras_vit.ViT(image_size=32, patch_size=8, hidden_size=16, mlp_dim=32, num_heads=2, num_layers=1,
                       patch_embedding_resize="nearest")
+
+
+@pytest.mark.parametrize("fmt", ["model.keras", "model.weights.h5"])
+def test_keras_files_load_at_another_patch_size_too(fmt, tmp_path):
+    source = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=16, mlp_dim=32, num_heads=2, num_layers=1, classes=3)
+    randomize(source, 4)
+    source.save(tmp_path / fmt) if fmt.endswith(".keras") else source.save_weights(tmp_path / fmt)
+    model = keras_vit.ViT(image_size=32, patch_size=4, hidden_size=16, mlp_dim=32, num_heads=2, num_layers=1, classes=3,
+                          weights=tmp_path / fmt)
+    np.testing.assert_allclose(np.asarray(model.embedding.projection.kernel),
+                               resample_patch_embedding(np.asarray(source.embedding.projection.kernel), (4, 4)), atol=1e-6)
+    assert model.grid_size == (8, 8)

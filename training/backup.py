@@ -28,10 +28,13 @@ import time
 import keras
 import numpy as np
 
+from keras_vit import lora
 from keras_vit.training import outputs
 
 WEIGHTS = "model.weights.h5"
 METADATA = "training_metadata.json"
+#: A LoRA run's frozen kernels and factors apart (`keras_vit.lora.lora_state`): the weights file holds them merged.
+LORA = "lora.npz"
 #: Seconds to sleep inside each backup write, between the files and the rename: a hook for the kill tests.
 PAUSE_ENV = "KERAS_VIT_BACKUP_PAUSE_SECONDS"
 _STATE = re.compile(r"^state-(\d+)$")
@@ -97,6 +100,9 @@ def restore(model: keras.Model, backup_dir: str, callbacks: dict | None = None) 
             if model.optimizer is not None and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
             model.load_weights(weights)
+            if lora.lora_layers(model):
+                with np.load(os.path.join(state, LORA)) as stored:
+                    lora.restore_lora_state(model, dict(stored))
             for variable, value in zip(random_states(model), metadata.get("random_states", []), strict=False):
                 variable.assign(np.asarray(value, dtype=variable.dtype))
         except (OSError, ValueError) as error:
@@ -227,6 +233,8 @@ class AtomicBackup(keras.callbacks.Callback):
             outputs.check_room(self.backup_dir, state_bytes(self.model))
             os.makedirs(partial)
             self.model.save_weights(os.path.join(partial, WEIGHTS))
+            if lora.lora_layers(self.model):
+                np.savez(os.path.join(partial, LORA), **lora.lora_state(self.model))
             with open(os.path.join(partial, METADATA), "w") as f:
                 metadata = {"epoch": epoch, "batch": batch, "seconds": round(self.seconds(), 3),
                             "random_states": [keras.ops.convert_to_numpy(v).tolist() for v in random_states(self.model)]}

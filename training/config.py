@@ -14,6 +14,7 @@ import json
 
 import keras_vit
 from keras_vit import position_embeddings
+from keras_vit.lora import DEFAULT_LORA_TARGETS
 from keras_vit.options import ARCHITECTURE, MODEL_OPTIONS
 from keras_vit.training.fewshot import SHOTS
 
@@ -32,6 +33,7 @@ DEMO_TRAINING = dict(dataset="digits", batch_size=32, learning_rate=3e-3, warmup
 #: Fields added since runs were first recorded, with the value a `run.json` that leaves them out was run with.
 ADDED_FIELDS = {
     "dynamic_image_size": False, "head": None, "remat": False, "position_embedding_placement": None,
+    "lora_rank": 0, "lora_targets": list(DEFAULT_LORA_TARGETS),
     "early_stopping_patience": 0, "early_stopping_min_delta": 0.0, "early_stopping_monitor": "val_accuracy",
     "deterministic": False,
     # Runs recorded before minival validated on their --eval_split: no value of the flag does that now.
@@ -66,6 +68,8 @@ class RunConfig:
     position_embedding_placement: str | None = None
     dynamic_image_size: bool = False
     remat: bool = False
+    lora_rank: int = 0
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     weights: str | None = None
     init_from: str | None = None
     head: str | None = None
@@ -124,7 +128,7 @@ class RunConfig:
     verbose: bool = False
 
     def __post_init__(self):
-        for name in ("resnet_layers", "image_size", "randaugment"):  # lists (flags, JSON) become tuples
+        for name in ("resnet_layers", "image_size", "randaugment", "lora_targets"):  # lists (flags, JSON): tuples
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
@@ -185,11 +189,17 @@ class RunConfig:
                 raise ValueError("--dynamic_image_size resizes a ViT's position embeddings; --model ResNet has none.")
             if self.remat:
                 raise ValueError("--remat recomputes a ViT's encoder blocks; --model ResNet has none.")
+            if self.lora_rank:
+                raise ValueError("--lora_rank adapts a ViT's attention projections; --model ResNet has none.")
         elif self.model != "ViT":
             keras_vit.get_variant(self.model)
             given = [f"--{name}" for name in ARCHITECTURE if getattr(self, name) is not None]
             if given:
                 raise ValueError(f"{self.model} fixes its architecture: {', '.join(given)} are for --model ViT.")
+        if self.lora_rank < 0:
+            raise ValueError(f"--lora_rank must be positive (0: no LoRA), got {self.lora_rank}.")
+        if self.lora_rank and self.recipe == "masked_patch":
+            raise ValueError("--lora_rank fine-tunes a classifier; the masked_patch recipe pre-trains the whole encoder.")
         if not 1 <= len(self.image_size) <= 2:
             raise ValueError(f"--image_size takes one size or a height and a width, got {len(self.image_size)} numbers.")
         if self.dynamic_image_size and self.recipe == "masked_patch":

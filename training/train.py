@@ -20,6 +20,7 @@ import sys
 
 import keras_vit
 from keras_vit import cli
+from keras_vit.lora import LORA_TARGETS
 from keras_vit.options import (
     CLASSIFIERS, DTYPE_POLICIES, HEAD_POLICIES, POSITION_EMBEDDING_PLACEMENTS, POSITION_EMBEDDINGS,
 )
@@ -55,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     head.add_argument("--remat", action="store_true",
                       help="gradient checkpointing: recompute each encoder block's activations in the backward pass "
                            "(less memory for the big variants, at the cost of another forward pass)")
+    head.add_argument("--lora_rank", type=int, metavar="RANK",
+                      help="LoRA: train only rank-RANK factors of the attention projections (--lora_targets) and the "
+                           "head, all else frozen (0: off); the saved model.keras has the factors merged")
+    head.add_argument("--lora_targets", nargs="+", choices=LORA_TARGETS, metavar="PROJECTION",
+                      help=f"the projections LoRA adapts in every block, of {', '.join(LORA_TARGETS)}")
     add("--weights", help="initial weights: a known name (imagenet21k, ...) or a .npz/.keras/.weights.h5 path")
     add("--init_from", help="alias of --weights for a checkpoint of this project (e.g. another resolution)")
     add("--head", choices=HEAD_POLICIES,

@@ -178,6 +178,11 @@ def build_model(config: RunConfig, run: Plan) -> keras.Model:
             print(f"Starting from {source} with {_head_policy(config, run.info.num_classes)}.")
         if masked_patch:
             model = keras_vit.MaskedPatchPrediction(model)
+        if config.lora_rank:
+            model.enable_lora(config.lora_rank, config.lora_targets)
+            trained = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+            print(f"LoRA of rank {config.lora_rank} on {', '.join(config.lora_targets)}: {trained:,} of "
+                  f"{model.count_params():,} parameters train; model.keras holds them merged.")
         run.recipe.compile(
             model, run.total_updates, jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution
         )

@@ -8,6 +8,7 @@ import keras
 from keras_vit import position_embeddings
 from keras_vit.layers import AddPositionEmbedding, ClassifierHead, ResidualUnit, TransformerBlock
 from keras_vit.layers.residual_unit import resnet_stride
+from keras_vit.lora import DEFAULT_LORA_TARGETS, enable_lora, lora_layers
 from keras_vit.losses import loss_for_outputs
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.models.vit_parts import Encoder, Head, Positions, Stem
@@ -325,7 +326,19 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         with `position_embedding_placement="input"`."""
         return self._block_position_embeddings
 
-    # --- Loading ---------------------------------------------------------------------------------
+    # --- Parameter-efficient fine-tuning ----------------------------------------------------------
+
+    def enable_lora(self, rank: int, targets: tuple[str, ...] = DEFAULT_LORA_TARGETS, alpha: float | None = None) -> None:
+        """LoRA on the attention projections (`keras_vit.lora`): `targets` of "query", "key", "value", "out" in every
+        block get rank-`rank` factors (Keras' `EinsumDense.enable_lora`); all else is frozen but the head(s).
+        Saving merges the factors: the files and exports of a LoRA model are a plain model's."""
+        enable_lora(self, rank, tuple(targets), alpha)
+
+    @property
+    def lora_rank(self) -> int | None:
+        """The rank of the LoRA factors, or None without LoRA."""
+        layers = lora_layers(self)
+        return layers[0].lora_rank if layers else None
 
     # --- Compiling --------------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import keras
 from keras.src.saving import saving_lib  # private: see the module docstring
 
+from keras_vit.lora import without_merging
+
 #: The group a compiled model's optimizer variables are saved under (numbered in `optimizer.variables` order).
 OPTIMIZER = "optimizer"
 
@@ -51,5 +53,7 @@ def file_slots(model: keras.Model) -> dict[tuple[str, str], object]:
     """
     recorder = _Recorder()
     skipped = {id(model.optimizer)} if getattr(model, "optimizer", None) is not None else set()
-    saving_lib._save_state(model, weights_store=recorder, assets_store=None, inner_path="", visited_saveables=skipped)
+    with without_merging(model):  # a LoRA projection's slot is its frozen kernel (the file holds it merged)
+        saving_lib._save_state(model, weights_store=recorder, assets_store=None, inner_path="",
+                               visited_saveables=skipped)
     return recorder.slots

@@ -17,6 +17,7 @@ import numpy as np
 import keras
 
 from keras_vit.layers.attention import MultiHeadSelfAttention
+from keras_vit.lora import lora_layers
 from keras_vit.layers.residual_unit import resnet_stride
 from keras_vit import position_embeddings
 from keras_vit.weights import formats
@@ -114,7 +115,14 @@ def _leaf_variables(layer: keras.layers.Layer, prefix: str) -> dict[str, keras.V
         if layer.relative_positions:
             out[prefix + RELATIVE] = layer.relative_embedding
         return out
-    return {f"{prefix}/{_NORM.get(v.name, v.name)}": v for v in layer.weights}
+    return {f"{prefix}/{_NORM.get(v.name, v.name)}": v for v in layer.weights if not v.name.startswith("lora_")}
+
+
+def checkpoint_values(model) -> dict[str, np.ndarray]:
+    """`checkpoint_variables`' values, each LoRA projection's kernel with its factors merged (what a file holds)."""
+    merged = {id(layer._kernel): layer.kernel for layer in lora_layers(model)}
+    return {key: keras.ops.convert_to_numpy(merged.get(id(variable), variable))
+            for key, variable in checkpoint_variables(model).items()}
 
 
 def released_name(key: str) -> str:

@@ -55,9 +55,7 @@ def _assign(assignments: list[tuple[keras.Variable, np.ndarray]]) -> None:
 
 def save_npz(model: keras.Model, path: str | os.PathLike) -> None:
     """Writes a `VisionTransformer`'s weights as an `.npz` in the released files' layout (plus its grid where needed)."""
-    params = {
-        layout.released_name(key): keras.ops.convert_to_numpy(v) for key, v in layout.checkpoint_variables(model).items()
-    }
+    params = {layout.released_name(key): value for key, value in layout.checkpoint_values(model).items()}
     grid = model.grid_size
     if grid[0] != grid[1] or not position_embeddings.get(model.position_embedding).table_tells_grid:
         params[layout.NPZ_GRID_KEY] = np.asarray(grid, np.int64)

@@ -12,7 +12,6 @@ import warnings
 from functools import partial
 
 import numpy as np
-import keras
 
 from keras_vit.weights import layout, torch_formats
 from keras_vit.weights.pipeline import save_npz
@@ -47,8 +46,7 @@ def save_checkpoint(model, path: str | os.PathLike, format: str = "npz") -> None
     if format == "npz":
         return save_npz(model, path)
     _check_holds(model, format)
-    params = {key: keras.ops.convert_to_numpy(v).astype(np.float32)
-              for key, v in layout.checkpoint_variables(model).items()}
+    params = {key: value.astype(np.float32) for key, value in layout.checkpoint_values(model).items()}
     from safetensors.numpy import save_file
 
     if format == "timm":
