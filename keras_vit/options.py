@@ -10,8 +10,9 @@ MODEL_OPTIONS = ("classifier", "representation_size", "position_embedding", "pos
 
 #: `VisionTransformer` options in which the checkpoints of other libraries differ from the reference's: the
 #: LayerNorm epsilon (HF: 1e-12), the exact GELU (timm, HF), timm's `fc_norm` (the final LayerNorm after average
-#: pooling) and DeiT's distillation token. A weights file records them; they are not training flags.
-CONVENTIONS = ("layer_norm_epsilon", "approximate_gelu", "fc_norm", "distillation_token")
+#: pooling), DeiT's distillation token, and the pixel statistics of the training images (DeiT's and many timm
+#: checkpoints': ImageNet's). A weights file records them; they are not training flags.
+CONVENTIONS = ("layer_norm_epsilon", "approximate_gelu", "fc_norm", "distillation_token", "pixel_mean", "pixel_std")
 
 #: How the encoder's output becomes the head's input. "token": the class token's output; "gap": the mean of all tokens.
 CLASSIFIERS = ("token", "gap")

@@ -62,8 +62,7 @@ def test_loading_at_higher_resolution_resizes_position_embeddings(fixtures_dir, 
         (dict(hidden_size=32, num_heads=4, mlp_dim=128),
          r"'embedding/kernel': the model's shape \(4, 4, 3, 32\), the file holds \(4, 4, 3, 64\) \(and 34 more problems\)\. "
          r"The file holds another architecture: hidden_size 64 vs 32 \(the file's vs the model's\)\.$"),
-        (dict(patch_size=8), r"'embedding/kernel': the model's shape \(8, 8, 3, 64\), the file holds \(4, 4, 3, 64\)\. "
-                             r"The file holds another architecture: patch_size \(4, 4\) vs \(8, 8\)"),
+        (dict(channels=1), r"'embedding/kernel': the model's shape \(4, 4, 1, 64\), the file holds \(4, 4, 3, 64\)\.$"),
         (dict(num_layers=3), r"missing 'Transformer/encoderblock_2/LayerNorm_0/scale' \(the model's shape \(64,\)\) "
                              r"\(and 15 more problems\)\. The file holds another architecture: num_layers 2 vs 3"),
         (dict(num_layers=1), r"unexpected 'Transformer/encoderblock_1/\S+' \(shape \(\d+,.*\) that the model has no place for "

@@ -253,3 +253,23 @@ def test_known_hub_names_download_from_the_mirror_into_the_cache_and_load(tmp_pa
     np.testing.assert_array_equal(predict(keras_vit.ViT(weights="google/vit-base-patch16-224")), predict(model))
     with pytest.raises(OSError, match="Could not download .google/vit-large-patch16-224.: .*resolve/main/config.json"):
         keras_vit.ViT(weights="google/vit-large-patch16-224")
+
+
+def test_the_pixel_statistics_a_checkpoint_states_feed_the_model_what_its_processor_feeds_it(tmp_path):
+    """DeiT's files state ImageNet's mean and std (preprocessor_config.json): the model records them, and
+    `model_inputs` (training, evaluation, serving) scales [0, 255] pixels as transformers' image processor does."""
+    from keras_vit.preprocessing import IMAGENET_MEAN, IMAGENET_STD, model_inputs
+
+    source = hf_model("DeiTForImageClassificationWithTeacher", num_labels=5)
+    source.save_pretrained(tmp_path)
+    processor = transformers.DeiTImageProcessor(do_resize=False, do_center_crop=False, image_mean=list(IMAGENET_MEAN),
+                                                image_std=list(IMAGENET_STD))
+    processor.save_pretrained(tmp_path)
+    model = keras_vit.ViT(weights=tmp_path)
+    assert (model.pixel_mean, model.pixel_std) == (IMAGENET_MEAN, IMAGENET_STD)
+    pixels = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    with torch.no_grad():
+        expected = source(**processor(list(pixels), return_tensors="pt")).logits.numpy()
+    np.testing.assert_allclose(predict(model, model_inputs(model, pixels)), expected, atol=1e-4)
+    keras_vit.save_checkpoint(model, tmp_path / "out", format="hf")  # and back out: the statistics go along
+    assert keras_vit.ViT(weights=tmp_path / "out").pixel_mean == IMAGENET_MEAN

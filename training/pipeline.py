@@ -37,6 +37,8 @@ class Preprocessing:
     image_size: tuple[int, int]
     num_classes: int
     scale: bool = True
+    mean: tuple[float, ...] | None = None  # the model's pixel statistics (None: the reference's [-1, 1])
+    std: tuple[float, ...] | None = None
     train_crop: str = "inception"  # or "random", or "resize" (TRAIN_CROPS)
     crop_fraction: float = 1.0
     flip: bool = True
@@ -55,6 +57,8 @@ class Preprocessing:
                 "image_size": model.image_size,
                 "num_classes": model.classes,
                 "scale": not model.include_preprocessing,
+                "mean": getattr(model, "pixel_mean", None),
+                "std": getattr(model, "pixel_std", None),
                 "crop_fraction": model.crop_fraction,
                 **options,
             }
@@ -62,7 +66,7 @@ class Preprocessing:
 
     def to_model_inputs(self, pixels):
         """[0, 255] pixels -> what the model takes."""
-        return preprocess_input(pixels) if self.scale else tf.cast(pixels, tf.float32)
+        return preprocess_input(pixels, self.mean, self.std) if self.scale else tf.cast(pixels, tf.float32)
 
     def train_example(self, image, label, seed):
         """[0, 255] pixels augmented as a function of the stateless `seed` [2] alone, one-hot label."""

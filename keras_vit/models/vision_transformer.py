@@ -94,8 +94,14 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
             unchanged (dropout and stochastic depth replay their draws).
         classifier_activation: activation of the head's output; None gives
             logits, like the reference.
-        include_preprocessing: take [0, 255] images and scale them to [-1, 1]
-            inside the model (`keras_vit.preprocess_input`).
+        include_preprocessing: take [0, 255] images and scale them inside the
+            model as `keras_vit.preprocess_input` does.
+        pixel_mean, pixel_std: the per-channel statistics of [0, 1] pixels the
+            weights were trained with (DeiT's and many timm checkpoints':
+            `keras_vit.preprocessing.IMAGENET_MEAN` and `IMAGENET_STD`); every
+            place that feeds the model images scales them with these
+            (`keras_vit.preprocessing.model_inputs`). None (default): the
+            reference's [-1, 1].
         channels: input channels.
         input_shape: keras.applications' spelling of `image_size` and
             `channels`: (h, w, channels); not stored apart from them.
@@ -164,6 +170,8 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         approximate_gelu: bool = True,
         fc_norm: bool = False,
         distillation_token: bool = False,
+        pixel_mean: tuple[float, ...] | None = None,
+        pixel_std: tuple[float, ...] | None = None,
         variant: str | None = None,
         name: str = "vit",
         dtype=None,
@@ -176,8 +184,8 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         image_size = to_pair(224 if image_size is None else image_size, "image_size")
         patch_size = to_pair(patch_size, "patch_size")
         resnet_layers = None if resnet_layers is None else tuple(int(n) for n in resnet_layers)
-        arguments = locals()
-        _validate(arguments)
+        pixel_mean, pixel_std = (None if v is None else tuple(float(x) for x in v) for v in (pixel_mean, pixel_std))
+        _validate(arguments := locals())
         if variant is not None:
             variant = variant_name(variant)
             check_variant(variant, **{key: arguments[key] for key in ARCHITECTURE})
@@ -185,7 +193,8 @@ class VisionTransformer(WeightsLoading, ConstructorConfig, keras.Model):
         # === Parts: stem, positions, encoder, head (keras_vit.models.vit_parts) ===
         inputs = keras.Input((None, None, channels) if dynamic_image_size else (*image_size, channels), name="images")
         stem = Stem.build(image_size, patch_size, hidden_size, resnet_layers, resnet_width, classifier,
-                          distillation_token, dynamic_image_size, dynamic_image_pad, include_preprocessing, dtype)
+                          distillation_token, dynamic_image_size, dynamic_image_pad, include_preprocessing,
+                          (pixel_mean, pixel_std), dtype)
         tokens, patches, grid = stem(inputs, image_size, dtype)
         num_prefix_tokens = int(classifier == "token") + int(distillation_token)
         positions = Positions.build(position_embedding, position_embedding_placement, grid, num_prefix_tokens,
@@ -548,6 +557,11 @@ def _validate(args: dict) -> None:
     if args["distillation_token"] and args["classifier"] != "token":
         raise ValueError("distillation_token=True adds DeiT's second token beside the class token: it needs "
                          f"classifier='token', got {args['classifier']!r}.")
+    for key in ("pixel_mean", "pixel_std"):
+        if args[key] is not None and len(args[key]) != args["channels"]:
+            raise ValueError(f"{key} {args[key]} has {len(args[key])} values for {args['channels']} channels.")
+    if args["pixel_std"] is not None and min(args["pixel_std"]) <= 0:
+        raise ValueError(f"pixel_std must be positive, got {args['pixel_std']}.")
     if args["dynamic_image_pad"] and not args["dynamic_image_size"]:
         raise ValueError("dynamic_image_pad=True pads images of any size: it needs dynamic_image_size=True.")
     if args["dynamic_image_size"] and kind.fixed_grid:

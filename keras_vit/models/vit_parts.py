@@ -42,10 +42,12 @@ class Stem:
 
     @classmethod
     def build(cls, image_size, patch_size, hidden_size, resnet_layers, resnet_width, classifier, distillation_token,
-              dynamic_image_size, dynamic_image_pad, include_preprocessing, dtype) -> "Stem":
+              dynamic_image_size, dynamic_image_pad, include_preprocessing, pixel_statistics, dtype) -> "Stem":
+        """`pixel_statistics`: (mean, std) the preprocessing scales with (None, None: the reference's)."""
         stride = 1 if resnet_layers is None else resnet_stride(resnet_layers)
         return cls(
-            preprocessing=preprocessing_layer(dtype=dtype) if include_preprocessing else None,
+            preprocessing=preprocessing_layer(dtype=dtype, mean=pixel_statistics[0], std=pixel_statistics[1])
+            if include_preprocessing else None,
             stride_alignment=StrideAlignment(
                 (stride * patch_size[0], stride * patch_size[1]), pad=dynamic_image_pad, dtype=dtype,
                 name="stride_alignment",

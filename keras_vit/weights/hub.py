@@ -2,7 +2,9 @@
 
 `keras_vit.ViT(weights="google/vit-base-patch16-224")` downloads the
 repository's `config.json` and `model.safetensors` (`pytorch_model.bin`
-where it has no safetensors file, which then needs torch) from
+where it has no safetensors file, which then needs torch), and the pixel
+statistics where the repository states them (HF's
+`preprocessor_config.json`, timm's `config.json`), from
 `$KERAS_VIT_HUB_URL` (default https://huggingface.co; a mirror, or a
 `file://` folder laid out as `<repo>/resolve/main/<file>`), into
 `$KERAS_HOME/keras_vit/hub/<org>--<name>/`, and reads them as any local
@@ -61,6 +63,11 @@ def download_checkpoint(name: str) -> str:
     if not is_hub_name(name):
         raise ValueError(f"{name!r} is not a known hub checkpoint; known: {', '.join(HF_CHECKPOINTS + TIMM_CHECKPOINTS)}.")
     errors = []
+    for optional in ("preprocessor_config.json",) if name in HF_CHECKPOINTS else ("config.json",):
+        try:  # the pixel statistics: HF's image processor settings, timm's pretrained_cfg
+            _fetch(name, optional)
+        except OSError:
+            pass
     try:
         if name in HF_CHECKPOINTS:
             _fetch(name, "config.json")

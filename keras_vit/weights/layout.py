@@ -54,6 +54,8 @@ NPZ_OPTIONS = {
     "layer_norm_epsilon": 1e-6,
     "approximate_gelu": True,
     "fc_norm": False,
+    "pixel_mean": None,
+    "pixel_std": None,
 }
 
 

@@ -13,6 +13,7 @@ from functools import partial
 
 import numpy as np
 
+from keras_vit.preprocessing import REFERENCE_MEAN, REFERENCE_STD
 from keras_vit.weights import layout, torch_formats
 from keras_vit.weights.pipeline import save_npz
 
@@ -63,7 +64,26 @@ def save_checkpoint(model, path: str | os.PathLike, format: str = "npz") -> None
     save_file(state, os.path.join(path, torch_formats.HF_WEIGHTS[0]), metadata={"format": "pt"})
     with open(os.path.join(path, torch_formats.HF_CONFIG), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
+    with open(os.path.join(path, torch_formats.HF_PREPROCESSOR), "w") as f:
+        json.dump(hf_preprocessor_config(model), f, indent=2, sort_keys=True)
     return None
+
+
+def hf_preprocessor_config(model) -> dict:
+    """The `preprocessor_config.json` of transformers' `ViTImageProcessor` that feeds `model` what it expects: a
+    resize to its image size and its pixel statistics."""
+    height, width = model.image_size
+    return {
+        "image_processor_type": "ViTImageProcessor",
+        "do_resize": True,
+        "size": {"height": height, "width": width},
+        "resample": 2,  # bilinear, as keras_vit.preprocessing resizes
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(model.pixel_mean or REFERENCE_MEAN),
+        "image_std": list(model.pixel_std or REFERENCE_STD),
+    }
 
 
 def _check_holds(model, format: str) -> None:
@@ -97,6 +117,8 @@ def _warn_timm_conventions(model) -> None:
         differ.append("the tanh GELU (act_layer='gelu_tanh')")
     if model.layer_norm_epsilon != torch_formats.TIMM_LAYER_NORM_EPSILON:
         differ.append(f"LayerNorm epsilon {model.layer_norm_epsilon}")
+    if model.pixel_mean is not None or model.pixel_std is not None:
+        differ.append(f"pixel statistics mean {model.pixel_mean}, std {model.pixel_std} (timm's pretrained_cfg)")
     if differ:
         warnings.warn(
             f"A timm state dict does not record {' and '.join(differ)}, in which model {model.name!r} differs from "

@@ -99,7 +99,7 @@ def read_npz(path: str | os.PathLike) -> Checkpoint:
     except ValueError as error:
         raise ValueError(f"Checkpoint {path!r}: {error}") from None
     grid = tuple(int(g) for g in params.pop(layout.NPZ_GRID_KEY)) if layout.NPZ_GRID_KEY in params else None
-    options = {option: params.pop(layout.npz_option_key(option)).item() for option in layout.NPZ_OPTIONS
+    options = {option: _option_value(params.pop(layout.npz_option_key(option))) for option in layout.NPZ_OPTIONS
                if layout.npz_option_key(option) in params}
     for key in (layout.NPZ_GRID_KEY, *map(layout.npz_option_key, layout.NPZ_OPTIONS)):
         names.pop(key, None)
@@ -108,6 +108,11 @@ def read_npz(path: str | os.PathLike) -> Checkpoint:
     except (KeyError, ValueError):
         found = None
     return Checkpoint(path, params, names, grid, architecture=found)
+
+
+def _option_value(value: np.ndarray):
+    """A model option stored in an `.npz`: a scalar's Python value, or a tuple."""
+    return value.item() if value.ndim == 0 else tuple(value.tolist())
 
 
 def read_torch(path: str, num_heads: int | None = None) -> Checkpoint:

@@ -34,6 +34,8 @@ from keras_vit.weights import layout
 TORCH_FILES = (".safetensors", ".bin", ".pth", ".pt")
 HF_CONFIG = "config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+#: HF's image processor settings beside the model: the pixel statistics (`image_mean`, `image_std`).
+HF_PREPROCESSOR = "preprocessor_config.json"
 #: HF's `hidden_act` names of the GELU in the tanh approximation (keras_vit's `approximate_gelu=True`).
 HF_TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
 TIMM_LAYER_NORM_EPSILON = 1e-6
@@ -156,9 +158,16 @@ def read(path: str, num_heads: int | None = None) -> TorchCheckpoint:
         if config is None:
             raise ValueError(f"{weights} holds an HF transformers checkpoint without its {HF_CONFIG}: put the "
                              f"config.json it was saved with beside it (the architecture is read from there).")
-        return _read_hf(weights, tensors, config)
+        found = _read_hf(weights, tensors, config)
+        statistics = _json(os.path.join(os.path.dirname(weights), HF_PREPROCESSOR)) or {}
+        found.architecture.update(pixel_statistics(statistics.get("image_mean"), statistics.get("image_std")))
+        return found
     if "patch_embed.proj.weight" in tensors:
-        return _read_timm(weights, tensors, num_heads)
+        found = _read_timm(weights, tensors, num_heads)
+        timm_config = _json(os.path.join(os.path.dirname(weights), HF_CONFIG)) or {}
+        statistics = timm_config.get("pretrained_cfg", {})
+        found.architecture.update(pixel_statistics(statistics.get("mean"), statistics.get("std")))
+        return found
     first = ", ".join(sorted(tensors)[:4])
     raise ValueError(f"{weights} holds neither an HF transformers ViT/DeiT nor a timm ViT state dict (its first "
                      f"keys: {first}); keras_vit reads those, original .npz checkpoints and Keras files.")
@@ -174,15 +183,26 @@ def _hf_files(path: str) -> tuple[str, dict | None]:
             raise ValueError(f"{path} has a {HF_CONFIG} but none of {', '.join(HF_WEIGHTS)} (sharded checkpoints "
                              f"are not read: save the model with a larger max_shard_size).")
         weights = found[0]
-    config_path = os.path.join(folder, HF_CONFIG)
-    if not os.path.exists(config_path):
-        return weights, None
+    config = _json(os.path.join(folder, HF_CONFIG))
+    return weights, config if config and "model_type" in config else None
+
+
+def _json(path: str) -> dict | None:
+    """A JSON file's object, None where there is no such file; ValueError naming an unreadable one."""
+    if not os.path.exists(path):
+        return None
     try:
-        with open(config_path) as f:
-            config = json.load(f)
+        with open(path) as f:
+            return json.load(f)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{config_path} is not readable JSON ({error}).") from None
-    return weights, config if "model_type" in config else None
+        raise ValueError(f"{path} is not readable JSON ({error}).") from None
+
+
+def pixel_statistics(mean, std) -> dict:
+    """{"pixel_mean", "pixel_std"} of a library's stated statistics: None for the reference's 0.5 (or none stated)."""
+    if mean is None or std is None or (list(mean) == [0.5] * len(mean) and list(std) == [0.5] * len(std)):
+        return {"pixel_mean": None, "pixel_std": None}
+    return {"pixel_mean": tuple(float(m) for m in mean), "pixel_std": tuple(float(s) for s in std)}
 
 
 def read_tensors(path: str) -> dict[str, np.ndarray]:

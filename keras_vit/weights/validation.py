@@ -78,18 +78,24 @@ def validate(model, checkpoint: Checkpoint, head: str = "auto") -> list[tuple[ke
 
 def _convention_problems(model, checkpoint: Checkpoint) -> list[str]:
     """Where the file's conventions (`keras_vit.options.CONVENTIONS`) are not the model's: the final LayerNorm's
-    place is a problem; a LayerNorm epsilon or GELU form of its own only shifts the outputs slightly, and warns."""
+    place is a problem; a LayerNorm epsilon, GELU form or pixel statistics of its own warn (the weights fit; the
+    outputs shift slightly, or, fed the wrong statistics, more)."""
     stored = checkpoint.architecture or {}
     if "fc_norm" in stored and bool(stored["fc_norm"]) != model.fc_norm:
         where = "after pooling (timm's fc_norm)" if stored["fc_norm"] else "on every token"
         return [f"its final LayerNorm is applied {where}: build the model with fc_norm={bool(stored['fc_norm'])}"]
     differ = [f"{key}={stored[key]!r} (the model's {getattr(model, key)!r})"
-              for key in ("layer_norm_epsilon", "approximate_gelu") if key in stored and stored[key] != getattr(model, key)]
+              for key in ("layer_norm_epsilon", "approximate_gelu", "pixel_mean", "pixel_std")
+              if key in stored and _as_tuple(stored[key]) != _as_tuple(getattr(model, key))]
     if differ:
         warnings.warn(f"{checkpoint.path} was trained with {' and '.join(differ)}: its outputs here differ slightly "
                       f"from its own library's. Build the model with those values (keras_vit.ViT(weights=...) "
                       f"reads them from the file).", stacklevel=4)
     return []
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _head_keys(model, checkpoint: Checkpoint, variables: dict, head: str, problems: list[str]) -> set[str]:
