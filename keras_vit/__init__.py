@@ -12,7 +12,7 @@ from keras_vit._quiet_start import import_keras
 
 import_keras()  # first: every module below defines Keras classes
 
-from keras_vit import analysis, imagenet, layers, losses, weights
+from keras_vit import analysis, imagenet, layer_decay, layers, losses, weights
 from keras_vit.imagenet import decode_predictions
 from keras_vit.layers import AddPositionEmbedding, ClassToken, PatchEmbedding, TransformerBlock
 from keras_vit.models.constructors import CONSTRUCTORS, ViT, create_model

@@ -33,7 +33,7 @@ DEMO_TRAINING = dict(dataset="digits", batch_size=32, learning_rate=3e-3, warmup
 #: Fields added since runs were first recorded, with the value a `run.json` that leaves them out was run with.
 ADDED_FIELDS = {
     "dynamic_image_size": False, "head": None, "remat": False, "position_embedding_placement": None,
-    "lora_rank": 0, "lora_targets": list(DEFAULT_LORA_TARGETS),
+    "lora_rank": 0, "lora_targets": list(DEFAULT_LORA_TARGETS), "layer_decay": None,
     "early_stopping_patience": 0, "early_stopping_min_delta": 0.0, "early_stopping_monitor": "val_accuracy",
     "deterministic": False,
     # Runs recorded before minival validated on their --eval_split: no value of the flag does that now.
@@ -70,6 +70,7 @@ class RunConfig:
     remat: bool = False
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    layer_decay: float | None = None
     weights: str | None = None
     init_from: str | None = None
     head: str | None = None
@@ -196,6 +197,9 @@ class RunConfig:
             given = [f"--{name}" for name in ARCHITECTURE if getattr(self, name) is not None]
             if given:
                 raise ValueError(f"{self.model} fixes its architecture: {', '.join(given)} are for --model ViT.")
+        if self.layer_decay is not None and (self.model == "ResNet" or self.recipe == "masked_patch"):
+            raise ValueError("--layer_decay scales a ViT classifier's layers' learning rates (not --model ResNet's, "
+                             "nor the masked_patch recipe's).")
         if self.lora_rank < 0:
             raise ValueError(f"--lora_rank must be positive (0: no LoRA), got {self.lora_rank}.")
         if self.lora_rank and self.recipe == "masked_patch":

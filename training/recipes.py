@@ -61,9 +61,13 @@ class Recipe:
     task: str = "classification"  # or "masked_patch": self-supervised, `keras_vit.MaskedPatchPrediction`
     source: str = ""  # where the values come from
 
-    def build_optimizer(self, model: keras.Model, total_steps: int) -> keras.optimizers.Optimizer:
-        """The optimizer with its schedule; kernels alone are decayed."""
+    def build_optimizer(self, model: keras.Model, total_steps: int, layer_decay: float | None = None
+                        ) -> keras.optimizers.Optimizer:
+        """The optimizer with its schedule; kernels alone are decayed. `layer_decay`: each layer's learning rate
+        scaled as `keras_vit.layer_decay` says (a VisionTransformer's)."""
         import keras
+
+        from keras_vit.layer_decay import WITH_LAYER_DECAY, layer_multipliers
 
         from keras_vit.schedules import PerUpdate, WarmupDecay
 
@@ -86,20 +90,27 @@ class Recipe:
             # have followed it, the newest update weighs 1 - momentum ** (1 / k) instead of 1 - momentum.)
             common.update(use_ema=True, ema_momentum=self.ema_momentum ** (1.0 / self.grad_accum_steps))
         if self.optimizer == "adam":
-            adam = dict(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, **common)
+            cls = keras.optimizers.AdamW if self.weight_decay else keras.optimizers.Adam
+            common.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
             if self.weight_decay:
-                optimizer = keras.optimizers.AdamW(weight_decay=self.weight_decay, **adam)
-                optimizer.exclude_from_weight_decay(var_list=excluded_from_weight_decay(model))
-                return optimizer
-            return keras.optimizers.Adam(**adam)
-        if self.optimizer == "sgd":
+                common["weight_decay"] = self.weight_decay
+        elif self.optimizer == "sgd":
             if self.weight_decay:
                 raise ValueError("The sgd recipe has no weight decay; use --optimizer adam for weight decay.")
-            return keras.optimizers.SGD(momentum=self.momentum, **common)
-        raise ValueError(f"Unknown optimizer {self.optimizer!r}; expected 'adam' or 'sgd'.")
+            cls = keras.optimizers.SGD
+            common["momentum"] = self.momentum
+        else:
+            raise ValueError(f"Unknown optimizer {self.optimizer!r}; expected 'adam' or 'sgd'.")
+        if layer_decay is not None:
+            cls, common["lr_multipliers"] = WITH_LAYER_DECAY[cls], layer_multipliers(model, layer_decay)
+        optimizer = cls(**common)
+        if self.weight_decay:
+            optimizer.exclude_from_weight_decay(var_list=excluded_from_weight_decay(model))
+        return optimizer
 
     def compile(
-        self, model: keras.Model, total_steps: int, jit_compile: bool | str = "auto", steps_per_execution: int = 1
+        self, model: keras.Model, total_steps: int, jit_compile: bool | str = "auto", steps_per_execution: int = 1,
+        layer_decay: float | None = None,
     ) -> None:
         """Compiles `model` with this recipe's optimizer, loss and top-1 accuracy.
 
@@ -130,7 +141,7 @@ class Recipe:
         else:
             raise ValueError(f"Unknown task {self.task!r}; expected 'classification' or 'masked_patch'.")
         model.compile(
-            optimizer=self.build_optimizer(model, total_steps),
+            optimizer=self.build_optimizer(model, total_steps, layer_decay),
             jit_compile=jit_compile,
             steps_per_execution=steps_per_execution,
             **losses,

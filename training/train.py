@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
                            "head, all else frozen (0: off); the saved model.keras has the factors merged")
     head.add_argument("--lora_targets", nargs="+", choices=LORA_TARGETS, metavar="PROJECTION",
                       help=f"the projections LoRA adapts in every block, of {', '.join(LORA_TARGETS)}")
+    head.add_argument("--layer_decay", type=float, metavar="DECAY",
+                      help="layer-wise learning-rate decay (timm's layer_decay, e.g. 0.75): block i of L trains at "
+                           "DECAY ** (L - i) times the rate, the stem at DECAY ** (L + 1), the head at the full rate")
     add("--weights", help="initial weights: a known name (imagenet21k, ...) or a .npz/.keras/.weights.h5 path")
     add("--init_from", help="alias of --weights for a checkpoint of this project (e.g. another resolution)")
     add("--head", choices=HEAD_POLICIES,

@@ -183,9 +183,12 @@ def build_model(config: RunConfig, run: Plan) -> keras.Model:
             trained = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
             print(f"LoRA of rank {config.lora_rank} on {', '.join(config.lora_targets)}: {trained:,} of "
                   f"{model.count_params():,} parameters train; model.keras holds them merged.")
-        run.recipe.compile(
-            model, run.total_updates, jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution
-        )
+        if config.layer_decay is not None:
+            decay, depth = config.layer_decay, len(model.encoder_blocks)
+            print(f"Layer-wise learning-rate decay {decay}: the stem trains at {decay ** (depth + 1):.3g} times the "
+                  f"learning rate, block 1 at {decay ** depth:.3g}, block {depth} at {decay:.3g}, the head at 1.")
+        run.recipe.compile(model, run.total_updates, jit_compile=config.jit_compile,
+                           steps_per_execution=config.steps_per_execution, layer_decay=config.layer_decay)
     distribute.enable_multi_worker_fit(model)
     return model
 
