@@ -48,7 +48,7 @@ class Rule:
 
     canonical: str
     source: str
-    kind: str  # "copy", "linear" (matrix, transposed), "conv", "heads_in", "heads_in_bias", "heads_out"
+    kind: str  # a key of `_KINDS`
 
 
 def _norm(canonical: str, source: str) -> list[Rule]:
@@ -72,13 +72,20 @@ def _block_rules(norm1, query, key, value, out, norm2, fc1, fc2) -> list[Rule]:
     ]
 
 
+def _embedding_rules(projection, cls, dist, position) -> list[Rule]:
+    """The patch embedding, the class and distillation tokens and the position table."""
+    return [
+        *_linear("embedding", projection, "conv"),
+        Rule("cls", cls, "copy"),
+        Rule(layout.DISTILLATION_TOKEN, dist, "copy"),
+        Rule(layout.POSITION_EMBEDDING + "pos_embedding", position, "copy"),
+    ]
+
+
 #: HF's names, below the base model's prefix (`vit.`, `deit.`), except the heads.
 _HF_RULES = [
-    Rule("embedding/kernel", "embeddings.patch_embeddings.projection.weight", "conv"),
-    Rule("embedding/bias", "embeddings.patch_embeddings.projection.bias", "copy"),
-    Rule("cls", "embeddings.cls_token", "copy"),
-    Rule(layout.DISTILLATION_TOKEN, "embeddings.distillation_token", "copy"),
-    Rule(layout.POSITION_EMBEDDING + "pos_embedding", "embeddings.position_embeddings", "copy"),
+    *_embedding_rules("embeddings.patch_embeddings.projection", "embeddings.cls_token",
+                      "embeddings.distillation_token", "embeddings.position_embeddings"),
     *_block_rules(*(f"encoder.layer.{{i}}.{name}" for name in (
         "layernorm_before", "attention.attention.query", "attention.attention.key", "attention.attention.value",
         "attention.output.dense", "layernorm_after", "intermediate.dense", "output.dense"))),
@@ -96,15 +103,11 @@ _HF_HEADS = {
     "DeiTForImageClassificationWithTeacher": ("cls_classifier", "distillation_classifier"),
     "DeiTModel": (None, None),
 }
-_HF_MODEL_TYPES = {"vit": "vit", "deit": "deit"}
+_HF_MODEL_TYPES = ("vit", "deit")
 
 #: timm's names, `qkv` already split into `q`, `k` and `v`.
 _TIMM_RULES = [
-    Rule("embedding/kernel", "patch_embed.proj.weight", "conv"),
-    Rule("embedding/bias", "patch_embed.proj.bias", "copy"),
-    Rule("cls", "cls_token", "copy"),
-    Rule(layout.DISTILLATION_TOKEN, "dist_token", "copy"),
-    Rule(layout.POSITION_EMBEDDING + "pos_embedding", "pos_embed", "copy"),
+    *_embedding_rules("patch_embed.proj", "cls_token", "dist_token", "pos_embed"),
     *_block_rules(*(f"blocks.{{i}}.{name}" for name in (
         "norm1", "attn.q", "attn.k", "attn.v", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"))),
     *_linear("head", "head"),
@@ -244,7 +247,7 @@ def _read_hf(path: str, tensors: dict[str, np.ndarray], config: dict) -> TorchCh
     activation = config.get("hidden_act", "gelu")
     if activation not in ("gelu", *HF_TANH_GELU):
         raise ValueError(f"{path}: its MLP activation {activation!r} is not a GELU, which keras_vit's ViT computes.")
-    prefix = _HF_MODEL_TYPES[model_type] + "."
+    prefix = model_type + "."
     base = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
     heads = {key: value for key, value in tensors.items() if not key.startswith(prefix)}
     if not base:  # a base model saved alone has no prefix
@@ -382,34 +385,25 @@ def _architecture(params: dict[str, np.ndarray], path: str, grid: tuple[int, int
         raise ValueError(f"{path}: {error}.") from None
 
 
+#: How each kind of array is stored: kind -> (the file's -> canonical, given the heads; canonical -> the file's).
+_KINDS = {
+    "copy": (lambda v, heads: v, lambda v: v),
+    "linear": (lambda v, heads: v.T, lambda v: v.T),  # torch's [out, in]; flax's [in, out]
+    "conv": (lambda v, heads: v.transpose(2, 3, 1, 0), lambda v: v.transpose(3, 2, 0, 1)),  # OIHW; HWIO
+    "heads_in": (lambda v, heads: v.T.reshape(v.shape[1], heads, -1), lambda v: v.reshape(v.shape[0], -1).T),
+    "heads_in_bias": (lambda v, heads: v.reshape(heads, -1), lambda v: v.reshape(-1)),
+    "heads_out": (lambda v, heads: v.T.reshape(heads, -1, v.shape[0]), lambda v: v.reshape(-1, v.shape[-1]).T),
+}
+
+
 def _to_canonical(value: np.ndarray, kind: str, num_heads: int) -> np.ndarray:
-    if kind == "copy":
-        return value
-    if kind == "linear":
-        return value.T
-    if kind == "conv":
-        return value.transpose(2, 3, 1, 0)
-    if value.shape[0] % num_heads:
+    if kind.startswith("heads") and value.shape[0] % num_heads:
         raise ValueError(f"its width does not divide into {num_heads} heads")
-    if kind == "heads_in":
-        return value.T.reshape(value.shape[1], num_heads, -1)
-    if kind == "heads_in_bias":
-        return value.reshape(num_heads, -1)
-    return value.T.reshape(num_heads, -1, value.shape[0])  # heads_out
+    return _KINDS[kind][0](value, num_heads)
 
 
 def _from_canonical(value: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "copy":
-        return value
-    if kind == "linear":
-        return value.T
-    if kind == "conv":
-        return value.transpose(3, 2, 0, 1)
-    if kind == "heads_in":
-        return value.reshape(value.shape[0], -1).T
-    if kind == "heads_in_bias":
-        return value.reshape(-1)
-    return value.reshape(-1, value.shape[-1]).T  # heads_out
+    return _KINDS[kind][1](value)
 
 
 def hf_state(params: dict[str, np.ndarray], num_layers: int, prefix: str, heads: tuple[str | None, str | None]) -> dict:
