@@ -29,6 +29,9 @@ METHODS = {
     "LoRA rank 4 (query, value)": ["--lora_rank", "4"],
     "LoRA rank 8 (query, value)": ["--lora_rank", "8"],
     "LoRA rank 8, layer decay 0.75": ["--lora_rank", "8", "--layer_decay", "0.75"],
+    # The recipe's rate (0.03) is full fine-tuning's; fewer, low-rank parameters usually want a larger one.
+    "full, layer decay 0.75, learning rate 0.1": ["--layer_decay", "0.75", "--learning_rate", "0.1"],
+    "LoRA rank 8, learning rate 0.3": ["--lora_rank", "8", "--learning_rate", "0.3"],
 }
 
 
