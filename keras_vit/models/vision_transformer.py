@@ -12,8 +12,8 @@ from keras_vit.lora import DEFAULT_LORA_TARGETS, enable_lora, lora_layers
 from keras_vit.losses import loss_for_outputs
 from keras_vit.models.variants import check_variant, variant_name
 from keras_vit.models.vit_parts import Encoder, Head, Positions, Stem
-from keras_vit.patch_resampling import PATCH_RESAMPLE_METHODS
 from keras_vit.options import ARCHITECTURE, CLASSIFIERS, POOLINGS, POSITION_EMBEDDING_PLACEMENTS
+from keras_vit.patch_resampling import PATCH_RESAMPLE_METHODS
 from keras_vit.utils import ConstructorConfig, GraphViews, to_pair
 from keras_vit.weights.pipeline import WeightsLoading
 
