@@ -34,7 +34,10 @@ DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 #: What `keras_vit.serving.export --format` writes into a version's folder. "saved_model": the SavedModel alone;
 #: "tflite" and "tflite_int8" add `model.tflite` beside it (float32, or int8 weights with activations quantized at run
 #: time), run by LiteRT's XNNPACK kernels under `keras_vit.serving.server --prefer_tflite_model`.
-EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8")
+#: "openvino" adds an OpenVINO IR (`openvino/`), run by `keras_vit.serving.server --prefer_openvino_model` in one of
+#: `OPENVINO_PRECISIONS`: float32, bfloat16 (a CPU with AVX512_BF16 or AMX) or int8 (NNCF's post-training quantization).
+EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8", "openvino")
+OPENVINO_PRECISIONS = ("f32", "bf16", "int8")
 
 #: The fine-tuning head policies of `keras_vit.load_weights(..., head=)`. "new": the model keeps its own
 #: zero-initialised head whatever the source holds (the paper's fine-tuning, section 3.2, and the reference's

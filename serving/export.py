@@ -18,8 +18,8 @@ import sys
 import keras_vit
 from keras_vit import cli
 from keras_vit.labels import labels_beside, read_labels
-from keras_vit.options import DTYPE_POLICIES, EXPORT_FORMATS
-from keras_vit.serving.signatures import DEFAULT_SIGNATURE, PIXELS_SIGNATURE, TFLITE_FILE
+from keras_vit.options import DTYPE_POLICIES, EXPORT_FORMATS, OPENVINO_PRECISIONS
+from keras_vit.serving.signatures import DEFAULT_SIGNATURE, OPENVINO_DIR, PIXELS_SIGNATURE, TFLITE_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,15 +36,20 @@ def main(argv: list[str] | None = None) -> int:
                              "the CPU has AVX512_BF16 or AMX, and slower where it has not (benchmarks/precision.py)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
                         help="tflite / tflite_int8 also write model.tflite (float32 / int8 weights and products), which "
-                             "keras_vit.serving.server --prefer_tflite_model runs with LiteRT (speeds per CPU: benchmarks/precision.py)")
+                             "keras_vit.serving.server --prefer_tflite_model runs with LiteRT; openvino writes an OpenVINO "
+                             "IR (openvino/), which --prefer_openvino_model runs (speeds per CPU: benchmarks/precision.py)")
+    parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default=None,
+                        help="--format openvino: f32 (default), bf16 (refused on a CPU without native bfloat16), or int8 "
+                             "(NNCF, calibrated on --calibration_images and checked like tflite_int8)")
     parser.add_argument("--jit_compile", action="store_true",
                         help="compile the model's forward pass with XLA in the SavedModel; TF Serving and "
                              "keras_vit.serving.server then need --xla_cpu_compilation_enabled")
     parser.add_argument("--calibration_images", nargs="+", default=None, metavar="PATH",
-                        help="--format tflite_int8: image files or folders to check the int8 model's top-1 agreement "
-                             "with the float32 one on (default: the export's two synthetic warm-up images)")
+                        help="--format tflite_int8, openvino --precision int8: image files or folders to check the int8 "
+                             "model's top-1 agreement with the float32 one on, and OpenVINO's to calibrate on (default: "
+                             "the export's two synthetic warm-up images)")
     parser.add_argument("--min_top1_agreement", type=float, default=0.99,
-                        help="--format tflite_int8: refuse the export when the int8 model agrees less often than this")
+                        help="an int8 export: refuse it when the int8 model agrees less often than this")
     cli.add_image_size_flag(parser, "--serving_image_size", default=None, help="a model built with dynamic_image_size: the size serving_default decodes images to, and "
                              "the one size model.tflite takes (default: the model's image_size)")
     args = parser.parse_args(argv)
@@ -66,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         labels_file = args.labels or (labels_beside(args.model) if model.include_top else None)
         labels = read_labels(labels_file) if labels_file else None
         path = export(model, args.model_base_path, args.version, labels, args.model_name, args.top_k, args.dtype_policy,
-                      args.format, size, args.jit_compile, args.calibration_images, args.min_top1_agreement)
+                      args.format, size, args.jit_compile, args.calibration_images, args.min_top1_agreement,
+                      args.precision)
     except (ValueError, OSError) as error:  # bad flags, missing or unreadable files
         print(f"error: {_message(error)}", file=sys.stderr)
         return 2
     print(f"Exported {args.model} to {path}" + (f" with the class names of {labels_file}" if labels else "")
           + (f", computing in {args.dtype_policy}" if args.dtype_policy else "")
-          + (f", with {TFLITE_FILE} ({args.format})" if args.format != "saved_model" else ""))
+          + (f", with {OPENVINO_DIR}/ ({args.precision or 'f32'})" if args.format == "openvino"
+             else f", with {TFLITE_FILE} ({args.format})" if args.format != "saved_model" else ""))
     report = os.path.join(path, quantization.REPORT_FILE)
     if os.path.exists(report):
         with open(report) as f:
@@ -84,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         height, width = serving_size(model, size)
         print(f"{PIXELS_SIGNATURE} takes pixels of any size that divides by the patch stride "
               f"{model.patch_stride[0]}x{model.patch_stride[1]}; {DEFAULT_SIGNATURE} decodes images to {height}x{width}"
-              + (f"; {TFLITE_FILE} takes {height}x{width} only (LiteRT runs one fixed size)" if args.format != "saved_model" else ""))
+              + (f"; {TFLITE_FILE if args.format != 'openvino' else OPENVINO_DIR} takes {height}x{width} only "
+                 f"(exported at one fixed size)" if args.format != "saved_model" else ""))
     return 0
 
 

@@ -14,7 +14,7 @@ from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 from keras_vit.serving.metrics import metrics
 from keras_vit.serving.native_heap import release_free_memory
 from keras_vit.serving.servable import Servable
-from keras_vit.serving.signatures import TFLITE_FILE
+from keras_vit.serving.signatures import OPENVINO_DIR, TFLITE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +93,11 @@ class ModelManager:
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         prefer_tflite: bool = False,
         xla_cpu_compilation_enabled: bool = False,
+        prefer_openvino: bool = False,
     ):
         self.configs = {c.name: c for c in configs}
         self.prefer_tflite = prefer_tflite
+        self.prefer_openvino = prefer_openvino
         self.xla_cpu_compilation_enabled = xla_cpu_compilation_enabled
         self.poll_seconds = poll_seconds
         self.batching = batching
@@ -165,7 +167,7 @@ class ModelManager:
         try:
             servable = Servable(
                 name, version, path, self.batching, self.max_image_pixels, self.prefer_tflite,
-                self.xla_cpu_compilation_enabled,
+                self.xla_cpu_compilation_enabled, self.prefer_openvino,
             )
         except Exception as error:
             metrics().load_attempt(path, succeeded=False)
@@ -183,7 +185,8 @@ class ModelManager:
             return None
         self.failures.pop((name, version), None)
         metrics().load_attempt(path, succeeded=True)
-        logger.info("Loaded %s version %d%s", name, version, f" ({TFLITE_FILE}, run by LiteRT)" if servable.lite else "")
+        engine = {"LiteRT": f" ({TFLITE_FILE}, run by LiteRT)", "OpenVINO": f" ({OPENVINO_DIR}/, run by OpenVINO)"}
+        logger.info("Loaded %s version %d%s", name, version, engine.get(servable.runtime, ""))
         if servable.requires_xla and not self.xla_cpu_compilation_enabled and not servable.lite:
             logger.warning(
                 "%s version %d was exported with --jit_compile: its requests are refused until the server runs with "

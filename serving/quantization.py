@@ -51,7 +51,8 @@ class QuantizationReport:
     images: int
     source: str  # CALIBRATION_SET or WARMUP_IMAGES
     int8_images_per_second: float
-    float32_images_per_second: float  # LiteRT float32, the same runtime
+    float32_images_per_second: float  # float32 on the same runtime
+    runtime: str = "LiteRT"  # what ran both: "LiteRT" (tflite_int8) or "OpenVINO" (openvino int8)
 
     @property
     def speedup(self) -> float:
@@ -73,14 +74,14 @@ class QuantizationReport:
         out = [
             f"int8 check: top-1 agreement with the float32 model {self.top1_agreement:.2%} on {self.images} "
             f"{self.source}; {self.int8_images_per_second:.2f} images/s int8 against "
-            f"{self.float32_images_per_second:.2f} float32, both run by LiteRT at batch 1: {self.speedup:.2f}x."
+            f"{self.float32_images_per_second:.2f} float32, both run by {self.runtime} at batch 1: {self.speedup:.2f}x."
         ]
         if self.source == WARMUP_IMAGES:
             out.append("int8 check: warm-up images are synthetic; pass --calibration_images with real images to "
                        "measure the agreement that matters.")
         if self.speedup < 1:
-            out.append("int8 check: int8 is slower than float32 on this CPU (dynamic-range int8 needs VNNI to pay "
-                       "off); serve --format tflite, or the SavedModel.")
+            out.append("int8 check: int8 is slower than float32 on this CPU (int8 needs VNNI to pay off); serve "
+                       "float32 (--format tflite, --format openvino --precision f32, or the SavedModel).")
         return out
 
 
@@ -109,23 +110,26 @@ def calibration_pixels(paths: list[str], decode) -> np.ndarray:
 def check(float32_pixels_fn, tflite_path: str, pixels: np.ndarray, source: str, seconds: float = 2.0) -> QuantizationReport:
     """Compares `model.tflite` (int8) with the float32 `predict_pixels` function on `pixels`: the agreement against
     that function, the speed against its float32 LiteRT conversion."""
-    lite = LiteRTModel(tflite_path)
-    key = signatures.PROBABILITIES
-    reference = np.concatenate([float32_pixels_fn(tf.constant(pixels[i: i + 16]))[key].numpy()
-                                for i in range(0, len(pixels), 16)])
-    quantized = np.concatenate([lite(pixels[i: i + 16])[key] for i in range(0, len(pixels), 16)])
-    agreement = float(np.mean(reference.argmax(-1) == quantized.argmax(-1)))
-    one = pixels[:1]
     with tempfile.TemporaryDirectory(prefix="float32-tflite-") as folder:
         path = os.path.join(folder, signatures.TFLITE_FILE)
         with open(path, "wb") as f:
             f.write(convert(float32_pixels_fn, int8=False))
-        lite_float32 = LiteRTModel(path)
-        return QuantizationReport(
-            agreement, len(pixels), source,
-            _images_per_second(lambda: lite(one), seconds),
-            _images_per_second(lambda: lite_float32(one), seconds),
-        )
+        return compare(float32_pixels_fn, LiteRTModel(tflite_path), LiteRTModel(path), pixels, source, "LiteRT",
+                       seconds)
+
+
+def compare(float32_pixels_fn, int8, float32, pixels: np.ndarray, source: str, runtime: str,
+            seconds: float = 2.0) -> QuantizationReport:
+    """The report of an int8 runner (pixels -> outputs) against the float32 `predict_pixels` function: top-1
+    agreement on `pixels`, and its speed at batch 1 against `float32`, the same model in float32 on its runtime."""
+    key = signatures.PROBABILITIES
+    reference = np.concatenate([float32_pixels_fn(tf.constant(pixels[i: i + 16]))[key].numpy()
+                                for i in range(0, len(pixels), 16)])
+    quantized = np.concatenate([int8(pixels[i: i + 16])[key] for i in range(0, len(pixels), 16)])
+    agreement = float(np.mean(reference.argmax(-1) == quantized.argmax(-1)))
+    one = pixels[:1]
+    return QuantizationReport(agreement, len(pixels), source, _images_per_second(lambda: int8(one), seconds),
+                              _images_per_second(lambda: float32(one), seconds), runtime)
 
 
 def _images_per_second(call, seconds: float) -> float:

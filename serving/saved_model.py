@@ -94,10 +94,11 @@ class ServingModule(tf.Module):
             input_signature=[tf.TensorSpec([None, *pixels_size, 3], tf.float32, name=signatures.PIXELS_INPUT)],
         )
 
-    def fixed_size_pixels(self) -> tf.types.experimental.ConcreteFunction:
-        """`predict_pixels` at the serving size alone, for a runtime that needs one size (LiteRT)."""
+    def fixed_size_pixels(self, numeric: bool = False) -> tf.types.experimental.ConcreteFunction:
+        """`predict_pixels` at the serving size alone, for a runtime that needs one size (LiteRT, OpenVINO);
+        `numeric`: without the labels (OpenVINO, which the runner names itself)."""
         spec = tf.TensorSpec([None, *self.image_size, 3], tf.float32, name=signatures.PIXELS_INPUT)
-        return tf.function(self._serve_pixels, input_signature=[spec]).get_concrete_function()
+        return tf.function(self.compute if numeric else self._serve_pixels, input_signature=[spec]).get_concrete_function()
 
     def _decode(self, encoded):
         return decode_for_eval(encoded, self.image_size, self.crop_fraction)
@@ -180,6 +181,7 @@ def export(
     jit_compile: bool = False,
     calibration_images: list[str] | None = None,
     min_top1_agreement: float = 0.99,
+    precision: str | None = None,
 ) -> str:
     """Writes the SavedModel, its warmup requests, models.config and batching parameters; returns the version's path.
 
@@ -198,7 +200,10 @@ def export(
     model's speed on a CPU); TF Serving then needs
     `--xla_cpu_compilation_enabled` (so does `keras_vit.serving.server`).
 
-    "tflite_int8" is checked before the version appears
+    "openvino" adds an OpenVINO IR (`keras_vit.serving.openvino_model`) of
+    `precision` ("f32" default, "bf16", "int8"), at the same one size.
+
+    "tflite_int8" and "openvino" in int8 are checked before the version appears
     (`keras_vit.serving.quantization`): its top-1 agreement with the float32
     model on `calibration_images` (files or folders; default: the warm-up
     images) below `min_top1_agreement` refuses the export; the figures go to
@@ -211,15 +216,18 @@ def export(
         )
     if format not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(EXPORT_FORMATS)}.")
-    lite = format != "saved_model"
+    runtime = {"tflite": "LiteRT", "tflite_int8": "LiteRT", "openvino": "OpenVINO"}.get(format)
+    lite = runtime is not None  # a model for another runtime beside the SavedModel
+    if precision is not None and format != "openvino":
+        raise ValueError(f"--precision chooses the OpenVINO model's precision; --format {format} has none of its own.")
     if lite and jit_compile:
-        raise ValueError(f"--jit_compile compiles the SavedModel's graph; --format {format} is served by LiteRT.")
+        raise ValueError(f"--jit_compile compiles the SavedModel's graph; --format {format} is served by {runtime}.")
     if lite and dtype_policy not in (None, "float32"):
         raise ValueError(f"--format {format} converts the float32 model; --dtype_policy {dtype_policy} is for saved_model.")
     if isinstance(model, str):
         model = keras_vit.load_model(model)
     if lite:
-        dtype_policy = "float32"  # LiteRT's kernels are float32 and int8; a mixed-precision model is converted as float32
+        dtype_policy = "float32"  # converted from float32; the runtime computes in its own precision
     if dtype_policy is not None:
         model = with_dtype_policy(model, dtype_policy)
     model_base_path = os.path.abspath(model_base_path)
@@ -240,12 +248,17 @@ def export(
             },
         )
         write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name or _name(model_base_path), module.image_size)
-        if lite:
+        if format in ("tflite", "tflite_int8"):
             flatbuffer = tflite.convert(module.fixed_size_pixels(), int8=format == "tflite_int8")
             with open(os.path.join(staging, signatures.TFLITE_FILE), "wb") as f:
                 f.write(flatbuffer)
         if format == "tflite_int8" and model.include_top:
-            _check_int8(module, staging, calibration_images, min_top1_agreement)
+            pixels, source = _check_pixels(module, calibration_images)
+            report = quantization.check(module.fixed_size_pixels(), os.path.join(staging, signatures.TFLITE_FILE),
+                                        pixels, source)
+            _keep_report(staging, report, min_top1_agreement)
+        if format == "openvino":
+            _write_openvino(module, staging, precision or "f32", labels, calibration_images, min_top1_agreement)
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -256,20 +269,40 @@ def export(
     return target
 
 
-def _check_int8(module: ServingModule, staging: str, calibration_images: list[str] | None, min_top1_agreement: float) -> None:
-    """Runs the int8 check on the staged version; ValueError (the version is not written) when it fails."""
+def _check_pixels(module: ServingModule, calibration_images: list[str] | None) -> tuple[np.ndarray, str]:
+    """The int8 check's (and calibration's) pixels: the user's images, else the export's warm-up images."""
     if calibration_images:
-        pixels, source = quantization.calibration_pixels(calibration_images, module._decode), quantization.CALIBRATION_SET
-    else:
-        pixels = np.stack([module._decode(tf.constant(encode_png(_gray_image(module.image_size, 64 * (i + 1))))).numpy()
-                           for i in range(2)])
-        source = quantization.WARMUP_IMAGES
-    report = quantization.check(module.fixed_size_pixels(), os.path.join(staging, signatures.TFLITE_FILE), pixels, source)
+        return quantization.calibration_pixels(calibration_images, module._decode), quantization.CALIBRATION_SET
+    pixels = np.stack([module._decode(tf.constant(encode_png(_gray_image(module.image_size, 64 * (i + 1))))).numpy()
+                       for i in range(2)])
+    return pixels, quantization.WARMUP_IMAGES
+
+
+def _keep_report(staging: str, report: quantization.QuantizationReport, min_top1_agreement: float) -> None:
+    """Writes the int8 check's report into the staged version; ValueError (the version is not written) on a refusal."""
     with open(os.path.join(staging, quantization.REPORT_FILE), "w") as f:
         json.dump(dataclasses.asdict(report), f, indent=1)
     refusal = report.refusal(min_top1_agreement)
     if refusal:
         raise ValueError(refusal)
+
+
+def _write_openvino(module: ServingModule, staging: str, precision: str, labels: list[str] | None,
+                    calibration_images: list[str] | None, min_top1_agreement: float) -> None:
+    """Converts `predict_pixels`' computation to OpenVINO into the staged version; int8: calibrated and checked."""
+    from keras_vit.serving import openvino_model
+
+    compute = module.fixed_size_pixels(numeric=True)
+    pixels, source = _check_pixels(module, calibration_images)
+    openvino_model.save(openvino_model.convert(compute, precision, pixels), staging, precision, labels)
+    if precision != "int8" or not module.model.include_top:
+        return
+    with tempfile.TemporaryDirectory(prefix="float32-openvino-") as float32:
+        openvino_model.save(openvino_model.convert(compute, "f32"), float32, "f32", None)
+        report = quantization.compare(
+            module.fixed_size_pixels(), openvino_model.OpenVINOModel(os.path.join(staging, signatures.OPENVINO_DIR)),
+            openvino_model.OpenVINOModel(os.path.join(float32, signatures.OPENVINO_DIR)), pixels, source, "OpenVINO")
+    _keep_report(staging, report, min_top1_agreement)
 
 
 def write_warmup_requests(path: str, model_name: str, image_size: tuple[int, int], count: int = 2) -> None:

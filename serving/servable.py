@@ -15,7 +15,7 @@ from keras_vit.serving.errors import ServingError, invalid_argument
 from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS, check_image
 from keras_vit.serving.metrics import metrics
 from keras_vit.serving.signatures import (
-    DEFAULT_SIGNATURE, IMAGES_INPUT, PIXELS_INPUT, PIXELS_SIGNATURE, PREDICT_METHOD, TFLITE_FILE,
+    DEFAULT_SIGNATURE, IMAGES_INPUT, OPENVINO_DIR, PIXELS_INPUT, PIXELS_SIGNATURE, PREDICT_METHOD, TFLITE_FILE,
 )
 
 
@@ -30,6 +30,8 @@ class Servable:
         max_image_pixels: encoded images (the `images` input) declaring more pixels are refused undecoded.
         prefer_tflite: run the version's `model.tflite` when it has one (TF Serving's `--prefer_tflite_model`):
             the same signatures, inputs and outputs, computed by LiteRT (`keras_vit.serving.tflite`).
+        prefer_openvino: run the version's OpenVINO IR (`openvino/`) when it has one, the same way
+            (`keras_vit.serving.openvino_model`).
         xla_cpu_compilation_enabled: run graphs whose functions must be XLA-compiled (`keras_vit.serving.export
             --jit_compile`), as TF Serving's flag of that name does; without it such a version loads, and each
             request is refused with FAILED_PRECONDITION naming the flag, as TF Serving answers them.
@@ -44,6 +46,7 @@ class Servable:
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         prefer_tflite: bool = False,
         xla_cpu_compilation_enabled: bool = False,
+        prefer_openvino: bool = False,
     ):
         from tensorflow.core.protobuf import saved_model_pb2
 
@@ -58,13 +61,20 @@ class Servable:
         self.xla_enabled = xla_cpu_compilation_enabled
         self.loaded = tf.saved_model.load(path)
         self.functions = {k: self.loaded.signatures[k] for k in self.loaded.signatures}
-        self.lite = None
-        if prefer_tflite and os.path.exists(os.path.join(path, TFLITE_FILE)):
+        #: The runtime that computes `predict_pixels` in place of the SavedModel's graph (LiteRT, OpenVINO), or None.
+        self.lite, self.runtime = None, "TF"
+        if prefer_openvino and os.path.isdir(os.path.join(path, OPENVINO_DIR)):
+            from keras_vit.serving.openvino_model import OpenVINOModel
+
+            self.lite, self.runtime = OpenVINOModel(os.path.join(path, OPENVINO_DIR)), "OpenVINO"
+        elif prefer_tflite and os.path.exists(os.path.join(path, TFLITE_FILE)):
             from keras_vit.serving.tflite import LiteRTModel
 
+            self.lite, self.runtime = LiteRTModel(os.path.join(path, TFLITE_FILE)), "LiteRT"
+        if self.lite is not None:
             if not hasattr(self.loaded, "decode"):
-                raise ValueError(f"{path}: {TFLITE_FILE} beside a SavedModel without `decode`; export it again.")
-            self.lite = LiteRTModel(os.path.join(path, TFLITE_FILE))
+                raise ValueError(f"{path}: a {self.runtime} model beside a SavedModel without `decode`; export it "
+                                 f"again.")
             self.functions = {DEFAULT_SIGNATURE: self._lite_images, PIXELS_SIGNATURE: self._lite_pixels}
             # The metadata advertises what LiteRT takes: its one size, where the SavedModel's graph takes any.
             dims = self.signature_defs[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].tensor_shape.dim
@@ -120,10 +130,10 @@ class Servable:
                 outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
             except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
                 raise invalid_argument(op_error_message(error)) from error
-            except (tf.errors.OpError, RuntimeError) as error:  # RuntimeError: LiteRT's
+            except (tf.errors.OpError, RuntimeError) as error:  # RuntimeError: LiteRT's and OpenVINO's
                 raise ServingError("INTERNAL", op_error_message(error)) from error
             finally:
-                metrics().runtime(self.name, "LiteRT" if self.lite is not None else "TF", time.perf_counter() - start)
+                metrics().runtime(self.name, self.runtime, time.perf_counter() - start)
             return {k: v.numpy() if isinstance(v, tf.Tensor) else v for k, v in outputs.items()}
 
         return run

@@ -80,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prefer_tflite_model", action="store_true",
                    help="run a version's model.tflite (serving.export --format tflite|tflite_int8) instead of its "
                         "SavedModel, where it has one")
+    p.add_argument("--prefer_openvino_model", action="store_true",
+                   help="run a version's OpenVINO IR (serving.export --format openvino) instead of its SavedModel, "
+                        "where it has one (before model.tflite, with both flags)")
     return p
 
 
@@ -97,7 +100,7 @@ def build_manager(args: argparse.Namespace) -> ModelManager:
         batching = BatchingOptions.from_file(args.batching_parameters_file) if args.batching_parameters_file else BatchingOptions()
     return ModelManager(
         configs, args.file_system_poll_wait_seconds, batching, args.max_image_pixels, args.prefer_tflite_model,
-        args.xla_cpu_compilation_enabled,
+        args.xla_cpu_compilation_enabled, args.prefer_openvino_model,
     )
 
 

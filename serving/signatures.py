@@ -25,5 +25,9 @@ FEATURES = "features"
 #: (`--prefer_tflite_model`). It holds PIXELS_SIGNATURE only.
 TFLITE_FILE = "model.tflite"
 
+#: The OpenVINO IR of a version exported with `--format openvino` (`--prefer_openvino_model`): this folder holds
+#: PIXELS_SIGNATURE's computation (`keras_vit.serving.openvino_model`).
+OPENVINO_DIR = "openvino"
+
 #: The method name of every signature we export.
 PREDICT_METHOD = "tensorflow/serving/predict"

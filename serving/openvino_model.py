@@ -1,0 +1,112 @@
+"""The served model as an OpenVINO IR: what `keras_vit.serving.export --format openvino` adds to a version.
+
+The IR is `openvino/model.xml` and `model.bin` in the version's folder,
+beside the SavedModel, with `openvino/runtime.json` (the precision it runs
+in, the class names); `keras_vit.serving.server --prefer_openvino_model`
+runs it behind the same REST and gRPC contract. It is converted from the
+SavedModel's own `predict_pixels` computation at the serving size (OpenVINO
+reads TensorFlow functions directly), its numeric outputs only: OpenVINO has
+no image decoding, so `serving_default`'s images are decoded by the
+SavedModel's `decode` function, as for a LiteRT version, and the class names
+are looked up here (OpenVINO's TensorFlow reader turns string constants into
+their Python reprs).
+
+Precisions (`--precision`):
+- "f32": float32 throughout.
+- "bf16": the same IR, run with `INFERENCE_PRECISION_HINT=bf16` (AVX512_BF16
+  or AMX); refused on a CPU without native bfloat16, where it would be emulated.
+- "int8": NNCF's post-training quantization (`model_type=TRANSFORMER`),
+  calibrated on the check's images, under the same top-1 agreement gate as
+  `--format tflite_int8` (`keras_vit.serving.quantization`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import numpy as np
+
+from keras_vit.options import OPENVINO_PRECISIONS as PRECISIONS
+from keras_vit.serving.signatures import CLASSES, LABELS, OPENVINO_DIR, PIXELS_INPUT
+
+MODEL_FILE = "model.xml"
+RUNTIME_FILE = "runtime.json"
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bfloat16 natively here (AVX512_BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def convert(compute_pixels, precision: str, calibration: np.ndarray | None = None):
+    """An `ov.Model` of the numeric `predict_pixels` concrete function; "int8" quantized on `calibration` pixels."""
+    import openvino as ov
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown OpenVINO precision {precision!r}; expected one of {PRECISIONS}.")
+    if precision == "bf16" and not native_bf16():
+        raise ValueError("--precision bf16: this CPU has no native bfloat16 (AVX512_BF16 or AMX), so OpenVINO would "
+                         "emulate it, slower than float32; export --precision f32 or int8.")
+    model = ov.convert_model(compute_pixels)
+    if precision != "int8":
+        return model
+    import nncf
+
+    batches = [calibration[i: i + 1] for i in range(len(calibration))]
+    return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches), model_type=nncf.ModelType.TRANSFORMER)
+
+
+def save(model, version_folder: str, precision: str, labels: list[str] | None) -> None:
+    """Writes the IR and its `runtime.json` into `version_folder/openvino/`."""
+    import openvino as ov
+
+    folder = os.path.join(version_folder, OPENVINO_DIR)
+    os.makedirs(folder, exist_ok=True)
+    ov.save_model(model, os.path.join(folder, MODEL_FILE), compress_to_fp16=False)
+    with open(os.path.join(folder, RUNTIME_FILE), "w") as f:
+        json.dump({"precision": precision, "labels": labels}, f)
+
+
+class OpenVINOModel:
+    """An `openvino/` IR compiled for the CPU: the `predict_pixels` outputs of float32 [N, H, W, 3] pixels.
+
+    Args:
+        folder: the version's `openvino/` folder.
+    """
+
+    def __init__(self, folder: str):
+        import openvino as ov
+
+        self.folder = folder
+        try:
+            with open(os.path.join(folder, RUNTIME_FILE)) as f:
+                runtime = json.load(f)
+            self.precision = runtime["precision"]
+            hint = {"bf16": "bf16"}.get(self.precision, "f32")
+            self.compiled = ov.Core().compile_model(os.path.join(folder, MODEL_FILE), "CPU",
+                                                    {"INFERENCE_PRECISION_HINT": hint})
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise ValueError(f"{folder} is not an OpenVINO model OpenVINO can run: {error}") from None
+        self.labels = None if runtime.get("labels") is None else np.array([s.encode() for s in runtime["labels"]],
+                                                                           dtype=object)
+        shape = self.compiled.input(PIXELS_INPUT).get_partial_shape()
+        #: (H, W) of the pixels it takes: the serving size.
+        self.image_size = (shape[1].get_length(), shape[2].get_length())
+        self.request = self.compiled.create_infer_request()
+        self.lock = threading.Lock()  # one infer request, one call at a time
+
+    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 [N, H, W, 3] in [0, 255] -> the signature's outputs (copies, safe to keep)."""
+        if tuple(pixels.shape[1:3]) != self.image_size:
+            raise ValueError(f"The OpenVINO model takes {self.image_size[0]}x{self.image_size[1]} pixels (it was "
+                             f"exported at one size), got {pixels.shape[1]}x{pixels.shape[2]}.")
+        with self.lock:
+            results = self.request.infer({PIXELS_INPUT: np.ascontiguousarray(pixels, np.float32)})
+            outputs = {output.get_any_name(): np.array(value) for output, value in results.items()}
+        if self.labels is not None:
+            outputs[LABELS] = self.labels[outputs[CLASSES]]
+        return outputs
