@@ -9,6 +9,10 @@ Paths, each measured in its own process, alternating round by round:
   saved_model_bf16  the same, exported with `--dtype_policy mixed_bfloat16`
   litert          model.tflite of `keras_vit.serving.export --format tflite`, run by LiteRT (XNNPACK), float32
   litert_int8     model.tflite of `--format tflite_int8`: int8 weights, activations quantized at run time
+  openvino        the OpenVINO IR of `--format openvino`, float32
+  openvino_bf16   the same IR run in bfloat16 (`--precision bf16`: refused where the CPU has no native bfloat16)
+  openvino_int8   `--precision int8`: NNCF's post-training int8, calibrated on the export's warm-up images (speed)
+                  or on 32 of the evaluated images (accuracy)
 
 Speed: images/s of ViT at 224x224 with random weights (the cost does not
 depend on them), medians over rounds; the CPU's flags head the table.
@@ -41,14 +45,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 
-PATHS = ["keras", "saved_model", "saved_model_xla", "saved_model_bf16", "litert", "litert_int8"]
+PATHS = ["keras", "saved_model", "saved_model_xla", "saved_model_bf16", "litert", "litert_int8", "openvino",
+         "openvino_bf16", "openvino_int8"]
 #: serving.export's arguments for each served path.
 EXPORTS = {
     "saved_model": dict(format="saved_model"),
     "saved_model_xla": dict(format="saved_model", jit_compile=True),
     "saved_model_bf16": dict(format="saved_model", dtype_policy="mixed_bfloat16"),
     "litert": dict(format="tflite"),
-    "litert_int8": dict(format="tflite_int8"),
+    # Speed only: random weights leave the top classes too close for the export's agreement gate (the accuracy
+    # table measures what int8 costs on a trained model and on the photos).
+    "litert_int8": dict(format="tflite_int8", min_top1_agreement=0.0),
+    "openvino": dict(format="openvino", precision="f32"),
+    "openvino_bf16": dict(format="openvino", precision="bf16"),
+    "openvino_int8": dict(format="openvino", precision="int8", min_top1_agreement=0.0),
 }
 IMAGE_SIZE = 224
 PHOTO_CROPS, PHOTO_CLASSES = 64, 1000
@@ -79,6 +89,10 @@ def export(model, path: str, folder: str):
         from keras_vit.serving.tflite import LiteRTModel
 
         return LiteRTModel(os.path.join(version, signatures.TFLITE_FILE))
+    if path.startswith("openvino"):
+        from keras_vit.serving.openvino_model import OpenVINOModel
+
+        return OpenVINOModel(os.path.join(version, signatures.OPENVINO_DIR))
     import tensorflow as tf
 
     function = tf.saved_model.load(version).signatures[signatures.PIXELS_SIGNATURE]
@@ -117,9 +131,18 @@ def logits_worker(path: str, digits_model: str, out: str) -> dict:
 
             bf16 = with_dtype_policy(model, "mixed_bfloat16")
             return in_batches(lambda p: bf16.predict_on_batch(model_inputs(bf16, p)), pixels)
-        # LiteRT: the logits function itself, converted as serving.export converts predict_pixels.
+        # LiteRT, OpenVINO: the logits function itself, converted as serving.export converts predict_pixels.
         spec = tf.TensorSpec([None, *model.image_size, 3], tf.float32, name=signatures.PIXELS_INPUT)
         logits = tf.function(lambda p: {"logits": model(model_inputs(model, p), training=False)}, input_signature=[spec])
+        if path.startswith("openvino"):
+            from keras_vit.serving import openvino_model
+
+            precision = EXPORTS[path]["precision"]
+            with tempfile.TemporaryDirectory() as folder:
+                converted = openvino_model.convert(logits.get_concrete_function(), precision, pixels[:32])
+                openvino_model.save(converted, folder, precision, None)
+                runner = openvino_model.OpenVINOModel(os.path.join(folder, signatures.OPENVINO_DIR))
+                return in_batches(lambda p: runner(p)["logits"], pixels)
         with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
             file.write(convert(logits.get_concrete_function(), int8=path == "litert_int8"))
             file.flush()

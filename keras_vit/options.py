@@ -36,7 +36,8 @@ DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 #: time), run by LiteRT's XNNPACK kernels under `keras_vit.serving.server --prefer_tflite_model`.
 #: "openvino" adds an OpenVINO IR (`openvino/`), run by `keras_vit.serving.server --prefer_openvino_model` in one of
 #: `OPENVINO_PRECISIONS`: float32, bfloat16 (a CPU with AVX512_BF16 or AMX) or int8 (NNCF's post-training quantization).
-EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8", "openvino")
+#: "auto" exports each that this CPU runs, keeps those that pass the int8 agreement gate, and writes the fastest.
+EXPORT_FORMATS = ("saved_model", "tflite", "tflite_int8", "openvino", "auto")
 OPENVINO_PRECISIONS = ("f32", "bf16", "int8")
 
 #: The fine-tuning head policies of `keras_vit.load_weights(..., head=)`. "new": the model keeps its own

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from keras_vit.serving import quantization
+    from keras_vit.serving.auto_export import AUTO_FILE
     from keras_vit.serving.saved_model import export, serving_size
 
     try:
@@ -78,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"Exported {args.model} to {path}" + (f" with the class names of {labels_file}" if labels else "")
           + (f", computing in {args.dtype_policy}" if args.dtype_policy else "")
-          + (f", with {OPENVINO_DIR}/ ({args.precision or 'f32'})" if args.format == "openvino"
-             else f", with {TFLITE_FILE} ({args.format})" if args.format != "saved_model" else ""))
+          + {"saved_model": "", "auto": ", in the fastest format that passed (below)",
+             "openvino": f", with {OPENVINO_DIR}/ ({args.precision or 'f32'})"}.get(
+              args.format, f", with {TFLITE_FILE} ({args.format})"))
+    choice = os.path.join(path, AUTO_FILE)
+    if os.path.exists(choice):
+        with open(choice) as f:
+            print(f.read().rstrip())
     report = os.path.join(path, quantization.REPORT_FILE)
     if os.path.exists(report):
         with open(report) as f:
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PIXELS_SIGNATURE} takes pixels of any size that divides by the patch stride "
               f"{model.patch_stride[0]}x{model.patch_stride[1]}; {DEFAULT_SIGNATURE} decodes images to {height}x{width}"
               + (f"; {TFLITE_FILE if args.format != 'openvino' else OPENVINO_DIR} takes {height}x{width} only "
-                 f"(exported at one fixed size)" if args.format != "saved_model" else ""))
+                 f"(exported at one fixed size)" if args.format not in ("saved_model", "auto") else ""))
     return 0
 
 

@@ -128,11 +128,12 @@ def compare(float32_pixels_fn, int8, float32, pixels: np.ndarray, source: str, r
     quantized = np.concatenate([int8(pixels[i: i + 16])[key] for i in range(0, len(pixels), 16)])
     agreement = float(np.mean(reference.argmax(-1) == quantized.argmax(-1)))
     one = pixels[:1]
-    return QuantizationReport(agreement, len(pixels), source, _images_per_second(lambda: int8(one), seconds),
-                              _images_per_second(lambda: float32(one), seconds), runtime)
+    return QuantizationReport(agreement, len(pixels), source, images_per_second(lambda: int8(one), seconds),
+                              images_per_second(lambda: float32(one), seconds), runtime)
 
 
-def _images_per_second(call, seconds: float) -> float:
+def images_per_second(call, seconds: float) -> float:
+    """Calls of `call` per second (after one to warm up; at least 3, and `seconds` long)."""
     call()
     calls, start = 0, time.perf_counter()
     while calls < 3 or time.perf_counter() - start < seconds:

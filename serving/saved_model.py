@@ -42,7 +42,7 @@ import keras
 import keras_vit
 from keras_vit.options import DTYPE_POLICIES, EXPORT_FORMATS
 from keras_vit.preprocessing import decode_for_eval, model_inputs
-from keras_vit.serving import quantization, signatures, tflite
+from keras_vit.serving import auto_export, quantization, signatures, tflite
 from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.model_manager import version_of
 from keras_vit.utils import to_pair
@@ -216,6 +216,9 @@ def export(
         )
     if format not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(EXPORT_FORMATS)}.")
+    if format == "auto":
+        return _export_auto(model, model_base_path, version, labels, model_name, top_k, dtype_policy,
+                            serving_image_size, jit_compile, calibration_images, min_top1_agreement, precision)
     runtime = {"tflite": "LiteRT", "tflite_int8": "LiteRT", "openvino": "OpenVINO"}.get(format)
     lite = runtime is not None  # a model for another runtime beside the SavedModel
     if precision is not None and format != "openvino":
@@ -267,6 +270,28 @@ def export(
     write_model_config(os.path.join(model_base_path, "models.config"), name, model_base_path)
     write_batching_parameters(os.path.join(model_base_path, "batching_parameters.txt"))
     return target
+
+
+def _export_auto(model, model_base_path, version, labels, model_name, top_k, dtype_policy, serving_image_size,
+                 jit_compile, calibration_images, min_top1_agreement, precision) -> str:
+    """`format="auto"`: the fastest format that passes the agreement gate (`keras_vit.serving.auto_export`)."""
+    if jit_compile or precision is not None or dtype_policy not in (None, "float32"):
+        raise ValueError("--format auto chooses the format and precision itself: give it no --jit_compile, "
+                         "--precision or --dtype_policy.")
+    if isinstance(model, str):
+        model = keras_vit.load_model(model)
+    model_base_path = os.path.abspath(model_base_path)
+    os.makedirs(model_base_path, exist_ok=True)
+    version = next_version(model_base_path) if version is None else int(version)
+    if os.path.exists(os.path.join(model_base_path, str(version))):
+        raise ValueError(f"Version {version} already exists at {os.path.join(model_base_path, str(version))}.")
+    name = model_name or _name(model_base_path)
+    path = auto_export.export_fastest(export, model, model_base_path, version, serving_size(model, serving_image_size),
+                                      calibration_images, min_top1_agreement, labels=labels, model_name=name,
+                                      top_k=top_k, serving_image_size=serving_image_size)
+    write_model_config(os.path.join(model_base_path, "models.config"), name, model_base_path)
+    write_batching_parameters(os.path.join(model_base_path, "batching_parameters.txt"))
+    return path
 
 
 def _check_pixels(module: ServingModule, calibration_images: list[str] | None) -> tuple[np.ndarray, str]:

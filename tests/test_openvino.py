@@ -118,3 +118,24 @@ def test_an_openvino_int8_model_that_disagrees_is_refused_and_writes_no_version(
 def test_precision_belongs_to_the_openvino_format(tmp_path):
     with pytest.raises(ValueError, match="--precision chooses the OpenVINO model's precision; --format tflite"):
         saved_model.export(build(OPTIONS, seed=5), str(tmp_path / "vit"), format="tflite", precision="int8")
+
+
+def test_format_auto_writes_the_fastest_format_that_passes_and_prints_its_table(tmp_path):
+    model = build(OPTIONS, seed=5)
+    model.save(tmp_path / "model.keras")
+    done = subprocess.run([sys.executable, "-m", "keras_vit.serving.export", "--model", str(tmp_path / "model.keras"),
+                           "--model_base_path", str(tmp_path / "vit"), "--format", "auto"], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    rows = {line.split("|")[1].strip(): line for line in table}
+    assert set(rows) == {"saved_model", "tflite", "tflite_int8", "openvino f32", "openvino bf16", "openvino int8"}
+    chosen = done.stdout.split("--format auto chose ")[1].split(":")[0]
+    speeds = {name: float(line.split("|")[2]) for name, line in rows.items() if line.split("|")[2].strip()}
+    assert chosen == max(speeds, key=speeds.get)  # every candidate that ran passed here: the fastest is chosen
+    version = tmp_path / "vit" / "1"
+    assert sorted(p.name for p in (tmp_path / "vit").iterdir() if p.name.isdigit()) == ["1"]  # no trial left behind
+    assert not [p for p in (tmp_path / "vit").iterdir() if p.name.startswith(".")]
+    runtime = {"tflite": "LiteRT", "tflite_int8": "LiteRT"}.get(chosen, "OpenVINO" if "openvino" in chosen else "TF")
+    served = Servable("vit", 1, str(version), prefer_tflite=True, prefer_openvino=True)
+    assert served.runtime == runtime
