@@ -2,6 +2,7 @@
 
     python benchmarks/serving.py [--model ViT_Ti16] [--image_size 224] [--seconds 10] [--clients 1 16 64]
     python benchmarks/serving.py --format tflite_int8     # the server runs model.tflite (--prefer_tflite_model)
+    python benchmarks/serving.py --format openvino --precision int8   # the OpenVINO IR (--prefer_openvino_model)
     python benchmarks/serving.py --jit_compile            # XLA in the served graph (--xla_cpu_compilation_enabled)
 
 Exports the model (random weights; the cost does not depend on them),
@@ -13,9 +14,9 @@ per request (threads of this process). The raw model and the two servers
 alternate over rounds. Prints medians of requests/s, p50/p99 latency, the
 ratio to the raw throughput of the same round, and the CPU seconds per
 second the server and the clients took: they share this machine's cores.
-With `--format tflite|tflite_int8` the export adds model.tflite, the server
-runs it, and the raw figure is the same work in this process: the
-SavedModel's `decode`, then model.tflite on the batch. With `--jit_compile`
+With `--format tflite|tflite_int8|openvino` the export adds model.tflite or
+the OpenVINO IR, the server runs it, and the raw figure is the same work in
+this process: the SavedModel's `decode`, then that engine on the batch. With `--jit_compile`
 the export compiles the forward pass with XLA and the server runs with
 `--xla_cpu_compilation_enabled`; the raw figure is that SavedModel's.
 """
@@ -43,8 +44,8 @@ import tensorflow as tf  # noqa: E402
 
 import harness  # noqa: E402
 import keras_vit  # noqa: E402
-from keras_vit.serving import saved_model, signatures  # noqa: E402
-from keras_vit.options import EXPORT_FORMATS  # noqa: E402
+from keras_vit.serving import auto_export, saved_model, signatures  # noqa: E402
+from keras_vit.options import EXPORT_FORMATS, OPENVINO_PRECISIONS  # noqa: E402
 from keras_vit.serving.client import RestClient  # noqa: E402
 
 
@@ -55,14 +56,17 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def raw_throughput(path: str, images: list[bytes], seconds: float, lite: bool, batch: int = 32) -> float:
+#: The server's flag for the engine each format adds beside the SavedModel.
+ENGINE_FLAGS = {"tflite": "--prefer_tflite_model", "tflite_int8": "--prefer_tflite_model",
+                "openvino": "--prefer_openvino_model"}
+
+
+def raw_throughput(path: str, images: list[bytes], seconds: float, format: str, batch: int = 32) -> float:
     loaded = tf.saved_model.load(path)
     inputs = tf.constant((images * batch)[:batch])
-    if lite:
-        from keras_vit.serving.tflite import LiteRTModel
-
-        model = LiteRTModel(os.path.join(path, signatures.TFLITE_FILE))
-        return harness.timed(lambda: model(loaded.decode(inputs).numpy()), batch, seconds, warmup=1)
+    if format in ENGINE_FLAGS:
+        engine = auto_export.runner(path, format)
+        return harness.timed(lambda: engine(loaded.decode(inputs).numpy()), batch, seconds, warmup=1)
     function = loaded.signatures[signatures.DEFAULT_SIGNATURE]
     return harness.timed(lambda: function(images=inputs), batch, seconds, warmup=1)
 
@@ -107,12 +111,12 @@ def summary(results: list[dict], raws: list[float]) -> dict:
     }
 
 
-def start_server(base_path: str, batching: bool, lite: bool, xla: bool = False) -> tuple[subprocess.Popen, str]:
+def start_server(base_path: str, batching: bool, format: str, xla: bool = False) -> tuple[subprocess.Popen, str]:
     port = harness.free_port()
     command = [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port),
                "--model_name", "vit", "--model_base_path", base_path, "--file_system_poll_wait_seconds", "0"]
-    if lite:
-        command.append("--prefer_tflite_model")
+    if format in ENGINE_FLAGS:
+        command.append(ENGINE_FLAGS[format])
     if xla:
         command.append("--xla_cpu_compilation_enabled")
     if batching:
@@ -134,24 +138,26 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement time per configuration")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64], help="concurrent clients")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the raw model and the servers")
-    parser.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
-                        help="keras_vit.serving.export's format; tflite ones are served with --prefer_tflite_model")
+    parser.add_argument("--format", choices=[f for f in EXPORT_FORMATS if f != "auto"], default="saved_model",
+                        help="keras_vit.serving.export's format; tflite ones are served with --prefer_tflite_model, "
+                             "openvino with --prefer_openvino_model")
+    parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default=None, help="--format openvino's")
     parser.add_argument("--jit_compile", action="store_true", help="export with XLA, serve with --xla_cpu_compilation_enabled")
     args = parser.parse_args()
-    lite = args.format != "saved_model"
 
     workdir = tempfile.mkdtemp(prefix="keras_vit_bench_")
     model = keras_vit.create_model(args.model, image_size=args.image_size, classes=1000)
-    path = saved_model.export(model, os.path.join(workdir, "vit"), format=args.format, jit_compile=args.jit_compile)
+    path = saved_model.export(model, os.path.join(workdir, "vit"), format=args.format, jit_compile=args.jit_compile,
+                              precision=args.precision, min_top1_agreement=0.0)  # random weights: speed only
     rng = np.random.default_rng(0)
     size = (args.image_size, args.image_size, 3)
     images = [saved_model.encode_png(rng.integers(0, 256, size, dtype=np.uint8)) for _ in range(64)]
     raws, runs = [], {(batching, clients): [] for batching in (False, True) for clients in args.clients}
     for r in range(args.rounds):  # the raw model and the two servers alternate; the table gives medians
-        raws.append(raw_throughput(path, images, args.seconds, lite))
+        raws.append(raw_throughput(path, images, args.seconds, args.format))
         harness.print_progress(f"round {r + 1}: raw {raws[-1]:.1f} images/s")
         for batching in (False, True)[r % 2:] + (False, True)[:r % 2]:
-            process, url = start_server(os.path.join(workdir, "vit"), batching, lite, args.jit_compile)
+            process, url = start_server(os.path.join(workdir, "vit"), batching, args.format, args.jit_compile)
             try:
                 drive(f"{url}:predict", images, 4, 2.0, process.pid)  # warm up
                 for clients in args.clients:
@@ -165,8 +171,10 @@ def main() -> int:
     rows = [(batching, clients, summary(results, raws)) for (batching, clients), results in runs.items()]
 
     print(harness.cpu_description())
-    raw_path = "SavedModel `decode` + model.tflite" if lite else "SavedModel (`serving_default`)"
+    raw_path = f"SavedModel `decode` + {args.format} engine" if args.format in ENGINE_FLAGS else (
+        "SavedModel (`serving_default`)")
     print(f"{args.model} at {args.image_size}x{args.image_size}, --format {args.format}"
+          f"{f' --precision {args.precision}' if args.precision else ''}"
           f"{' --jit_compile' if args.jit_compile else ''}, one PNG per request; raw "
           f"{raw_path}, batches of 32 PNGs, this process: {raw:.1f} images/s; medians of {args.rounds} rounds\n")
     print(harness.markdown_table(

@@ -187,7 +187,7 @@ class ModelManager:
         metrics().load_attempt(path, succeeded=True)
         engine = {"LiteRT": f" ({TFLITE_FILE}, run by LiteRT)", "OpenVINO": f" ({OPENVINO_DIR}/, run by OpenVINO)"}
         logger.info("Loaded %s version %d%s", name, version, engine.get(servable.runtime, ""))
-        if servable.requires_xla and not self.xla_cpu_compilation_enabled and not servable.lite:
+        if servable.requires_xla and not self.xla_cpu_compilation_enabled and not servable.engine:
             logger.warning(
                 "%s version %d was exported with --jit_compile: its requests are refused until the server runs with "
                 "--xla_cpu_compilation_enabled", name, version,

@@ -61,24 +61,24 @@ class Servable:
         self.xla_enabled = xla_cpu_compilation_enabled
         self.loaded = tf.saved_model.load(path)
         self.functions = {k: self.loaded.signatures[k] for k in self.loaded.signatures}
-        #: The runtime that computes `predict_pixels` in place of the SavedModel's graph (LiteRT, OpenVINO), or None.
-        self.lite, self.runtime = None, "TF"
+        #: What computes `predict_pixels` in place of the SavedModel's graph (a LiteRT or OpenVINO model), or None.
+        self.engine, self.runtime = None, "TF"
         if prefer_openvino and os.path.isdir(os.path.join(path, OPENVINO_DIR)):
             from keras_vit.serving.openvino_model import OpenVINOModel
 
-            self.lite, self.runtime = OpenVINOModel(os.path.join(path, OPENVINO_DIR)), "OpenVINO"
+            self.engine, self.runtime = OpenVINOModel(os.path.join(path, OPENVINO_DIR)), "OpenVINO"
         elif prefer_tflite and os.path.exists(os.path.join(path, TFLITE_FILE)):
             from keras_vit.serving.tflite import LiteRTModel
 
-            self.lite, self.runtime = LiteRTModel(os.path.join(path, TFLITE_FILE)), "LiteRT"
-        if self.lite is not None:
+            self.engine, self.runtime = LiteRTModel(os.path.join(path, TFLITE_FILE)), "LiteRT"
+        if self.engine is not None:
             if not hasattr(self.loaded, "decode"):
                 raise ValueError(f"{path}: a {self.runtime} model beside a SavedModel without `decode`; export it "
                                  f"again.")
             self.functions = {DEFAULT_SIGNATURE: self._lite_images, PIXELS_SIGNATURE: self._lite_pixels}
-            # The metadata advertises what LiteRT takes: its one size, where the SavedModel's graph takes any.
+            # The metadata advertises what the engine takes: its one size, where the SavedModel's graph takes any.
             dims = self.signature_defs[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].tensor_shape.dim
-            dims[1].size, dims[2].size = self.lite.image_size
+            dims[1].size, dims[2].size = self.engine.image_size
         self.batchers = {}
         if batching is not None:
             self.batchers = {
@@ -106,7 +106,7 @@ class Servable:
         key, signature = self.signature(signature_name)
         if signature.method_name and signature.method_name != PREDICT_METHOD:
             raise invalid_argument(f"Signature {key} has method {signature.method_name}, not {PREDICT_METHOD}.")
-        if self.requires_xla and not self.xla_enabled and self.lite is None:
+        if self.requires_xla and not self.xla_enabled and self.engine is None:
             raise ServingError(
                 "FAILED_PRECONDITION",
                 f"XLA compilation disabled: version {self.version} of {self.name} was exported with --jit_compile; "
@@ -139,11 +139,11 @@ class Servable:
         return run
 
     def _lite_images(self, **inputs: tf.Tensor) -> Tensors:
-        """serving_default of a LiteRT version: the SavedModel decodes, model.tflite computes."""
-        return self.lite(self.loaded.decode(inputs[IMAGES_INPUT]).numpy())
+        """serving_default of a LiteRT or OpenVINO version: the SavedModel decodes, the engine computes."""
+        return self.engine(self.loaded.decode(inputs[IMAGES_INPUT]).numpy())
 
     def _lite_pixels(self, **inputs: tf.Tensor) -> Tensors:
-        return self.lite(inputs[PIXELS_INPUT].numpy())
+        return self.engine(inputs[PIXELS_INPUT].numpy())
 
     def close(self) -> None:
         for batcher in self.batchers.values():

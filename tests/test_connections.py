@@ -26,7 +26,7 @@ def server(exported):
         [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--model_config_file", str(exported["config"]), "--file_system_poll_wait_seconds", "0",
          "--header_timeout_seconds", str(HEADER_TIMEOUT), "--idle_timeout_seconds", str(IDLE_TIMEOUT),
-         "--max_connections", str(MAX_CONNECTIONS)],
+         "--max_connections", str(MAX_CONNECTIONS), "--prefer_openvino_model"],  # the version's OpenVINO model
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     RestClient(f"http://127.0.0.1:{rest_port}", "vit").wait_until_available(process=process)

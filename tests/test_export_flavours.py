@@ -38,6 +38,22 @@ def build(options: dict, seed: int) -> keras_vit.VisionTransformer:
     return model
 
 
+def int8_fragile_export(options: dict, folder) -> tuple[str, str]:
+    """(a .keras model, a folder of 16 calibration PNGs) whose head's classes differ by far less than int8's rounding
+    of its weights (32 classes: LiteRT leaves tensors under 1,024 weights in float32): int8 flips the best class."""
+    model = build(dict(options, classes=32), seed=5)
+    rng = np.random.default_rng(3)
+    column = rng.normal(0, 1, (model.head.kernel.shape[0], 1))
+    model.head.kernel.assign((column + rng.normal(0, 1e-5, model.head.kernel.shape)).astype("float32"))
+    model.head.bias.assign(np.zeros(model.head.bias.shape, "float32"))
+    calibration = folder / "calibration"
+    calibration.mkdir()
+    for i in range(16):
+        (calibration / f"{i}.png").write_bytes(saved_model.encode_png(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
+    model.save(folder / "model.keras")
+    return str(folder / "model.keras"), str(calibration)
+
+
 def expected(model: keras_vit.VisionTransformer, photos: np.ndarray) -> np.ndarray:
     """What the served model must answer, from the input contract and the model alone."""
     pixels = np.stack([eval_resize(p, model.image_size, model.crop_fraction).numpy() for p in photos])

@@ -1,7 +1,6 @@
 """keras_vit.serving.export --format openvino: an OpenVINO IR beside the SavedModel, served with the same contract."""
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -10,9 +9,9 @@ import pytest
 
 from test_export_flavours import build
 from keras_vit.serving import openvino_model, saved_model, signatures
-from keras_vit.serving.client import GrpcClient, RestClient
 from keras_vit.serving.servable import Servable
-from support import REPO, env, free_port
+from support import REPO, env
+from test_tflite import serve_and_compare
 
 pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
 
@@ -46,7 +45,7 @@ def test_openvino_serves_the_saved_models_contract(exported, inputs, precision, 
     _, paths = exported
     graph = Servable("vit", 1, paths[precision])
     served = Servable("vit", 1, paths[precision], prefer_openvino=True)
-    assert served.runtime == "OpenVINO" and served.lite.precision == precision
+    assert served.runtime == "OpenVINO" and served.engine.precision == precision
     pixels, images = inputs
     for name, feed in ((signatures.PIXELS_SIGNATURE, {signatures.PIXELS_INPUT: pixels}),
                        ("", {signatures.IMAGES_INPUT: images})):
@@ -65,54 +64,8 @@ def test_the_server_runs_the_openvino_model_over_rest_and_grpc_with_batching(exp
     newest = max(int(os.path.basename(p)) for p in paths.values())
     want = Servable("vit", newest, paths[PRECISIONS[-1]], prefer_openvino=True).predict(
         "", {signatures.IMAGES_INPUT: inputs[1]})
-    rest_port, grpc_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
-         "--model_name", "vit", "--model_base_path", str(base), "--prefer_openvino_model", "--enable_batching"],
-        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        rest = RestClient(f"http://127.0.0.1:{rest_port}", "vit")
-        rest.wait_until_available(process=process)
-        served = rest.predict_images(inputs[1])
-        np.testing.assert_allclose([a[signatures.PROBABILITIES] for a in served], want[signatures.PROBABILITIES],
-                                   atol=1e-6)
-        assert [a[signatures.LABELS] for a in served] == [[v.decode() for v in row] for row in want[signatures.LABELS]]
-        by_grpc = GrpcClient(f"127.0.0.1:{grpc_port}", "vit").predict_images(inputs[1])
-        np.testing.assert_allclose(by_grpc[signatures.PROBABILITIES], want[signatures.PROBABILITIES], atol=1e-6)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output[-2000:]
-    assert f"Loaded vit version {newest} (openvino/, run by OpenVINO)" in output, output[-2000:]
-
-
-def test_an_openvino_int8_model_that_disagrees_is_refused_and_writes_no_version(tmp_path):
-    """A head whose classes differ by far less than int8's rounding of its weights: the best class flips."""
-    model = build(dict(OPTIONS, classes=32), seed=5)
-    rng = np.random.default_rng(3)
-    column = rng.normal(0, 1, (model.head.kernel.shape[0], 1))
-    model.head.kernel.assign((column + rng.normal(0, 1e-5, model.head.kernel.shape)).astype("float32"))
-    model.head.bias.assign(np.zeros(model.head.bias.shape, "float32"))
-    folder = tmp_path / "calibration"
-    folder.mkdir()
-    for i in range(16):
-        (folder / f"{i}.png").write_bytes(saved_model.encode_png(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
-    model.save(tmp_path / "model.keras")
-    command = [sys.executable, "-m", "keras_vit.serving.export", "--model", str(tmp_path / "model.keras"),
-               "--model_base_path", str(tmp_path / "vit"), "--format", "openvino", "--precision", "int8",
-               "--calibration_images", str(folder)]
-    refused = subprocess.run([*command, "--min_top1_agreement", "1"], cwd=REPO, env=env(), capture_output=True,
-                             text=True, timeout=300)
-    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
-    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "on 16 images of --calibration_images is below --min_top1_agreement 1" in errors[0], \
-        refused.stderr
-    assert not any(name.isdigit() for name in os.listdir(tmp_path / "vit"))  # no version appeared
-    accepted = subprocess.run([*command, "--min_top1_agreement", "0"], cwd=REPO, env=env(), capture_output=True,
-                              text=True, timeout=300)
-    assert accepted.returncode == 0, accepted.stderr[-2000:]
-    assert "float32, both run by OpenVINO at batch 1" in accepted.stdout
+    serve_and_compare(base, "--prefer_openvino_model", inputs[1], want,
+                      f"Loaded vit version {newest} (openvino/, run by OpenVINO)")
 
 
 def test_precision_belongs_to_the_openvino_format(tmp_path):

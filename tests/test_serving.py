@@ -72,7 +72,9 @@ def get(url: str) -> tuple[int, dict]:
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     model = tiny_model(1)
-    path = saved_model.export(model, str(root / "vit"), labels=LABELS)
+    # With its OpenVINO IR beside the SavedModel: this module serves the SavedModel, the hostile-client modules
+    # (SERVER_FLAGS) the OpenVINO model, behind the same contract.
+    path = saved_model.export(model, str(root / "vit"), labels=LABELS, format="openvino")
     swap_v1 = tiny_model(2)
     saved_model.export(swap_v1, str(root / "swap"))
     config = root / "models.config"
@@ -86,13 +88,15 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(exported):
+def server(exported, request):
+    """The server of `exported`, with the using module's `SERVER_FLAGS` (e.g. `--prefer_openvino_model`)."""
     rest_port, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--model_config_file", str(exported["config"]), "--enable_batching",
          "--batching_parameters_file", str(exported["root"] / "vit" / "batching_parameters.txt"),
-         "--file_system_poll_wait_seconds", "0.5", "--max_request_bytes", "2000000"],
+         "--file_system_poll_wait_seconds", "0.5", "--max_request_bytes", "2000000",
+         *getattr(request.module, "SERVER_FLAGS", [])],
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{rest_port}"

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from test_export_flavours import build
+from test_export_flavours import build, int8_fragile_export
 from keras_vit.serving import quantization, saved_model, signatures
 from keras_vit.serving.client import GrpcClient, RestClient
 from keras_vit.serving.servable import Servable
@@ -64,7 +64,7 @@ def test_litert_serves_the_saved_models_contract(exported, inputs, form, probabi
     version = {"tflite": 2, "tflite_int8": 3}[form]
     reference = answers(Servable("vit", 1, paths["saved_model"]), inputs)
     lite = Servable("vit", version, paths[form], prefer_tflite=True)
-    assert lite.lite is not None
+    assert lite.engine is not None
     got = answers(lite, inputs)
     for key, want in reference.items():
         assert set(got[key]) == OUTPUTS
@@ -99,13 +99,17 @@ def test_a_litert_export_refuses_a_bfloat16_policy(tmp_path):
 
 def test_the_server_runs_model_tflite_over_rest_and_grpc_with_batching(exported, inputs):
     base, paths = exported
-    in_process = Servable("vit", 3, paths["tflite_int8"], prefer_tflite=True)
-    _, images = inputs
-    want = in_process.predict("", {signatures.IMAGES_INPUT: images})
+    want = Servable("vit", 3, paths["tflite_int8"], prefer_tflite=True).predict("", {signatures.IMAGES_INPUT: inputs[1]})
+    serve_and_compare(base, "--prefer_tflite_model", inputs[1], want, "Loaded vit version 3 (model.tflite, run by LiteRT)")
+
+
+def serve_and_compare(base, flag: str, images, want: dict, loaded: str) -> None:
+    """Starts serving.server on `base` with `flag` and batching; its REST and gRPC answers to `images` must be `want`,
+    its metadata the contract's, and its log must say `loaded`."""
     rest_port, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
-         "--model_name", "vit", "--model_base_path", str(base), "--prefer_tflite_model", "--enable_batching"],
+         "--model_name", "vit", "--model_base_path", str(base), flag, "--enable_batching"],
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -122,7 +126,7 @@ def test_the_server_runs_model_tflite_over_rest_and_grpc_with_batching(exported,
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output[-2000:]
-    assert "Loaded vit version 3 (model.tflite, run by LiteRT)" in output, output[-2000:]
+    assert loaded in output, output[-2000:]
 
 
 def test_the_int8_export_reports_its_check(exported):
@@ -137,22 +141,14 @@ def test_the_int8_export_reports_its_check(exported):
     assert not os.path.exists(os.path.join(paths["tflite"], quantization.REPORT_FILE))
 
 
-def test_an_int8_model_that_disagrees_is_refused_and_writes_no_version(tmp_path):
+@pytest.mark.parametrize("runtime, flags", [("LiteRT", ["--format", "tflite_int8"]),
+                                           ("OpenVINO", ["--format", "openvino", "--precision", "int8"])])
+def test_an_int8_model_that_disagrees_is_refused_and_writes_no_version(runtime, flags, tmp_path):
     """A head whose classes differ by far less than int8's rounding of its weights (32 classes: LiteRT leaves tensors
-    under 1,024 weights in float32): the best class flips."""
-    model = build(dict(OPTIONS, classes=32), seed=5)
-    rng = np.random.default_rng(3)
-    column = rng.normal(0, 1, (model.head.kernel.shape[0], 1))
-    model.head.kernel.assign((column + rng.normal(0, 1e-5, model.head.kernel.shape)).astype("float32"))
-    model.head.bias.assign(np.zeros(model.head.bias.shape, "float32"))
-    folder = tmp_path / "calibration"
-    folder.mkdir()
-    for i in range(16):
-        (folder / f"{i}.png").write_bytes(saved_model.encode_png(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
-    model_path = tmp_path / "model.keras"
-    model.save(model_path)
-    command = [sys.executable, "-m", "keras_vit.serving.export", "--model", str(model_path), "--model_base_path", str(tmp_path / "vit"),
-               "--format", "tflite_int8", "--calibration_images", str(folder)]
+    under 1,024 weights in float32): the best class flips, in LiteRT's int8 and in OpenVINO's (NNCF) alike."""
+    model_path, folder = int8_fragile_export(OPTIONS, tmp_path)
+    command = [sys.executable, "-m", "keras_vit.serving.export", "--model", model_path, "--model_base_path",
+               str(tmp_path / "vit"), *flags, "--calibration_images", folder]
     refused = subprocess.run([*command, "--min_top1_agreement", "1"], cwd=REPO, env=env(), capture_output=True,
                              text=True, timeout=300)
     assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
@@ -165,4 +161,4 @@ def test_an_int8_model_that_disagrees_is_refused_and_writes_no_version(tmp_path)
     assert accepted.returncode == 0, accepted.stderr[-2000:]
     assert "int8 check: top-1 agreement with the float32 model" in accepted.stdout
     assert "on 16 images of --calibration_images" in accepted.stdout and "warm-up images are synthetic" not in accepted.stdout
-    assert "float32, both run by LiteRT at batch 1" in accepted.stdout
+    assert f"float32, both run by {runtime} at batch 1" in accepted.stdout
