@@ -318,9 +318,12 @@ def _write_openvino(module: ServingModule, staging: str, precision: str, labels:
     from keras_vit.serving import openvino_model
 
     compute = module.fixed_size_pixels(numeric=True)
-    pixels, source = _check_pixels(module, calibration_images)
+    if precision != "int8":
+        openvino_model.save(openvino_model.convert(compute, precision), staging, precision, labels)
+        return
+    pixels, source = _check_pixels(module, calibration_images)  # NNCF calibrates on them; the check runs on them
     openvino_model.save(openvino_model.convert(compute, precision, pixels), staging, precision, labels)
-    if precision != "int8" or not module.model.include_top:
+    if not module.model.include_top:
         return
     with tempfile.TemporaryDirectory(prefix="float32-openvino-") as float32:
         openvino_model.save(openvino_model.convert(compute, "f32"), float32, "f32", None)
