@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         height, width = serving_size(model, size)
         print(f"{PIXELS_SIGNATURE} takes pixels of any size that divides by the patch stride "
               f"{model.patch_stride[0]}x{model.patch_stride[1]}; {DEFAULT_SIGNATURE} decodes images to {height}x{width}"
-              + (f"; {TFLITE_FILE if args.format != 'openvino' else OPENVINO_DIR} takes {height}x{width} only "
-                 f"(exported at one fixed size)" if args.format not in ("saved_model", "auto") else ""))
+              + {"saved_model": "", "auto": "",
+                 "openvino": f"; {OPENVINO_DIR}/ takes {height}x{width} only (exported at one fixed size)"}.get(
+                  args.format, f"; {TFLITE_FILE} takes {height}x{width} only (LiteRT runs one fixed size)"))
     return 0
 
 
