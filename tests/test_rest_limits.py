@@ -22,8 +22,8 @@ from support import REPO, env, free_port
 from test_serving import assert_still_serving, exported, server, tiny_model  # noqa: F401  (the module's served models)
 
 pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
-#: The server runs the version's OpenVINO model here (test_serving.py runs its SavedModel): the same answers.
-SERVER_FLAGS = ["--prefer_openvino_model"]
+#: The server runs the version's SavedModel here (test_serving.py and test_connections.py its OpenVINO model).
+SERVER_FLAGS = []
 
 
 def request(server, method, path, body=None, headers=None, chunked=False):

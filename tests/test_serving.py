@@ -24,6 +24,8 @@ from keras_vit.serving.client import GrpcClient, RestClient
 from support import REPO, env, free_port
 
 pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
+#: TF Serving's REST contract, answered by the version's OpenVINO model (`--prefer_openvino_model`).
+SERVER_FLAGS = ["--prefer_openvino_model"]
 
 LABELS = ["cat", "dog", "bird"]
 SIZE = 16
@@ -72,8 +74,8 @@ def get(url: str) -> tuple[int, dict]:
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     model = tiny_model(1)
-    # With its OpenVINO IR beside the SavedModel: this module serves the SavedModel, the hostile-client modules
-    # (SERVER_FLAGS) the OpenVINO model, behind the same contract.
+    # With its OpenVINO IR beside the SavedModel: this module and test_connections.py serve the OpenVINO model
+    # (SERVER_FLAGS), test_rest_limits.py the SavedModel, behind the same contract.
     path = saved_model.export(model, str(root / "vit"), labels=LABELS, format="openvino")
     swap_v1 = tiny_model(2)
     saved_model.export(swap_v1, str(root / "swap"))
