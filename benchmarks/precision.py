@@ -81,22 +81,11 @@ def random_model(variant: str, classes: int | None = None, seed: int = 0):
 
 
 def export(model, path: str, folder: str):
-    """A step `pixels -> outputs` of `path` for `model`, exported the way serving.export writes it."""
-    from keras_vit.serving import saved_model, signatures
+    """A step `pixels -> outputs` of `path` for `model`, exported the way serving.export writes it, run by the runtime
+    the server runs it with."""
+    from keras_vit.serving import auto_export, saved_model
 
-    version = saved_model.export(model, folder, **EXPORTS[path])
-    if path.startswith("litert"):
-        from keras_vit.serving.tflite import LiteRTModel
-
-        return LiteRTModel(os.path.join(version, signatures.TFLITE_FILE))
-    if path.startswith("openvino"):
-        from keras_vit.serving.openvino_model import OpenVINOModel
-
-        return OpenVINOModel(os.path.join(version, signatures.OPENVINO_DIR))
-    import tensorflow as tf
-
-    function = tf.saved_model.load(version).signatures[signatures.PIXELS_SIGNATURE]
-    return lambda pixels: {k: v.numpy() for k, v in function(**{signatures.PIXELS_INPUT: tf.constant(pixels)}).items()}
+    return auto_export.runner(saved_model.export(model, folder, **EXPORTS[path]), EXPORTS[path]["format"])
 
 
 def speed_worker(path: str, variant: str, batch: int, seconds: float) -> dict:

@@ -20,6 +20,8 @@ import keras
 #: The attention projections LoRA may adapt, and those it adapts by default (the LoRA paper's W_q and W_v).
 LORA_TARGETS = ("query", "key", "value", "out")
 DEFAULT_LORA_TARGETS = ("query", "value")
+#: What a backup keeps of each LoRA projection: the frozen kernel and the two factors.
+_STATE = ("_kernel", "lora_kernel_a", "lora_kernel_b")
 
 
 def enable_lora(model, rank: int, targets: tuple[str, ...] = DEFAULT_LORA_TARGETS, alpha: float | None = None) -> None:
@@ -59,7 +61,7 @@ def lora_state(model) -> dict[str, np.ndarray]:
     """The frozen kernels and the factors of every LoRA projection (what merged files cannot give back)."""
     out = {}
     for index, layer in enumerate(lora_layers(model)):
-        for name in ("_kernel", "lora_kernel_a", "lora_kernel_b"):
+        for name in _STATE:
             out[f"{index}/{name}"] = keras.ops.convert_to_numpy(getattr(layer, name))
     return out
 
@@ -68,13 +70,13 @@ def restore_lora_state(model, state: dict[str, np.ndarray]) -> None:
     """Assigns `lora_state`'s arrays back; ValueError when they are another model's."""
     layers = lora_layers(model)
     expected = {f"{index}/{name}": tuple(getattr(layer, name).shape) for index, layer in enumerate(layers)
-                for name in ("_kernel", "lora_kernel_a", "lora_kernel_b")}
+                for name in _STATE}
     found = {key: tuple(np.shape(value)) for key, value in state.items()}
     if found != expected:
         raise ValueError(f"the LoRA state holds {len(found)} arrays for another model than this one's "
                          f"{len(layers)} LoRA projections")
     for index, layer in enumerate(layers):
-        for name in ("_kernel", "lora_kernel_a", "lora_kernel_b"):
+        for name in _STATE:
             getattr(layer, name).assign(state[f"{index}/{name}"])
 
 

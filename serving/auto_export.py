@@ -106,7 +106,7 @@ def runner(version: str, format: str):
 
         return OpenVINOModel(os.path.join(version, signatures.OPENVINO_DIR))
     function = tf.saved_model.load(version).signatures[signatures.PIXELS_SIGNATURE]
-    return lambda pixels: function(**{signatures.PIXELS_INPUT: tf.constant(pixels)})
+    return lambda pixels: {k: v.numpy() for k, v in function(**{signatures.PIXELS_INPUT: tf.constant(pixels)}).items()}
 
 
 def table(trials: list[Trial]) -> str:

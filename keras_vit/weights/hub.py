@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+from keras_vit.weights import releases
+
 #: Where the hub's files are; override with a mirror (or a file:// folder of the same layout) via this variable.
 HUB_URL_ENV = "KERAS_VIT_HUB_URL"
 DEFAULT_HUB_URL = "https://huggingface.co"
@@ -84,14 +86,4 @@ def download_checkpoint(name: str) -> str:
 
 
 def _fetch(repo: str, file: str) -> str:
-    import keras
-
-    url = hub_url(repo, file)
-    cache_dir = os.environ.get("KERAS_HOME")
-    if cache_dir:  # get_file falls back to /tmp when the directory does not exist yet
-        os.makedirs(cache_dir, exist_ok=True)
-    try:
-        return keras.utils.get_file(fname=file, origin=url, cache_dir=cache_dir,
-                                    cache_subdir=os.path.join("keras_vit", "hub", repo.replace("/", "--")))
-    except Exception as error:  # get_file raises a bare Exception for network failures
-        raise OSError(f"{url}: {error}") from error
+    return releases.fetch(hub_url(repo, file), file, os.path.join("keras_vit", "hub", repo.replace("/", "--")))

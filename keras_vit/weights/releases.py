@@ -114,24 +114,27 @@ def weights_url(model_name: str | None, weights: str) -> str:
 
 def download_weights(model_name: str | None, weights: str) -> str:
     """Downloads (or finds in $KERAS_HOME/keras_vit, default ~/.keras) a known checkpoint; returns its path."""
-    import keras
-
     url = weights_url(model_name, weights)
     relative = url.rsplit("/", 2)
     fname = f"{relative[-2]}--{relative[-1]}".replace("+", "_")
+    try:
+        return fetch(url, fname, "keras_vit", FILE_HASHES.get(fname))
+    except OSError as error:
+        raise OSError(f"Could not download weights {weights!r} for {model_name} from {error}") from error
+
+
+def fetch(url: str, fname: str, cache_subdir: str, file_hash: str | None = None) -> str:
+    """`url` downloaded (or found) as `fname` in $KERAS_HOME/`cache_subdir` (default ~/.keras) with Keras'
+    `get_file`; OSError "<url>: <why>" when it cannot be fetched, ValueError (Keras') on a sha256 mismatch."""
+    import keras
+
     cache_dir = os.environ.get("KERAS_HOME")
     if cache_dir:  # get_file falls back to /tmp when the directory does not exist yet
         os.makedirs(cache_dir, exist_ok=True)
     try:
-        return keras.utils.get_file(
-            fname=fname,
-            origin=url,
-            file_hash=FILE_HASHES.get(fname),
-            hash_algorithm="sha256",
-            cache_dir=cache_dir,
-            cache_subdir="keras_vit",
-        )
+        return keras.utils.get_file(fname=fname, origin=url, file_hash=file_hash, hash_algorithm="sha256",
+                                    cache_dir=cache_dir, cache_subdir=cache_subdir)
     except ValueError:  # a hash mismatch: keep Keras' message
         raise
     except Exception as error:  # get_file raises a bare Exception for network failures
-        raise OSError(f"Could not download weights {weights!r} for {model_name} from {url}: {error}") from error
+        raise OSError(f"{url}: {error}") from error
