@@ -110,10 +110,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
     Bound before the server says it listens (uvicorn would bind it only once
     it runs, after that line). SO_REUSEADDR lets a restarted server take the
     port back from connections in TIME_WAIT; on Linux it never lets two
-    servers listen on one port.
+    servers listen on one port. The protocol is named (IPPROTO_TCP, not 0):
+    asyncio turns Nagle's algorithm off (TCP_NODELAY) only on connections of
+    sockets that say they are TCP, and with it on, every answer on a
+    kept-alive connection waited for the client's delayed ACK, 40 ms.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
