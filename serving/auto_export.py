@@ -95,8 +95,12 @@ def _measure(trial: Trial, version: str, image_size: tuple[int, int], seconds: f
             trial.top1_agreement = json.load(f)["top1_agreement"]
 
 
-def runner(version: str, format: str):
-    """pixels -> outputs of a version, on the runtime its format is served by."""
+def runner(version: str, format: str, concurrent_calls: int = 1):
+    """pixels -> outputs of a version, on the runtime its format is served by.
+
+    `concurrent_calls`: how many calls the caller makes at once (OpenVINO compiles that many streams; the others run
+    one call at a time, or, for TensorFlow, share its thread pools).
+    """
     if format.startswith("tflite"):
         from keras_vit.serving.tflite import LiteRTModel
 
@@ -104,7 +108,7 @@ def runner(version: str, format: str):
     if format == "openvino":
         from keras_vit.serving.openvino_model import OpenVINOModel
 
-        return OpenVINOModel(os.path.join(version, signatures.OPENVINO_DIR))
+        return OpenVINOModel(os.path.join(version, signatures.OPENVINO_DIR), concurrent_calls)
     function = tf.saved_model.load(version).signatures[signatures.PIXELS_SIGNATURE]
     return lambda pixels: {k: v.numpy() for k, v in function(**{signatures.PIXELS_INPUT: tf.constant(pixels)}).items()}
 

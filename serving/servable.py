@@ -66,7 +66,9 @@ class Servable:
         if prefer_openvino and os.path.isdir(os.path.join(path, OPENVINO_DIR)):
             from keras_vit.serving.openvino_model import OpenVINOModel
 
-            self.engine, self.runtime = OpenVINOModel(os.path.join(path, OPENVINO_DIR)), "OpenVINO"
+            # Batching runs `num_batch_threads` batches at once: as many OpenVINO streams run them side by side.
+            calls = batching.num_batch_threads if batching is not None else 1
+            self.engine, self.runtime = OpenVINOModel(os.path.join(path, OPENVINO_DIR), calls), "OpenVINO"
         elif prefer_tflite and os.path.exists(os.path.join(path, TFLITE_FILE)):
             from keras_vit.serving.tflite import LiteRTModel
 

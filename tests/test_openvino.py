@@ -92,3 +92,19 @@ def test_format_auto_writes_the_fastest_format_that_passes_and_prints_its_table(
     runtime = {"tflite": "LiteRT", "tflite_int8": "LiteRT"}.get(chosen, "OpenVINO" if "openvino" in chosen else "TF")
     served = Servable("vit", 1, str(version), prefer_tflite=True, prefer_openvino=True)
     assert served.runtime == runtime
+
+
+def test_an_engine_for_concurrent_calls_answers_each_as_one_call_does(exported, inputs):
+    """The batching server's engine (two streams, two infer requests) gives every thread its own rows."""
+    import concurrent.futures
+
+    _, paths = exported
+    folder = os.path.join(paths["f32"], signatures.OPENVINO_DIR)
+    single, streams = openvino_model.OpenVINOModel(folder), openvino_model.OpenVINOModel(folder, concurrent_calls=2)
+    assert streams.compiled.get_property("NUM_STREAMS") == min(2, os.cpu_count()) and single.compiled.get_property("NUM_STREAMS") == 1
+    batches = np.split(inputs[0], 6)
+    want = [single(batch)[signatures.PROBABILITIES] for batch in batches]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda batch: streams(batch)[signatures.PROBABILITIES], batches * 4))
+    for index, probabilities in enumerate(got):
+        np.testing.assert_allclose(probabilities, want[index % 6], atol=1e-6)
