@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Callable, Iterable
 
@@ -150,6 +151,31 @@ def timed(step, batch: int, seconds: float, warmup: int = 2, minimum: int = 3) -
         step()
         calls += 1
     return calls * batch / (time.perf_counter() - start)
+
+
+def timed_concurrently(step, batch: int, seconds: float, threads: int) -> float:
+    """Images per second of `threads` threads each calling `step()` for `seconds` (after one warm-up call each)."""
+    if threads == 1:
+        return timed(step, batch, seconds, warmup=1)
+    calls = [0] * threads
+    barrier = threading.Barrier(threads + 1)
+
+    def work(index: int) -> None:
+        step()
+        barrier.wait()
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            step()
+            calls[index] += 1
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return sum(calls) * batch / (time.perf_counter() - start)
 
 
 def alternate(systems: list[str], rounds: int, measure: Callable[[str, int], dict],

@@ -7,16 +7,20 @@
 
 Exports the model (random weights; the cost does not depend on them),
 measures the raw SavedModel's batched throughput in this process (batches of
-32 encoded images through `serving_default`, the server's own signature),
-then starts `python -m keras_vit.serving.server` on 127.0.0.1 without and
-with `--enable_batching` and drives it with concurrent REST clients, one PNG
-per request (threads of this process). The raw model and the two servers
-alternate over rounds. Prints medians of requests/s, p50/p99 latency, the
-ratio to the raw throughput of the same round, and the CPU seconds per
-second the server and the clients took: they share this machine's cores.
+32 encoded images through `serving_default`, the server's own signature, one
+call at a time or as many at once as the server's batch threads, whichever is
+faster), then starts `python -m keras_vit.serving.server` on 127.0.0.1
+without and with `--enable_batching` and drives it with concurrent REST
+clients, one PNG per request, each client a thread of this process on its own
+kept-alive connection. The raw model and the two servers alternate over
+rounds. Prints medians of requests/s, p50/p99 latency, the ratio to the raw
+throughput of the same round, and the CPU seconds per second the server and
+the clients took: they share this machine's cores.
 With `--format tflite|tflite_int8|openvino` the export adds model.tflite or
 the OpenVINO IR, the server runs it, and the raw figure is the same work in
-this process: the SavedModel's `decode`, then that engine on the batch. With `--jit_compile`
+this process: the SavedModel's `decode`, then that engine on the batch (an
+OpenVINO engine for two concurrent calls runs two streams, as the batching
+server's does). With `--jit_compile`
 the export compiles the forward pass with XLA and the server runs with
 `--xla_cpu_compilation_enabled`; the raw figure is that SavedModel's.
 """
@@ -26,15 +30,17 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import http.client
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+import urllib.parse
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +52,7 @@ import harness  # noqa: E402
 import keras_vit  # noqa: E402
 from keras_vit.serving import auto_export, saved_model, signatures  # noqa: E402
 from keras_vit.options import EXPORT_FORMATS, OPENVINO_PRECISIONS  # noqa: E402
+from keras_vit.serving.batching import BatchingOptions  # noqa: E402
 from keras_vit.serving.client import RestClient  # noqa: E402
 
 
@@ -62,30 +69,50 @@ ENGINE_FLAGS = {"tflite": "--prefer_tflite_model", "tflite_int8": "--prefer_tfli
 
 
 def raw_throughput(path: str, images: list[bytes], seconds: float, format: str, batch: int = 32) -> float:
+    """The same work in this process, at its best: batches of `batch` PNGs through one call at a time or through as
+    many concurrent calls as the server's batch threads (each engine set up for that many), whichever is faster."""
     loaded = tf.saved_model.load(path)
     inputs = tf.constant((images * batch)[:batch])
-    if format in ENGINE_FLAGS:
-        engine = auto_export.runner(path, format)
-        return harness.timed(lambda: engine(loaded.decode(inputs).numpy()), batch, seconds, warmup=1)
-    function = loaded.signatures[signatures.DEFAULT_SIGNATURE]
-    return harness.timed(lambda: function(images=inputs), batch, seconds, warmup=1)
+    best = 0.0
+    for calls in sorted({1, BatchingOptions().num_batch_threads}):
+        if format in ENGINE_FLAGS:
+            engine = auto_export.runner(path, format, concurrent_calls=calls)
+            step = lambda: engine(loaded.decode(inputs).numpy())  # noqa: E731
+        else:
+            function = loaded.signatures[signatures.DEFAULT_SIGNATURE]
+            step = lambda: function(images=inputs)  # noqa: E731
+        best = max(best, harness.timed_concurrently(step, batch, seconds, calls))
+    return best
 
 
 def drive(url: str, images: list[bytes], clients: int, seconds: float, server_pid: int) -> dict:
+    """`clients` threads, each on its own kept-alive connection (as load generators and `requests.Session` keep
+    theirs), POSTing one PNG per request for `seconds`."""
     bodies = [json.dumps({"instances": [{"b64": base64.b64encode(image).decode()}]}).encode() for image in images]
+    address = urllib.parse.urlsplit(url)
     stop = time.perf_counter() + seconds
 
     def client(i: int) -> tuple[list[float], int]:
         latencies, failures = [], 0
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
         while time.perf_counter() < stop and len(latencies) < 100_000:
-            request = urllib.request.Request(url, data=bodies[i % len(bodies)], headers={"Content-Type": "application/json"})
             start = time.perf_counter()
             try:
-                with urllib.request.urlopen(request, timeout=120) as response:
+                if connection.sock is None:  # Nagle off, as urllib3 (requests) sets it: else a request's last
+                    connection.connect()  # segment waits for the server's delayed ACK, 40 ms
+                    connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                connection.request("POST", address.path, bodies[i % len(bodies)], {"Content-Type": "application/json"})
+                with connection.getresponse() as response:
                     response.read()
-                latencies.append(time.perf_counter() - start)
+                    ok = response.status == 200
             except OSError:
+                connection.close()  # opened again by the next request
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - start)
+            else:
                 failures += 1
+        connection.close()
         return latencies, failures
 
     begin, clients_cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu_seconds(server_pid)
@@ -176,7 +203,8 @@ def main() -> int:
     print(f"{args.model} at {args.image_size}x{args.image_size}, --format {args.format}"
           f"{f' --precision {args.precision}' if args.precision else ''}"
           f"{' --jit_compile' if args.jit_compile else ''}, one PNG per request; raw "
-          f"{raw_path}, batches of 32 PNGs, this process: {raw:.1f} images/s; medians of {args.rounds} rounds\n")
+          f"{raw_path}, batches of 32 PNGs, this process, the faster of 1 and {BatchingOptions().num_batch_threads} "
+          f"concurrent calls: {raw:.1f} images/s; medians of {args.rounds} rounds\n")
     print(harness.markdown_table(
         ["batching", "clients", "requests/s", "p50 ms", "p99 ms", "failures", "vs raw batched",
          "server CPU s/s", "clients CPU s/s"],
