@@ -119,6 +119,9 @@ def test_early_stopping_counts_evaluations_and_skips_epochs_without_one():
     (["--early_stopping_patience", "2", "--early_stopping_monitor", "fewshot_10shot"],
      "--early_stopping_monitor fewshot_10shot needs --fewshot_every N"),
     (["--early_stopping_patience", "-1"], "--early_stopping_patience must be 0 (off) or positive"),
+    # A tenth of the digits has 11 examples of its rarest class: its 25-shot accuracy would be NaN at every epoch.
+    (["--train_fraction", "0.1", "--fewshot_every", "1", "--early_stopping_patience", "2", "--early_stopping_monitor",
+      "fewshot_25shot"], "fewshot_25shot cannot be computed: the smallest class of the training split has 11 examples"),
 ])
 def test_contradicting_early_stopping_flags_are_refused_at_once(flags, message, tmp_path):
     result = run_module("keras_vit.training.train", *TINY_MODEL, *flags, "--output_dir", str(tmp_path), timeout=60)

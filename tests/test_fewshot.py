@@ -1,6 +1,7 @@
 """Few-shot linear evaluation follows big_vision's fewshot_lsr protocol, in the CLI's function and the callback alike."""
 
 import numpy as np
+import pytest
 import keras
 
 import keras_vit
@@ -74,3 +75,26 @@ def test_callback_logs_the_numbers_the_cli_function_computes():
     callback.on_epoch_end(0, logs)
     direct = fewshot.fewshot_accuracies(fewshot.features(model, batches), fewshot.features(model, batches), 3, shots=(1, 5, 10))
     assert logs == {f"fewshot_{k}shot": mean for k, (mean, _) in direct.items()}
+
+
+def test_shots_a_small_training_split_cannot_supply_are_nan_and_a_required_one_stops_the_run(capsys):
+    """A tenth of the digits has 11 examples of its rarest class: 25-shot cannot be drawn, 1/5/10-shot still can."""
+    keras.utils.set_random_seed(0)
+    model = keras_vit.ViT(image_size=8, patch_size=4, hidden_size=16, mlp_dim=32, num_heads=2, num_layers=1, classes=3)
+    rng = np.random.default_rng(0)
+    classes = np.array([0] * 20 + [1] * 20 + [2] * 7)  # class 2 has 7 examples
+    images = rng.uniform(-1, 1, size=(len(classes), 8, 8, 3)).astype("float32")
+    batches = [(images, keras.ops.one_hot(classes, 3))]
+    callback = callbacks.FewShotEvaluation(batches, batches, 3, shots=(1, 5, 10))
+    callback.set_model(model)
+    callback.on_train_begin()
+    assert "10-shot left out (logged as NaN): the smallest class of the training split has 7 examples" in capsys.readouterr().out
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    direct = fewshot.fewshot_accuracies(fewshot.features(model, batches), fewshot.features(model, batches), 3, shots=(1, 5))
+    assert np.isnan(logs.pop("fewshot_10shot"))
+    assert logs == {f"fewshot_{k}shot": mean for k, (mean, _) in direct.items()}
+
+    monitored = callbacks.FewShotEvaluation(batches, batches, 3, shots=(1, 5, 10), required=(10,))
+    with pytest.raises(ValueError, match="fewshot_10shot cannot be computed: the smallest class of the training split has 7"):
+        monitored.on_train_begin()

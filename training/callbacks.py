@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import keras
+import numpy as np
 
 from keras_vit.training import backup, outputs
 from keras_vit.training.fewshot import L2_REG, SEEDS, SHOTS, features, fewshot_accuracies
@@ -120,19 +121,30 @@ class LearningRateLog(keras.callbacks.Callback):
 class FewShotEvaluation(keras.callbacks.Callback):
     """Logs `fewshot_{k}shot` accuracies every `every` epochs (into the logs, so CSV and TensorBoard get them).
 
+    Shots the training split cannot supply (a tenth of a small dataset has no 25 examples of every class) are
+    logged as NaN, and said once before training; a `required` one (the early-stopping monitor's) stops the run
+    before its first step instead.
+
     Args:
         train_batches, test_batches: (images, one-hot labels) batches, not augmented.
         num_classes: K.
         shots, seeds, l2_reg: as `fewshot_accuracies` (big_vision's defaults).
         every: epochs between evaluations.
+        required: shots the run cannot do without.
     """
 
     def __init__(
-        self, train_batches, test_batches, num_classes: int, shots=SHOTS, seeds: int = SEEDS, l2_reg: float = L2_REG, every: int = 1
+        self, train_batches, test_batches, num_classes: int, shots=SHOTS, seeds: int = SEEDS, l2_reg: float = L2_REG,
+        every: int = 1, required: tuple[int, ...] = (),
     ):
         super().__init__()
         self.train_batches, self.test_batches = train_batches, test_batches
         self.num_classes, self.shots, self.seeds, self.l2_reg, self.every = num_classes, tuple(shots), seeds, l2_reg, every
+        self.required = tuple(required)
+        self.held: tuple[int, ...] | None = None  # the shots the training split holds, once counted
+
+    def on_train_begin(self, logs=None):
+        self.held = self._shots_the_split_holds()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -141,9 +153,23 @@ class FewShotEvaluation(keras.callbacks.Callback):
             # CSVLogger fixes its columns at the first epoch: keep them present, NaN when not evaluated.
             logs.update({f"fewshot_{k}shot": float("nan") for k in self.shots})
             return
+        if self.held is None:
+            self.held = self._shots_the_split_holds()
         results = fewshot_accuracies(
             features(self.model, self.train_batches), features(self.model, self.test_batches),
-            self.num_classes, self.shots, self.seeds, self.l2_reg,
-        )
-        for k, (mean, _) in results.items():
-            logs[f"fewshot_{k}shot"] = mean
+            self.num_classes, self.held, self.seeds, self.l2_reg,
+        ) if self.held else {}
+        for k in self.shots:
+            logs[f"fewshot_{k}shot"] = results[k][0] if k in results else float("nan")
+
+    def _shots_the_split_holds(self) -> tuple[int, ...]:
+        labels = np.concatenate([np.argmax(keras.ops.convert_to_numpy(y), axis=-1) for _, y in self.train_batches])
+        smallest = int(np.bincount(labels, minlength=self.num_classes).min())
+        missing = [k for k in self.shots if k > smallest]
+        if missing_required := [k for k in self.required if k > smallest]:
+            raise ValueError(f"fewshot_{missing_required[0]}shot cannot be computed: the smallest class of the "
+                             f"training split has {smallest} examples.")
+        if missing:
+            print(f"Few-shot evaluation: {', '.join(f'{k}-shot' for k in missing)} left out (logged as NaN): the "
+                  f"smallest class of the training split has {smallest} examples.", flush=True)
+        return tuple(k for k in self.shots if k <= smallest)

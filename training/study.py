@@ -194,7 +194,7 @@ def run_study(args: argparse.Namespace) -> dict[str, list[dict]]:
     epochs = 1 if args.quick else args.epochs or study.epochs
     arms = study.arms
     if args.quick and args.study == "data_scale":
-        arms = tuple(arm for arm in arms if arm.x in (0.25, 1.0))
+        arms = tuple(arm for arm in arms if arm.x in (FRACTIONS[0], FRACTIONS[-1]))  # the smallest slice too
     if args.quick and args.study == "scaling":
         arms = tuple(arm for arm in arms if arm.series != "hybrid" and arm.name.endswith((" S", " M")))
     runs_dir = args.runs_dir or os.path.splitext(args.out)[0] + "_runs"

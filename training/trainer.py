@@ -19,7 +19,7 @@ import keras_vit
 from keras_vit import analysis
 from keras_vit.training import backup, callbacks as run_callbacks, datasets, determinism, distribute, outputs, pipeline
 from keras_vit.options import ARCHITECTURE, MODEL_OPTIONS
-from keras_vit.training.config import RESNET_FIELDS, RunConfig
+from keras_vit.training.config import FEWSHOT_MONITORS, RESNET_FIELDS, RunConfig
 from keras_vit.training.recipes import RECIPES, Recipe, build_recipe
 
 
@@ -321,7 +321,10 @@ def _train(config: RunConfig, run: Plan, chief: bool) -> dict:
         outputs.trim_history(os.path.join(config.output_dir, outputs.HISTORY), position.epoch)
     callbacks = run_callbacks.run_callbacks(config.output_dir, chief, backup_dir, config.backup_freq, early_stopping)
     if data.fewshot is not None:
-        callbacks.insert(0, run_callbacks.FewShotEvaluation(*data.fewshot, run.info.num_classes, every=config.fewshot_every))
+        monitored = FEWSHOT_MONITORS.get(config.early_stopping_monitor) if early_stopping is not None else None
+        callbacks.insert(0, run_callbacks.FewShotEvaluation(*data.fewshot, run.info.num_classes,
+                                                            every=config.fewshot_every,
+                                                            required=(monitored,) if monitored else ()))
     clock = next(c for c in callbacks if isinstance(c, backup.AtomicBackup))
     clock.resume(position)
 
