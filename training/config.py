@@ -20,9 +20,9 @@ from keras_vit.training.fewshot import SHOTS
 
 #: `--model ResNet`: the paper's convolutional baseline (`keras_vit.ResNet`), with these of the architecture fields.
 RESNET_FIELDS = ("resnet_layers", "resnet_width")
-#: What early stopping may watch: the logged accuracies (validation, and few-shot with `fewshot_every`).
 #: The few-shot accuracies `--fewshot_every` logs, and their shots.
 FEWSHOT_MONITORS = {f"fewshot_{k}shot": k for k in SHOTS}
+#: What early stopping may watch: the logged accuracies (validation, and few-shot with `fewshot_every`).
 EARLY_STOPPING_MONITORS = ("val_accuracy", *FEWSHOT_MONITORS)
 #: Fields that change how a run is shown or where it lives, not what it computes: `run.json` leaves them out.
 NOT_CONFIGURATION = ("progress", "verbose", "output_dir")
