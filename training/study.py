@@ -138,7 +138,8 @@ def studies(placements: tuple[str, ...] = ("input",)) -> dict[str, Study]:
                 for family, sizes in SCALING.items()
                 for size, fields in sizes.items()
             ) + tuple(
-                Arm(f"ViT {name}", {**lr(LEARNING_RATE), **SCALING["ViT"]["M"], **change}, series="ViT",
+                # Points of their own on the plot: on the ViT line they would join sizes to other axes.
+                Arm(f"ViT {name}", {**lr(LEARNING_RATE), **SCALING["ViT"]["M"], **change}, series=f"ViT {name}",
                     epochs_factor=factor)
                 for name, change, factor in SCALING_AXES
             ),
