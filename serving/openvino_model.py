@@ -103,7 +103,7 @@ class OpenVINOModel:
         #: (H, W) of the pixels it takes: the serving size.
         self.image_size = (shape[1].get_length(), shape[2].get_length())
         #: Idle infer requests, one per concurrent call; a call takes one and hands it back.
-        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.requests: queue.Queue = queue.Queue()  # waiters served first come, first served
         for _ in range(max(1, concurrent_calls)):
             self.requests.put(self.compiled.create_infer_request())
 
