@@ -4,25 +4,26 @@
     python benchmarks/serving.py --format tflite_int8     # the server runs model.tflite (--prefer_tflite_model)
     python benchmarks/serving.py --format openvino --precision int8   # the OpenVINO IR (--prefer_openvino_model)
     python benchmarks/serving.py --jit_compile            # XLA in the served graph (--xla_cpu_compilation_enabled)
+    python benchmarks/serving.py --protocol grpc          # PredictRequests on the gRPC port instead of REST
 
-Exports the model (random weights; the cost does not depend on them),
-measures the raw SavedModel's batched throughput in this process (batches of
-32 encoded images through `serving_default`, the server's own signature, one
-call at a time or as many at once as the server's batch threads, whichever is
-faster), then starts `python -m keras_vit.serving.server` on 127.0.0.1
-without and with `--enable_batching` and drives it with concurrent REST
-clients, one PNG per request, each client a thread of this process on its own
-kept-alive connection. The raw model and the two servers alternate over
-rounds. Prints medians of requests/s, p50/p99 latency, the ratio to the raw
-throughput of the same round, and the CPU seconds per second the server and
-the clients took: they share this machine's cores.
+Exports the model (random weights; the cost does not depend on them), measures
+the raw SavedModel's batched throughput in this process (batches of 32 encoded
+images through `serving_default`, the server's own signature, one call at a
+time or as many at once as the server's batch threads, whichever is faster),
+then starts `python -m keras_vit.serving.server` on 127.0.0.1 without and with
+`--enable_batching` and drives it with concurrent REST (or, with `--protocol
+grpc`, gRPC) clients, one PNG per request, each client a thread of this
+process on its own kept-alive connection. The raw model and the two servers
+alternate over rounds. Prints medians of requests/s, p50/p99 latency, the
+ratio to the raw throughput of the same round, and the CPU seconds per second
+the server and the clients took: they share this machine's cores.
 With `--format tflite|tflite_int8|openvino` the export adds model.tflite or
 the OpenVINO IR, the server runs it, and the raw figure is the same work in
 this process: the SavedModel's `decode`, then that engine on the batch (an
 OpenVINO engine for two concurrent calls runs two streams, as the batching
-server's does). With `--jit_compile`
-the export compiles the forward pass with XLA and the server runs with
-`--xla_cpu_compilation_enabled`; the raw figure is that SavedModel's.
+server's does). With `--jit_compile` the export compiles the forward pass with
+XLA and the server runs with `--xla_cpu_compilation_enabled`; the raw figure
+is that SavedModel's.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import keras_vit  # noqa: E402
 from keras_vit.serving import auto_export, saved_model, signatures  # noqa: E402
 from keras_vit.options import EXPORT_FORMATS, OPENVINO_PRECISIONS  # noqa: E402
 from keras_vit.serving.batching import BatchingOptions  # noqa: E402
-from keras_vit.serving.client import RestClient  # noqa: E402
+from keras_vit.serving.client import GrpcClient, RestClient  # noqa: E402
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -85,37 +86,71 @@ def raw_throughput(path: str, images: list[bytes], seconds: float, format: str, 
     return best
 
 
-def drive(url: str, images: list[bytes], clients: int, seconds: float, server_pid: int) -> dict:
-    """`clients` threads, each on its own kept-alive connection (as load generators and `requests.Session` keep
-    theirs), POSTing one PNG per request for `seconds`."""
+class RestConnection:
+    """One client's kept-alive HTTP connection (as load generators and `requests.Session` keep theirs), Nagle off as
+    urllib3 sets it: else a request's last segment waits for the server's delayed ACK, 40 ms."""
+
+    def __init__(self, server: dict):
+        self.address = urllib.parse.urlsplit(server["rest"])
+        self.connection = http.client.HTTPConnection(self.address.hostname, self.address.port, timeout=120)
+
+    def predict(self, body: bytes, image: bytes) -> bool:
+        try:
+            if self.connection.sock is None:
+                self.connection.connect()
+                self.connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connection.request("POST", f"{self.address.path}:predict", body, {"Content-Type": "application/json"})
+            with self.connection.getresponse() as response:
+                response.read()
+                return response.status == 200
+        except OSError:
+            self.connection.close()  # opened again by the next request
+            return False
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class GrpcConnection:
+    """One client's gRPC channel: the PNG goes as a binary DT_STRING tensor, no JSON or base64."""
+
+    def __init__(self, server: dict):
+        self.client = GrpcClient(server["grpc"], "vit", timeout=120)
+
+    def predict(self, body: bytes, image: bytes) -> bool:
+        import grpc
+
+        try:
+            self.client.predict_images([image])
+            return True
+        except grpc.RpcError:
+            return False
+
+    def close(self) -> None:
+        self.client.close()
+
+
+PROTOCOLS = {"rest": RestConnection, "grpc": GrpcConnection}
+
+
+def drive(server: dict, protocol: str, images: list[bytes], clients: int, seconds: float) -> dict:
+    """`clients` threads, each on its own connection, sending one PNG per request for `seconds`."""
     bodies = [json.dumps({"instances": [{"b64": base64.b64encode(image).decode()}]}).encode() for image in images]
-    address = urllib.parse.urlsplit(url)
     stop = time.perf_counter() + seconds
 
     def client(i: int) -> tuple[list[float], int]:
         latencies, failures = [], 0
-        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+        connection = PROTOCOLS[protocol](server)
         while time.perf_counter() < stop and len(latencies) < 100_000:
             start = time.perf_counter()
-            try:
-                if connection.sock is None:  # Nagle off, as urllib3 (requests) sets it: else a request's last
-                    connection.connect()  # segment waits for the server's delayed ACK, 40 ms
-                    connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                connection.request("POST", address.path, bodies[i % len(bodies)], {"Content-Type": "application/json"})
-                with connection.getresponse() as response:
-                    response.read()
-                    ok = response.status == 200
-            except OSError:
-                connection.close()  # opened again by the next request
-                ok = False
-            if ok:
+            if connection.predict(bodies[i % len(bodies)], images[i % len(images)]):
                 latencies.append(time.perf_counter() - start)
             else:
                 failures += 1
         connection.close()
         return latencies, failures
 
-    begin, clients_cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu_seconds(server_pid)
+    begin, clients_cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu_seconds(server["pid"])
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(client, range(clients)))
     elapsed = time.perf_counter() - begin
@@ -126,7 +161,7 @@ def drive(url: str, images: list[bytes], clients: int, seconds: float, server_pi
         "p99": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
         "failures": sum(r[1] for r in results),
         "clients_cpu": (time.process_time() - clients_cpu) / elapsed,
-        "server_cpu": (process_cpu_seconds(server_pid) - server_cpu) / elapsed,
+        "server_cpu": (process_cpu_seconds(server["pid"]) - server_cpu) / elapsed,
     }
 
 
@@ -138,9 +173,10 @@ def summary(results: list[dict], raws: list[float]) -> dict:
     }
 
 
-def start_server(base_path: str, batching: bool, format: str, xla: bool = False) -> tuple[subprocess.Popen, str]:
-    port = harness.free_port()
-    command = [sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port),
+def start_server(base_path: str, batching: bool, format: str, xla: bool = False) -> tuple[subprocess.Popen, dict]:
+    """The server on free REST and gRPC ports of 127.0.0.1: (process, {"rest": model URL, "grpc": address, "pid"})."""
+    port, grpc_port = harness.free_port(), harness.free_port()
+    command = [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(port),
                "--model_name", "vit", "--model_base_path", base_path, "--file_system_poll_wait_seconds", "0"]
     if format in ENGINE_FLAGS:
         command.append(ENGINE_FLAGS[format])
@@ -155,7 +191,8 @@ def start_server(base_path: str, batching: bool, format: str, xla: bool = False)
     except RuntimeError:
         process.kill()
         raise
-    return process, f"http://127.0.0.1:{port}/v1/models/vit"
+    return process, {"rest": f"http://127.0.0.1:{port}/v1/models/vit", "grpc": f"127.0.0.1:{grpc_port}",
+                     "pid": process.pid}
 
 
 def main() -> int:
@@ -169,6 +206,8 @@ def main() -> int:
                         help="keras_vit.serving.export's format; tflite ones are served with --prefer_tflite_model, "
                              "openvino with --prefer_openvino_model")
     parser.add_argument("--precision", choices=OPENVINO_PRECISIONS, default=None, help="--format openvino's")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default="rest",
+                        help="rest: JSON with base64 PNGs on kept-alive connections; grpc: PredictRequests, PNG bytes")
     parser.add_argument("--jit_compile", action="store_true", help="export with XLA, serve with --xla_cpu_compilation_enabled")
     args = parser.parse_args()
 
@@ -184,11 +223,11 @@ def main() -> int:
         raws.append(raw_throughput(path, images, args.seconds, args.format))
         harness.print_progress(f"round {r + 1}: raw {raws[-1]:.1f} images/s")
         for batching in (False, True)[r % 2:] + (False, True)[:r % 2]:
-            process, url = start_server(os.path.join(workdir, "vit"), batching, args.format, args.jit_compile)
+            process, server = start_server(os.path.join(workdir, "vit"), batching, args.format, args.jit_compile)
             try:
-                drive(f"{url}:predict", images, 4, 2.0, process.pid)  # warm up
+                drive(server, args.protocol, images, 4, 2.0)  # warm up
                 for clients in args.clients:
-                    result = drive(f"{url}:predict", images, clients, args.seconds, process.pid)
+                    result = drive(server, args.protocol, images, clients, args.seconds)
                     runs[batching, clients].append(result)
                     harness.print_progress(f"round {r + 1}: batching {batching} {clients} clients {result['rps']:.1f} req/s")
             finally:
@@ -202,7 +241,7 @@ def main() -> int:
         "SavedModel (`serving_default`)")
     print(f"{args.model} at {args.image_size}x{args.image_size}, --format {args.format}"
           f"{f' --precision {args.precision}' if args.precision else ''}"
-          f"{' --jit_compile' if args.jit_compile else ''}, one PNG per request; raw "
+          f"{' --jit_compile' if args.jit_compile else ''}, one PNG per {args.protocol.upper()} request; raw "
           f"{raw_path}, batches of 32 PNGs, this process, the faster of 1 and {BatchingOptions().num_batch_threads} "
           f"concurrent calls: {raw:.1f} images/s; medians of {args.rounds} rounds\n")
     print(harness.markdown_table(
