@@ -115,6 +115,23 @@ def test_early_stopping_counts_evaluations_and_skips_epochs_without_one():
     assert restored.get_state() == callback.get_state()
 
 
+def test_evaluations_during_the_warm_up_keep_the_best_but_do_not_count_toward_patience():
+    """A randomly initialised model's few-shot accuracy (0.226 here) can beat its first epochs of training."""
+    model = keras_vit.ViT(image_size=8, patch_size=4, hidden_size=8, mlp_dim=8, num_heads=1, num_layers=1, classes=2)
+    values = [0.226, 0.180, 0.175, 0.210, 0.300, 0.250]
+    stopped = {}
+    for start_epoch in (0, 3):
+        callback = EarlyStopping("fewshot_5shot", patience=2, start_epoch=start_epoch)
+        callback.set_model(model)
+        model.stop_training = False
+        for epoch, value in enumerate(values):
+            callback.on_epoch_end(epoch, {"fewshot_5shot": value})
+            if model.stop_training:
+                break
+        stopped[start_epoch] = (callback.stopped_epoch, callback.best, callback.best_epoch)
+    assert stopped == {0: (2, 0.226, 0), 3: (None, 0.3, 4)}
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--early_stopping_patience", "2", "--early_stopping_monitor", "fewshot_10shot"],
      "--early_stopping_monitor fewshot_10shot needs --fewshot_every N"),

@@ -49,15 +49,21 @@ class EarlyStopping(keras.callbacks.Callback):
     an evaluation. Its state (best value and epoch, evaluations since, the
     epoch it stopped at) goes into every backup (`get_state`/`set_state`), so
     a run killed and resumed stops where an uninterrupted one does.
+    Evaluations in epochs before `start_epoch` (the learning-rate warm-up,
+    as Keras' `start_from_epoch`) keep the best, but do not count toward
+    the patience: a few-shot accuracy of random features can exceed that of
+    the first epochs of training.
     """
 
     NAME = "early_stopping"
 
-    def __init__(self, monitor: str, patience: int, min_delta: float = 0.0, path: str | None = None):
+    def __init__(self, monitor: str, patience: int, min_delta: float = 0.0, path: str | None = None,
+                 start_epoch: int = 0):
         super().__init__()
         if patience < 1:
             raise ValueError(f"Early stopping needs a patience of at least 1 evaluation, got {patience}.")
         self.monitor, self.patience, self.min_delta, self.path = monitor, patience, min_delta, path
+        self.start_epoch = start_epoch
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
@@ -73,6 +79,8 @@ class EarlyStopping(keras.callbacks.Callback):
             self.best_weights = self.model.get_weights()
             if self.path is not None:
                 outputs.write_atomically(self.path, self.model.save)
+            return
+        if epoch < self.start_epoch:
             return
         self.wait += 1
         if self.wait >= self.patience:

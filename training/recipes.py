@@ -61,6 +61,10 @@ class Recipe:
     task: str = "classification"  # or "masked_patch": self-supervised, `keras_vit.MaskedPatchPrediction`
     source: str = ""  # where the values come from
 
+    def warmup_for(self, total_steps: int) -> int:
+        """The warm-up steps of a run of `total_steps` updates: the recipe's, or a tenth of a run shorter than them."""
+        return self.warmup_steps if self.warmup_steps < total_steps else total_steps // 10
+
     def build_optimizer(self, model: keras.Model, total_steps: int, layer_decay: float | None = None
                         ) -> keras.optimizers.Optimizer:
         """The optimizer with its schedule; kernels alone are decayed. `layer_decay`: each layer's learning rate
@@ -71,9 +75,8 @@ class Recipe:
 
         from keras_vit.schedules import PerUpdate, WarmupDecay
 
-        warmup = self.warmup_steps
-        if warmup >= total_steps:
-            warmup = total_steps // 10
+        warmup = self.warmup_for(total_steps)
+        if warmup != self.warmup_steps:
             logger.warning("warmup_steps %d >= total steps %d: warming up for %d steps.", self.warmup_steps, total_steps, warmup)
         schedule = WarmupDecay(self.learning_rate, warmup, total_steps, decay=self.schedule)
         accumulate = self.grad_accum_steps > 1

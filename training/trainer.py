@@ -303,9 +303,10 @@ def _train(config: RunConfig, run: Plan, chief: bool) -> dict:
     best_path = os.path.join(config.output_dir, outputs.BEST_MODEL)
     early_stopping = None
     if config.early_stopping_patience:
+        warmup_batches = run.recipe.warmup_for(run.total_updates) * run.recipe.grad_accum_steps
         early_stopping = run_callbacks.EarlyStopping(
             config.early_stopping_monitor, config.early_stopping_patience, config.early_stopping_min_delta,
-            path=best_path if chief else None,
+            path=best_path if chief else None, start_epoch=math.ceil(warmup_batches / run.steps_per_epoch),
         )
     position = backup.restore(
         model, backup_dir, {run_callbacks.EarlyStopping.NAME: early_stopping} if early_stopping else None
