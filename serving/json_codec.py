@@ -283,7 +283,7 @@ def _jsonable(array: np.ndarray, name: str):
         return _map_array(array, lambda b: {"b64": base64.b64encode(b).decode()} if as_b64 else _text(b))
     if array.dtype.kind == "f":
         if np.isfinite(array).all():  # the common case, in C: the same floats as the element-wise path below
-            return np.asarray(array).tolist()
+            return array.tolist()
         return _map_array(array, lambda x: x if math.isfinite(x) else ("NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")))
     return array.tolist()
 
