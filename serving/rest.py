@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
@@ -98,7 +97,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _post(manager: ModelManager, name: str, version: int | None, label: str | None, method: str, body: bytes) -> str | dict:
+def _post(manager: ModelManager, name: str, version: int | None, label: str | None, method: str, body: bytes) -> dict:
     doc = json_codec.parse_body(body)
     servable = manager.get(name, version, label)
     signature_name = doc.get("signature_name", "")
@@ -118,7 +117,7 @@ def _version(text: str | None) -> int | None:
 
 
 def _json(status: int, document, close: bool = False) -> Response:
+    """A JSON answer: `document` as it is when already a JSON text (status and metadata, from protobuf's writer)."""
     headers = {"Connection": "close"} if close else None
-    if isinstance(document, str):
-        return Response(document, status_code=status, media_type="application/json", headers=headers)
-    return Response(json.dumps(document, indent=2), status_code=status, media_type="application/json", headers=headers)
+    body = document if isinstance(document, str) else json_codec.dumps(document)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
