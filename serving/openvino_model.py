@@ -5,7 +5,8 @@ beside the SavedModel, with `openvino/runtime.json` (the precision it runs
 in, the class names); `keras_vit.serving.server --prefer_openvino_model`
 runs it behind the same REST and gRPC contract. It is converted from the
 SavedModel's own `predict_pixels` computation at the serving size (OpenVINO
-reads TensorFlow functions directly), its numeric outputs only: OpenVINO has
+reads TensorFlow functions directly; `keras_vit.serving.openvino_fusion` then
+rewrites Keras' layer norms as OpenVINO's MVN), its numeric outputs only: OpenVINO has
 no image decoding, so `serving_default`'s images are decoded by the
 SavedModel's `decode` function, as for a LiteRT version, and the class names
 are looked up here (OpenVINO's TensorFlow reader turns string constants into
@@ -46,12 +47,15 @@ def convert(compute_pixels, precision: str, calibration: np.ndarray | None = Non
     """An `ov.Model` of the numeric `predict_pixels` concrete function; "int8" quantized on `calibration` pixels."""
     import openvino as ov
 
+    from keras_vit.serving.openvino_fusion import fuse_layer_normalization
+
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown OpenVINO precision {precision!r}; expected one of {PRECISIONS}.")
     if precision == "bf16" and not native_bf16():
         raise ValueError("--precision bf16: this CPU has no native bfloat16 (AVX512_BF16 or AMX), so OpenVINO would "
                          "emulate it, slower than float32; export --precision f32 or int8.")
     model = ov.convert_model(compute_pixels)
+    fuse_layer_normalization(model)
     if precision != "int8":
         return model
     import nncf

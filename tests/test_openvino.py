@@ -1,5 +1,6 @@
 """keras_vit.serving.export --format openvino: an OpenVINO IR beside the SavedModel, served with the same contract."""
 
+import collections
 import os
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+import keras_vit
+from harness import randomize_at_trained_scale
 from test_export_flavours import build
 from keras_vit.serving import openvino_model, saved_model, signatures
 from keras_vit.serving.servable import Servable
@@ -57,6 +60,41 @@ def test_openvino_serves_the_saved_models_contract(exported, inputs, precision, 
         assert agreement >= min_agreement, (name, agreement)
         assert [list(row) for row in got[signatures.LABELS]] == [[LABELS[i].encode() for i in row]
                                                                 for row in got[signatures.CLASSES]]
+
+
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_each_keras_layer_norm_becomes_one_mvn_with_the_same_outputs(classifier):
+    import openvino as ov
+    import tensorflow as tf
+
+    from keras_vit.serving.openvino_fusion import fuse_layer_normalization
+
+    model = keras_vit.ViT(**OPTIONS, classifier=classifier)
+    randomize_at_trained_scale(model, seed=3)  # layer norms' scales and shifts far from 1 and 0
+    size = OPTIONS["image_size"]
+    logits = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, size, size, 3])])
+    keras_form = ov.convert_model(logits.get_concrete_function())
+    fused = keras_form.clone()
+    norms = 2 * len(model.encoder_blocks) + (model.encoder_norm is not None)
+    assert fuse_layer_normalization(fused) == norms
+    ops = collections.Counter(op.get_type_name() for op in fused.get_ordered_ops())
+    assert ops["MVN"] == norms and not ops["SquaredDifference"]
+    x = np.random.default_rng(4).normal(0, 1, (4, size, size, 3)).astype("float32")
+    run = {name: ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+           for name, m in (("keras form", keras_form), ("fused", fused))}
+    want = np.asarray(model(x, training=False))
+    for name, compiled in run.items():
+        np.testing.assert_allclose(compiled(x)[0], want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_the_exported_ir_holds_the_fused_layer_norms(exported):
+    import openvino as ov
+
+    _, paths = exported
+    model = build(OPTIONS, seed=5)
+    ir = ov.Core().read_model(os.path.join(paths["f32"], signatures.OPENVINO_DIR, openvino_model.MODEL_FILE))
+    ops = collections.Counter(op.get_type_name() for op in ir.get_ordered_ops())
+    assert ops["MVN"] == 2 * len(model.encoder_blocks) + 1 and not ops["SquaredDifference"]
 
 
 def test_the_server_runs_the_openvino_model_over_rest_and_grpc_with_batching(exported, inputs):
