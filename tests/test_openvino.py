@@ -23,6 +23,11 @@ LABELS = [f"class {i}" for i in range(10)]
 PRECISIONS = ["f32", "int8"] + (["bf16"] if openvino_model.native_bf16() else [])
 
 
+def layer_norms(model: keras_vit.VisionTransformer) -> int:
+    """How many LayerNormalization layers the model runs: two per block and the encoder's last."""
+    return 2 * len(model.encoder_blocks) + (model.encoder_norm is not None)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """One model exported in each precision this CPU runs: versions 1, 2 (and 3)."""
@@ -75,7 +80,7 @@ def test_each_keras_layer_norm_becomes_one_mvn_with_the_same_outputs(classifier)
     logits = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, size, size, 3])])
     keras_form = ov.convert_model(logits.get_concrete_function())
     fused = keras_form.clone()
-    norms = 2 * len(model.encoder_blocks) + (model.encoder_norm is not None)
+    norms = layer_norms(model)
     assert fuse_layer_normalization(fused) == norms
     ops = collections.Counter(op.get_type_name() for op in fused.get_ordered_ops())
     assert ops["MVN"] == norms and not ops["SquaredDifference"]
@@ -94,7 +99,7 @@ def test_the_exported_ir_holds_the_fused_layer_norms(exported):
     model = build(OPTIONS, seed=5)
     ir = ov.Core().read_model(os.path.join(paths["f32"], signatures.OPENVINO_DIR, openvino_model.MODEL_FILE))
     ops = collections.Counter(op.get_type_name() for op in ir.get_ordered_ops())
-    assert ops["MVN"] == 2 * len(model.encoder_blocks) + 1 and not ops["SquaredDifference"]
+    assert ops["MVN"] == layer_norms(model) and not ops["SquaredDifference"]
 
 
 def test_the_server_runs_the_openvino_model_over_rest_and_grpc_with_batching(exported, inputs):
