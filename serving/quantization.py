@@ -132,11 +132,17 @@ def compare(float32_pixels_fn, int8, float32, pixels: np.ndarray, source: str, r
                               images_per_second(lambda: float32(one), seconds), runtime)
 
 
+#: The most calls `images_per_second` times: enough to settle a model's rate; a small model reaches it in far under
+#: `seconds`, a ViT-B/16 on a CPU (about 10 images/s) never does.
+MAX_TIMED_CALLS = 200
+
+
 def images_per_second(call, seconds: float) -> float:
-    """Calls of `call` per second (after one to warm up; at least 3, and `seconds` long)."""
+    """Calls of `call` per second (after one to warm up; at least 3, for `seconds` or `MAX_TIMED_CALLS` calls,
+    whichever comes first)."""
     call()
     calls, start = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - start < seconds:
+    while calls < 3 or (time.perf_counter() - start < seconds and calls < MAX_TIMED_CALLS):
         call()
         calls += 1
     return calls / (time.perf_counter() - start)

@@ -141,6 +141,15 @@ def test_the_int8_export_reports_its_check(exported):
     assert not os.path.exists(os.path.join(paths["tflite"], quantization.REPORT_FILE))
 
 
+def test_the_speed_is_timed_for_its_seconds_or_its_most_calls_whichever_comes_first():
+    calls = []
+    rate = quantization.images_per_second(lambda: calls.append(1), seconds=60)
+    assert len(calls) == 1 + quantization.MAX_TIMED_CALLS and rate > 0  # one warm-up call, then the cap
+    calls.clear()
+    quantization.images_per_second(lambda: calls.append(1), seconds=0)
+    assert len(calls) == 1 + 3  # never fewer than three timed calls
+
+
 @pytest.mark.parametrize("runtime, flags", [("LiteRT", ["--format", "tflite_int8"]),
                                            ("OpenVINO", ["--format", "openvino", "--precision", "int8"])])
 def test_an_int8_model_that_disagrees_is_refused_and_writes_no_version(runtime, flags, tmp_path):
