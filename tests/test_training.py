@@ -222,23 +222,32 @@ def test_an_empty_or_unknown_split_is_one_line_before_any_training(flags, messag
     assert not tmp_path.joinpath("run.json").exists()
 
 
-@pytest.mark.process
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--dataset", "no_such_dataset_xyz"], "Unknown dataset 'no_such_dataset_xyz'"),
         (["--model", "ViT_Q16"], "Unknown ViT variant 'ViT_Q16'"),
-        (["--strategy", "mirrored", "--batch_size", "33"], "not divisible by the 2 replicas"),
         (["--weights", "/nonexistent/ckpt.npz"], "--weights /nonexistent/ckpt.npz: no such file"),
         (["--model", "ViT_Ti16", "--patch_size", "8"], "ViT_Ti16 fixes its architecture: --patch_size, --hidden_size, --mlp_dim, --num_heads, --num_layers are for --model ViT"),
     ],
 )
-def test_bad_command_lines_fail_before_any_work(args, message, tmp_path):
-    result = run_module("keras_vit.training.train", *TINY_MODEL, "--epochs", "1", "--output_dir", str(tmp_path), "--logical_cpus", "2",
-                        *args, timeout=120)
-    assert result.returncode != 0
-    assert message in result.stderr, result.stderr[-2000:]
+def test_bad_command_lines_fail_before_any_work(args, message, tmp_path, capsys):
+    from keras_vit.training import train
+
+    assert train.main([*TINY_MODEL, "--epochs", "1", "--output_dir", str(tmp_path), *args]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], errors
     assert not (tmp_path / "history.csv").exists() and not (tmp_path / "run.json").exists()  # a fixed command may use it
+
+
+@pytest.mark.process
+def test_a_batch_the_replicas_cannot_split_fails_before_any_work(tmp_path):
+    """As the others, from a real process: the replicas are the logical CPUs it splits the CPU into first."""
+    result = run_module("keras_vit.training.train", *TINY_MODEL, "--epochs", "1", "--output_dir", str(tmp_path),
+                        "--logical_cpus", "2", "--strategy", "mirrored", "--batch_size", "33", timeout=120)
+    assert result.returncode == 2
+    assert "error: The global batch per step (33) is not divisible by the 2 replicas" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "history.csv").exists() and not (tmp_path / "run.json").exists()
 
 
 @pytest.mark.process
