@@ -250,10 +250,12 @@ def test_a_batch_the_replicas_cannot_split_fails_before_any_work(tmp_path):
     assert not (tmp_path / "history.csv").exists() and not (tmp_path / "run.json").exists()
 
 
-@pytest.mark.process
-def test_unknown_strategy_is_refused_by_the_parser(tmp_path):
-    result = run_module("keras_vit.training.train", "--strategy", "parameter_server", "--output_dir", str(tmp_path), timeout=60)
-    assert result.returncode == 2 and "invalid choice: 'parameter_server'" in result.stderr
+def test_unknown_strategy_is_refused_by_the_parser(tmp_path, capsys):
+    from keras_vit.training import train
+
+    with pytest.raises(SystemExit) as exited:
+        train.main(["--strategy", "parameter_server", "--output_dir", str(tmp_path)])
+    assert exited.value.code == 2 and "invalid choice: 'parameter_server'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
