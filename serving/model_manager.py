@@ -94,10 +94,12 @@ class ModelManager:
         prefer_tflite: bool = False,
         xla_cpu_compilation_enabled: bool = False,
         prefer_openvino: bool = False,
+        openvino_config: dict | None = None,
     ):
         self.configs = {c.name: c for c in configs}
         self.prefer_tflite = prefer_tflite
         self.prefer_openvino = prefer_openvino
+        self.openvino_config = openvino_config
         self.xla_cpu_compilation_enabled = xla_cpu_compilation_enabled
         self.poll_seconds = poll_seconds
         self.batching = batching
@@ -167,7 +169,7 @@ class ModelManager:
         try:
             servable = Servable(
                 name, version, path, self.batching, self.max_image_pixels, self.prefer_tflite,
-                self.xla_cpu_compilation_enabled, self.prefer_openvino,
+                self.xla_cpu_compilation_enabled, self.prefer_openvino, self.openvino_config,
             )
         except Exception as error:
             metrics().load_attempt(path, succeeded=False)
@@ -186,7 +188,10 @@ class ModelManager:
         self.failures.pop((name, version), None)
         metrics().load_attempt(path, succeeded=True)
         engine = {"LiteRT": f" ({TFLITE_FILE}, run by LiteRT)", "OpenVINO": f" ({OPENVINO_DIR}/, run by OpenVINO)"}
-        logger.info("Loaded %s version %d%s", name, version, engine.get(servable.runtime, ""))
+        streams = ""
+        if servable.runtime == "OpenVINO":
+            streams = f", {servable.engine.streams} stream{'s' if servable.engine.streams > 1 else ''}"
+        logger.info("Loaded %s version %d%s%s", name, version, engine.get(servable.runtime, ""), streams)
         if servable.requires_xla and not self.xla_cpu_compilation_enabled and not servable.engine:
             logger.warning(
                 "%s version %d was exported with --jit_compile: its requests are refused until the server runs with "

@@ -64,6 +64,37 @@ def convert(compute_pixels, precision: str, calibration: np.ndarray | None = Non
     return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches), model_type=nncf.ModelType.TRANSFORMER)
 
 
+def plugin_config(text: str) -> dict:
+    """`--openvino_plugin_config`'s JSON object of OpenVINO CPU properties (OpenVINO Model Server's
+    `--plugin_config`), checked as OpenVINO compiles a model with it; ValueError naming what it refuses."""
+    import openvino as ov
+
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--openvino_plugin_config is not JSON ({error}): give an object such as "
+                         f"'{{\"PERFORMANCE_HINT\": \"LATENCY\"}}'.") from None
+    if not isinstance(config, dict) or not all(isinstance(v, (str, int, float, bool)) for v in config.values()):
+        raise ValueError(f"--openvino_plugin_config {text}: give a JSON object of OpenVINO CPU properties and their "
+                         f"values, such as '{{\"PERFORMANCE_HINT\": \"LATENCY\"}}'.")
+    if "INFERENCE_PRECISION_HINT" in config:
+        raise ValueError("--openvino_plugin_config: INFERENCE_PRECISION_HINT is the export's --precision, the one its "
+                         "agreement check measured; export another version to change it.")
+    core = ov.Core()
+    settable = sorted(k for k, mode in core.get_property("CPU", "SUPPORTED_PROPERTIES").items() if mode == "RW")
+    unknown = sorted(set(config) - set(settable))
+    if unknown:
+        raise ValueError(f"--openvino_plugin_config: {', '.join(unknown)} is not a property of OpenVINO's CPU plugin "
+                         f"one can set; those are {', '.join(k for k in settable if k != 'INFERENCE_PRECISION_HINT')}.")
+    pixels = ov.opset13.parameter([1, 2], np.float32)
+    try:
+        core.compile_model(ov.Model([ov.opset13.relu(pixels)], [pixels]), "CPU", config)
+    except RuntimeError as error:
+        reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+        raise ValueError(f"--openvino_plugin_config {text}: OpenVINO refuses it: {reason}") from None
+    return config
+
+
 def save(model, version_folder: str, precision: str, labels: list[str] | None) -> None:
     """Writes the IR and its `runtime.json` into `version_folder/openvino/`."""
     import openvino as ov
@@ -84,10 +115,13 @@ class OpenVINOModel:
             compiled for latency: one stream, every core on each call. More are compiled for throughput
             (OpenVINO's `THROUGHPUT` hint): the cores are split into streams that run their calls side by side, each
             with its own infer request, so no call waits for another and no core idles between a stream's layers
-            while the server's request threads take a core.
+            while the server's request threads take a core; a lone call then has one stream's cores.
+        plugin_config: OpenVINO CPU properties over these choices (`plugin_config`), e.g.
+            `{"PERFORMANCE_HINT": "LATENCY"}`: one stream whatever `concurrent_calls`, so a lone call has every
+            core (docs/serving.md gives what each costs).
     """
 
-    def __init__(self, folder: str, concurrent_calls: int = 1):
+    def __init__(self, folder: str, concurrent_calls: int = 1, plugin_config: dict | None = None):
         import openvino as ov
 
         self.folder = folder
@@ -98,6 +132,7 @@ class OpenVINOModel:
             config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16"}.get(self.precision, "f32")}
             if concurrent_calls > 1:
                 config |= {"PERFORMANCE_HINT": "THROUGHPUT", "PERFORMANCE_HINT_NUM_REQUESTS": concurrent_calls}
+            config |= plugin_config or {}
             self.compiled = ov.Core().compile_model(os.path.join(folder, MODEL_FILE), "CPU", config)
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise ValueError(f"{folder} is not an OpenVINO model OpenVINO can run: {error}") from None
@@ -106,6 +141,8 @@ class OpenVINOModel:
         shape = self.compiled.input(PIXELS_INPUT).get_partial_shape()
         #: (H, W) of the pixels it takes: the serving size.
         self.image_size = (shape[1].get_length(), shape[2].get_length())
+        #: How many calls it runs side by side, each on its share of the cores.
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         #: Idle infer requests, one per concurrent call; a call takes one and hands it back.
         self.requests: queue.Queue = queue.Queue()  # waiters served first come, first served
         for _ in range(max(1, concurrent_calls)):

@@ -32,6 +32,8 @@ class Servable:
             the same signatures, inputs and outputs, computed by LiteRT (`keras_vit.serving.tflite`).
         prefer_openvino: run the version's OpenVINO IR (`openvino/`) when it has one, the same way
             (`keras_vit.serving.openvino_model`).
+        openvino_config: OpenVINO CPU properties its IR is compiled with, over keras_vit's
+            (`openvino_model.plugin_config`, the server's `--openvino_plugin_config`).
         xla_cpu_compilation_enabled: run graphs whose functions must be XLA-compiled (`keras_vit.serving.export
             --jit_compile`), as TF Serving's flag of that name does; without it such a version loads, and each
             request is refused with FAILED_PRECONDITION naming the flag, as TF Serving answers them.
@@ -47,6 +49,7 @@ class Servable:
         prefer_tflite: bool = False,
         xla_cpu_compilation_enabled: bool = False,
         prefer_openvino: bool = False,
+        openvino_config: dict | None = None,
     ):
         from tensorflow.core.protobuf import saved_model_pb2
 
@@ -68,7 +71,8 @@ class Servable:
 
             # Batching runs `num_batch_threads` batches at once: as many OpenVINO streams run them side by side.
             calls = batching.num_batch_threads if batching is not None else 1
-            self.engine, self.runtime = OpenVINOModel(os.path.join(path, OPENVINO_DIR), calls), "OpenVINO"
+            self.engine = OpenVINOModel(os.path.join(path, OPENVINO_DIR), calls, openvino_config)
+            self.runtime = "OpenVINO"
         elif prefer_tflite and os.path.exists(os.path.join(path, TFLITE_FILE)):
             from keras_vit.serving.tflite import LiteRTModel
 

@@ -83,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prefer_openvino_model", action="store_true",
                    help="run a version's OpenVINO IR (serving.export --format openvino) instead of its SavedModel, "
                         "where it has one (before model.tflite, with both flags)")
+    p.add_argument("--openvino_plugin_config", default=None,
+                   help="a JSON object of OpenVINO CPU properties the OpenVINO IRs are compiled with, as OpenVINO "
+                        "Model Server's --plugin_config, e.g. '{\"PERFORMANCE_HINT\": \"LATENCY\"}' (with batching "
+                        "a lone client then has every core: docs/serving.md)")
     return p
 
 
@@ -95,12 +99,20 @@ def build_manager(args: argparse.Namespace) -> ModelManager:
         configs = [ModelConfig(args.model_name, os.path.abspath(args.model_base_path))]
     else:
         raise ValueError("Give --model_base_path (with --model_name) or --model_config_file.")
+    openvino_config = None
+    if args.openvino_plugin_config is not None:
+        if not args.prefer_openvino_model:
+            raise ValueError("--openvino_plugin_config configures the OpenVINO IRs --prefer_openvino_model runs: give "
+                             "that flag too.")
+        from keras_vit.serving.openvino_model import plugin_config
+
+        openvino_config = plugin_config(args.openvino_plugin_config)
     batching = None
     if args.enable_batching:
         batching = BatchingOptions.from_file(args.batching_parameters_file) if args.batching_parameters_file else BatchingOptions()
     return ModelManager(
         configs, args.file_system_poll_wait_seconds, batching, args.max_image_pixels, args.prefer_tflite_model,
-        args.xla_cpu_compilation_enabled, args.prefer_openvino_model,
+        args.xla_cpu_compilation_enabled, args.prefer_openvino_model, openvino_config,
     )
 
 

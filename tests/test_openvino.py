@@ -2,6 +2,7 @@
 
 import collections
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from harness import randomize_at_trained_scale
 from test_export_flavours import build
 from keras_vit.serving import openvino_model, saved_model, signatures
 from keras_vit.serving.servable import Servable
-from support import REPO, env
+from support import REPO, env, free_port
 from test_tflite import serve_and_compare
 
 pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
@@ -103,12 +104,38 @@ def test_the_exported_ir_holds_the_fused_layer_norms(exported):
 
 
 def test_the_server_runs_the_openvino_model_over_rest_and_grpc_with_batching(exported, inputs):
+    """With the plugin config of a latency-first deployment: one stream for the batches, every core on each."""
     base, paths = exported
     newest = max(int(os.path.basename(p)) for p in paths.values())
     want = Servable("vit", newest, paths[PRECISIONS[-1]], prefer_openvino=True).predict(
         "", {signatures.IMAGES_INPUT: inputs[1]})
-    serve_and_compare(base, "--prefer_openvino_model", inputs[1], want,
-                      f"Loaded vit version {newest} (openvino/, run by OpenVINO)")
+    serve_and_compare(base, ["--prefer_openvino_model", "--openvino_plugin_config", '{"PERFORMANCE_HINT": "LATENCY"}'],
+                      inputs[1], want, f"Loaded vit version {newest} (openvino/, run by OpenVINO), 1 stream")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("LATENCY", "--openvino_plugin_config is not JSON (Expecting value"),
+    ('["LATENCY"]', "give a JSON object of OpenVINO CPU properties"),
+    ('{"PERFORMANCE_HINTS": "LATENCY"}', "PERFORMANCE_HINTS is not a property of OpenVINO's CPU plugin one can set; "
+                                         "those are "),
+    ('{"PERFORMANCE_HINT": "FAST"}', "OpenVINO refuses it: Wrong value FAST"),
+    ('{"INFERENCE_PRECISION_HINT": "bf16"}', "INFERENCE_PRECISION_HINT is the export's --precision"),
+])
+def test_a_plugin_config_openvino_would_refuse_is_refused_naming_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        openvino_model.plugin_config(text)
+
+
+def test_the_server_refuses_a_bad_plugin_config_before_it_listens():
+    port = free_port()
+    done = subprocess.run([sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port),
+                           "--model_base_path", str(REPO / "no-such-models"), "--prefer_openvino_model",
+                           "--openvino_plugin_config", '{"NUM_STREAMS": "x"}'], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ['error: --openvino_plugin_config {"NUM_STREAMS": "x"}: OpenVINO refuses it: Could not read '
+                      'number of streams from str: x; stoi'], done.stderr[-2000:]
 
 
 def test_precision_belongs_to_the_openvino_format(tmp_path):
@@ -137,17 +164,21 @@ def test_format_auto_writes_the_fastest_format_that_passes_and_prints_its_table(
     assert served.runtime == runtime
 
 
-def test_an_engine_for_concurrent_calls_answers_each_as_one_call_does(exported, inputs):
-    """The batching server's engine (two streams, two infer requests) gives every thread its own rows."""
+@pytest.mark.parametrize("plugin_config, streams", [(None, min(2, os.cpu_count())), ({"PERFORMANCE_HINT": "LATENCY"}, 1)],
+                         ids=["throughput", "latency"])
+def test_an_engine_for_concurrent_calls_answers_each_as_one_call_does(exported, inputs, plugin_config, streams):
+    """The batching server's engine (two infer requests; two streams, or one with a latency plugin config) gives
+    every thread its own rows."""
     import concurrent.futures
 
     _, paths = exported
     folder = os.path.join(paths["f32"], signatures.OPENVINO_DIR)
-    single, streams = openvino_model.OpenVINOModel(folder), openvino_model.OpenVINOModel(folder, concurrent_calls=2)
-    assert streams.compiled.get_property("NUM_STREAMS") == min(2, os.cpu_count()) and single.compiled.get_property("NUM_STREAMS") == 1
+    single = openvino_model.OpenVINOModel(folder)
+    engine = openvino_model.OpenVINOModel(folder, concurrent_calls=2, plugin_config=plugin_config)
+    assert engine.streams == streams and single.streams == 1
     batches = np.split(inputs[0], 6)
     want = [single(batch)[signatures.PROBABILITIES] for batch in batches]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(lambda batch: streams(batch)[signatures.PROBABILITIES], batches * 4))
+        got = list(pool.map(lambda batch: engine(batch)[signatures.PROBABILITIES], batches * 4))
     for index, probabilities in enumerate(got):
         np.testing.assert_allclose(probabilities, want[index % 6], atol=1e-6)

@@ -100,16 +100,16 @@ def test_a_litert_export_refuses_a_bfloat16_policy(tmp_path):
 def test_the_server_runs_model_tflite_over_rest_and_grpc_with_batching(exported, inputs):
     base, paths = exported
     want = Servable("vit", 3, paths["tflite_int8"], prefer_tflite=True).predict("", {signatures.IMAGES_INPUT: inputs[1]})
-    serve_and_compare(base, "--prefer_tflite_model", inputs[1], want, "Loaded vit version 3 (model.tflite, run by LiteRT)")
+    serve_and_compare(base, ["--prefer_tflite_model"], inputs[1], want, "Loaded vit version 3 (model.tflite, run by LiteRT)")
 
 
-def serve_and_compare(base, flag: str, images, want: dict, loaded: str) -> None:
-    """Starts serving.server on `base` with `flag` and batching; its REST and gRPC answers to `images` must be `want`,
+def serve_and_compare(base, flags: list[str], images, want: dict, loaded: str) -> None:
+    """Starts serving.server on `base` with `flags` and batching; its REST and gRPC answers to `images` must be `want`,
     its metadata the contract's, and its log must say `loaded`."""
     rest_port, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
-         "--model_name", "vit", "--model_base_path", str(base), flag, "--enable_batching"],
+         "--model_name", "vit", "--model_base_path", str(base), *flags, "--enable_batching"],
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
