@@ -5,6 +5,8 @@
     python benchmarks/serving.py --format openvino --precision int8   # the OpenVINO IR (--prefer_openvino_model)
     python benchmarks/serving.py --jit_compile            # XLA in the served graph (--xla_cpu_compilation_enabled)
     python benchmarks/serving.py --protocol grpc          # PredictRequests on the gRPC port instead of REST
+    python benchmarks/serving.py --format openvino --openvino_plugin_config '{"PERFORMANCE_HINT": "LATENCY"}'
+                                                          # a third server: batching, compiled with that config
 
 Exports the model (random weights; the cost does not depend on them), measures
 the raw SavedModel's batched throughput in this process (batches of 32 encoded
@@ -176,7 +178,8 @@ def summary(results: list[dict], raws: list[float]) -> dict:
     }
 
 
-def start_server(base_path: str, batching: bool, format: str, xla: bool = False) -> tuple[subprocess.Popen, dict]:
+def start_server(base_path: str, batching: bool, format: str, xla: bool = False,
+                 openvino_plugin_config: str | None = None) -> tuple[subprocess.Popen, dict]:
     """The server on free REST and gRPC ports of 127.0.0.1: (process, {"rest": model URL, "grpc": address, "pid"})."""
     port, grpc_port = harness.free_port(), harness.free_port()
     command = [sys.executable, "-m", "keras_vit.serving.server", "--port", str(grpc_port), "--rest_api_port", str(port),
@@ -185,6 +188,8 @@ def start_server(base_path: str, batching: bool, format: str, xla: bool = False)
         command.append(ENGINE_FLAGS[format])
     if xla:
         command.append("--xla_cpu_compilation_enabled")
+    if openvino_plugin_config:
+        command += ["--openvino_plugin_config", openvino_plugin_config]
     if batching:
         command += ["--enable_batching", "--batching_parameters_file", os.path.join(base_path, "batching_parameters.txt")]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -212,7 +217,11 @@ def main() -> int:
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default="rest",
                         help="rest: JSON with base64 PNGs on kept-alive connections; grpc: PredictRequests, PNG bytes")
     parser.add_argument("--jit_compile", action="store_true", help="export with XLA, serve with --xla_cpu_compilation_enabled")
+    parser.add_argument("--openvino_plugin_config", default=None,
+                        help="--format openvino: a third server, batching, run with this --openvino_plugin_config")
     args = parser.parse_args()
+    if args.openvino_plugin_config and args.format != "openvino":
+        parser.error("--openvino_plugin_config is for --format openvino")
 
     workdir = tempfile.mkdtemp(prefix="keras_vit_bench_")
     model = keras_vit.create_model(args.model, image_size=args.image_size, classes=1000)
@@ -221,23 +230,28 @@ def main() -> int:
     rng = np.random.default_rng(0)
     size = (args.image_size, args.image_size, 3)
     images = [saved_model.encode_png(rng.integers(0, 256, size, dtype=np.uint8)) for _ in range(64)]
-    raws, runs = [], {(batching, clients): [] for batching in (False, True) for clients in args.clients}
-    for r in range(args.rounds):  # the raw model and the two servers alternate; the table gives medians
+    # The servers: batching off, on, and on with the plugin config; (name in the table, batching, plugin config).
+    servers = [("off", False, None), ("on", True, None)]
+    if args.openvino_plugin_config:
+        servers.append((f"on, {args.openvino_plugin_config}", True, args.openvino_plugin_config))
+    raws, runs = [], {(name, clients): [] for name, _, _ in servers for clients in args.clients}
+    for r in range(args.rounds):  # the raw model and the servers alternate; the table gives medians
         raws.append(raw_throughput(path, images, args.seconds, args.format))
         harness.print_progress(f"round {r + 1}: raw {raws[-1]:.1f} images/s")
-        for batching in (False, True)[r % 2:] + (False, True)[:r % 2]:
-            process, server = start_server(os.path.join(workdir, "vit"), batching, args.format, args.jit_compile)
+        for name, batching, plugin_config in servers[r % len(servers):] + servers[:r % len(servers)]:
+            process, server = start_server(os.path.join(workdir, "vit"), batching, args.format, args.jit_compile,
+                                           plugin_config)
             try:
                 drive(server, args.protocol, images, 4, 2.0)  # warm up
                 for clients in args.clients:
                     result = drive(server, args.protocol, images, clients, args.seconds)
-                    runs[batching, clients].append(result)
-                    harness.print_progress(f"round {r + 1}: batching {batching} {clients} clients {result['rps']:.1f} req/s")
+                    runs[name, clients].append(result)
+                    harness.print_progress(f"round {r + 1}: batching {name} {clients} clients {result['rps']:.1f} req/s")
             finally:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=60)
     raw = statistics.median(raws)
-    rows = [(batching, clients, summary(results, raws)) for (batching, clients), results in runs.items()]
+    rows = [(name, clients, summary(results, raws)) for (name, clients), results in runs.items()]
 
     print(harness.cpu_description())
     raw_path = f"SavedModel `decode` + {args.format} engine" if args.format in ENGINE_FLAGS else (
@@ -250,9 +264,9 @@ def main() -> int:
     print(harness.markdown_table(
         ["batching", "clients", "requests/s", "p50 ms", "p99 ms", "failures", "vs raw batched",
          "server CPU s/s", "clients CPU s/s"],
-        [[("on" if batching else "off"), str(clients), f"{r['rps']:.1f}", f"{r['p50']:.0f}", f"{r['p99']:.0f}",
+        [[name, str(clients), f"{r['rps']:.1f}", f"{r['p50']:.0f}", f"{r['p99']:.0f}",
           str(r["failures"]), f"{r['ratio']:.2f}", f"{r['server_cpu']:.2f}", f"{r['clients_cpu']:.2f}"]
-         for batching, clients, r in rows],
+         for name, clients, r in rows],
     ))
     return 0
 
