@@ -69,7 +69,8 @@ class Servable:
         if prefer_openvino and os.path.isdir(os.path.join(path, OPENVINO_DIR)):
             from keras_vit.serving.openvino_model import OpenVINOModel
 
-            # Batching runs `num_batch_threads` batches at once: as many OpenVINO streams run them side by side.
+            # Batching runs `num_batch_threads` batches at once: as many OpenVINO streams run them side by side
+            # (unless `openvino_config` asks for other streams).
             calls = batching.num_batch_threads if batching is not None else 1
             self.engine = OpenVINOModel(os.path.join(path, OPENVINO_DIR), calls, openvino_config)
             self.runtime = "OpenVINO"

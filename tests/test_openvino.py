@@ -126,6 +126,14 @@ def test_a_plugin_config_openvino_would_refuse_is_refused_naming_what_is_wrong(t
         openvino_model.plugin_config(text)
 
 
+def test_a_plugin_config_without_the_openvino_models_is_refused():
+    from keras_vit.serving import server
+
+    args = server.parser().parse_args(["--model_base_path", "models", "--openvino_plugin_config", "{}"])
+    with pytest.raises(ValueError, match="configures the OpenVINO IRs --prefer_openvino_model runs: give that flag"):
+        server.build_manager(args)
+
+
 def test_the_server_refuses_a_bad_plugin_config_before_it_listens():
     port = free_port()
     done = subprocess.run([sys.executable, "-m", "keras_vit.serving.server", "--port", "0", "--rest_api_port", str(port),
