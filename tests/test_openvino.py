@@ -142,8 +142,9 @@ def test_the_server_refuses_a_bad_plugin_config_before_it_listens():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == ['error: --openvino_plugin_config {"NUM_STREAMS": "x"}: OpenVINO refuses it: Could not read '
-                      'number of streams from str: x; stoi'], done.stderr[-2000:]
+    assert len(errors) == 1, done.stderr[-2000:]  # OpenVINO's own words follow: "Could not read number of streams ..."
+    assert errors[0].startswith('error: --openvino_plugin_config {"NUM_STREAMS": "x"}: OpenVINO refuses it: ')
+    assert "streams" in errors[0]
 
 
 def test_precision_belongs_to_the_openvino_format(tmp_path):
