@@ -80,7 +80,8 @@ class QuantizationReport:
             out.append("int8 check: warm-up images are synthetic; pass --calibration_images with real images to "
                        "measure the agreement that matters.")
         if self.speedup < 1:
-            out.append("int8 check: int8 is slower than float32 on this CPU (int8 needs VNNI to pay off); serve "
+            out.append("int8 check: int8 is slower than float32 here (it pays off on a CPU with VNNI, once the "
+                       "matrix products outweigh quantizing the activations: not for a very small model); serve "
                        "float32 (--format tflite, --format openvino --precision f32, or the SavedModel).")
         return out
 
