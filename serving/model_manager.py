@@ -188,10 +188,10 @@ class ModelManager:
         self.failures.pop((name, version), None)
         metrics().load_attempt(path, succeeded=True)
         engine = {"LiteRT": f" ({TFLITE_FILE}, run by LiteRT)", "OpenVINO": f" ({OPENVINO_DIR}/, run by OpenVINO)"}
-        streams = ""
+        engine = engine.get(servable.runtime, "")
         if servable.runtime == "OpenVINO":
-            streams = f", {servable.engine.streams} stream{'s' if servable.engine.streams > 1 else ''}"
-        logger.info("Loaded %s version %d%s%s", name, version, engine.get(servable.runtime, ""), streams)
+            engine += f", {servable.engine.streams} stream{'s' if servable.engine.streams > 1 else ''}"
+        logger.info("Loaded %s version %d%s", name, version, engine)
         if servable.requires_xla and not self.xla_cpu_compilation_enabled and not servable.engine:
             logger.warning(
                 "%s version %d was exported with --jit_compile: its requests are refused until the server runs with "

@@ -34,6 +34,8 @@ from keras_vit.serving.signatures import CLASSES, LABELS, OPENVINO_DIR, PIXELS_I
 
 MODEL_FILE = "model.xml"
 RUNTIME_FILE = "runtime.json"
+#: A `--openvino_plugin_config`, as its refusals show it.
+PLUGIN_CONFIG_EXAMPLE = '{"PERFORMANCE_HINT": "LATENCY"}'
 
 
 def native_bf16() -> bool:
@@ -73,10 +75,10 @@ def plugin_config(text: str) -> dict:
         config = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"--openvino_plugin_config is not JSON ({error}): give an object such as "
-                         f"'{{\"PERFORMANCE_HINT\": \"LATENCY\"}}'.") from None
+                         f"'{PLUGIN_CONFIG_EXAMPLE}'.") from None
     if not isinstance(config, dict) or not all(isinstance(v, (str, int, float, bool)) for v in config.values()):
         raise ValueError(f"--openvino_plugin_config {text}: give a JSON object of OpenVINO CPU properties and their "
-                         f"values, such as '{{\"PERFORMANCE_HINT\": \"LATENCY\"}}'.")
+                         f"values, such as '{PLUGIN_CONFIG_EXAMPLE}'.")
     if "INFERENCE_PRECISION_HINT" in config:
         raise ValueError("--openvino_plugin_config: INFERENCE_PRECISION_HINT is the export's --precision, the one its "
                          "agreement check measured; export another version to change it.")
