@@ -8,12 +8,10 @@ import os
 import threading
 import time
 
-from keras_vit.serving.batching import BatchingOptions
 from keras_vit.serving.errors import invalid_argument, not_found
-from keras_vit.serving.image_limits import DEFAULT_MAX_IMAGE_PIXELS
 from keras_vit.serving.metrics import metrics
 from keras_vit.serving.native_heap import release_free_memory
-from keras_vit.serving.servable import Servable
+from keras_vit.serving.servable import Servable, ServingOptions
 from keras_vit.serving.signatures import OPENVINO_DIR, TFLITE_FILE
 
 logger = logging.getLogger(__name__)
@@ -85,25 +83,12 @@ class ModelManager:
     on it, so no request fails during a swap.
     """
 
-    def __init__(
-        self,
-        configs: list[ModelConfig],
-        poll_seconds: float = 1.0,
-        batching: BatchingOptions | None = None,
-        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-        prefer_tflite: bool = False,
-        xla_cpu_compilation_enabled: bool = False,
-        prefer_openvino: bool = False,
-        openvino_config: dict | None = None,
-    ):
+    def __init__(self, configs: list[ModelConfig], poll_seconds: float = 1.0,
+                 options: ServingOptions = ServingOptions()):
         self.configs = {c.name: c for c in configs}
-        self.prefer_tflite = prefer_tflite
-        self.prefer_openvino = prefer_openvino
-        self.openvino_config = openvino_config
-        self.xla_cpu_compilation_enabled = xla_cpu_compilation_enabled
         self.poll_seconds = poll_seconds
-        self.batching = batching
-        self.max_image_pixels = max_image_pixels
+        #: How each version is loaded and run.
+        self.options = options
         self.served: dict[str, dict[int, Servable]] = {c.name: {} for c in configs}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -167,10 +152,7 @@ class ModelManager:
         path = os.path.join(base_path, str(version))
         stamp = _stamp(base_path, version)
         try:
-            servable = Servable(
-                name, version, path, self.batching, self.max_image_pixels, self.prefer_tflite,
-                self.xla_cpu_compilation_enabled, self.prefer_openvino, self.openvino_config,
-            )
+            servable = Servable(name, version, path, self.options)
         except Exception as error:
             metrics().load_attempt(path, succeeded=False)
             previous = self.failures.get((name, version))
@@ -192,7 +174,7 @@ class ModelManager:
         if servable.runtime == "OpenVINO":
             engine += f", {servable.engine.streams} stream{'s' if servable.engine.streams > 1 else ''}"
         logger.info("Loaded %s version %d%s", name, version, engine)
-        if servable.requires_xla and not self.xla_cpu_compilation_enabled and not servable.engine:
+        if servable.requires_xla and not self.options.xla_cpu_compilation_enabled and not servable.engine:
             logger.warning(
                 "%s version %d was exported with --jit_compile: its requests are refused until the server runs with "
                 "--xla_cpu_compilation_enabled", name, version,

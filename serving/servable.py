@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -19,14 +20,13 @@ from keras_vit.serving.signatures import (
 )
 
 
-class Servable:
-    """A SavedModel version loaded for serving.
+@dataclasses.dataclass(frozen=True)
+class ServingOptions:
+    """How every version is loaded and run: the server's flags of that kind, in one place (`serving.server` builds it
+    from its command line; `ModelManager` hands it to each `Servable`).
 
-    Args:
-        name: the model's name.
-        version: its version number.
-        path: the version's folder (with saved_model.pb).
-        batching: dynamic batching options, or None to run each request alone.
+    Attributes:
+        batching: dynamic batching options (`--enable_batching`), or None to run each request alone.
         max_image_pixels: encoded images (the `images` input) declaring more pixels are refused undecoded.
         prefer_tflite: run the version's `model.tflite` when it has one (TF Serving's `--prefer_tflite_model`):
             the same signatures, inputs and outputs, computed by LiteRT (`keras_vit.serving.tflite`).
@@ -39,42 +39,49 @@ class Servable:
             request is refused with FAILED_PRECONDITION naming the flag, as TF Serving answers them.
     """
 
-    def __init__(
-        self,
-        name: str,
-        version: int,
-        path: str,
-        batching: BatchingOptions | None = None,
-        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-        prefer_tflite: bool = False,
-        xla_cpu_compilation_enabled: bool = False,
-        prefer_openvino: bool = False,
-        openvino_config: dict | None = None,
-    ):
+    batching: BatchingOptions | None = None
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    prefer_tflite: bool = False
+    prefer_openvino: bool = False
+    openvino_config: dict | None = None
+    xla_cpu_compilation_enabled: bool = False
+
+
+class Servable:
+    """A SavedModel version loaded for serving.
+
+    Args:
+        name: the model's name.
+        version: its version number.
+        path: the version's folder (with saved_model.pb).
+        options: how it is loaded and run (`ServingOptions`).
+    """
+
+    def __init__(self, name: str, version: int, path: str, options: ServingOptions = ServingOptions()):
         from tensorflow.core.protobuf import saved_model_pb2
 
         self.name, self.version, self.path = name, version, path
-        self.max_image_pixels = max_image_pixels
+        self.max_image_pixels = options.max_image_pixels
         proto = saved_model_pb2.SavedModel()
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:
             proto.ParseFromString(f.read())
         self.signature_defs = proto.meta_graphs[0].signature_def
         #: Whether the graph has functions that must be compiled with XLA (exported with jit_compile=True).
         self.requires_xla = requires_xla(proto)
-        self.xla_enabled = xla_cpu_compilation_enabled
+        self.xla_enabled = options.xla_cpu_compilation_enabled
         self.loaded = tf.saved_model.load(path)
         self.functions = {k: self.loaded.signatures[k] for k in self.loaded.signatures}
         #: What computes `predict_pixels` in place of the SavedModel's graph (a LiteRT or OpenVINO model), or None.
         self.engine, self.runtime = None, "TF"
-        if prefer_openvino and os.path.isdir(os.path.join(path, OPENVINO_DIR)):
+        if options.prefer_openvino and os.path.isdir(os.path.join(path, OPENVINO_DIR)):
             from keras_vit.serving.openvino_model import OpenVINOModel
 
             # Batching runs `num_batch_threads` batches at once: as many OpenVINO streams run them side by side
             # (unless `openvino_config` asks for other streams).
-            calls = batching.num_batch_threads if batching is not None else 1
-            self.engine = OpenVINOModel(os.path.join(path, OPENVINO_DIR), calls, openvino_config)
+            calls = options.batching.num_batch_threads if options.batching is not None else 1
+            self.engine = OpenVINOModel(os.path.join(path, OPENVINO_DIR), calls, options.openvino_config)
             self.runtime = "OpenVINO"
-        elif prefer_tflite and os.path.exists(os.path.join(path, TFLITE_FILE)):
+        elif options.prefer_tflite and os.path.exists(os.path.join(path, TFLITE_FILE)):
             from keras_vit.serving.tflite import LiteRTModel
 
             self.engine, self.runtime = LiteRTModel(os.path.join(path, TFLITE_FILE)), "LiteRT"
@@ -87,9 +94,9 @@ class Servable:
             dims = self.signature_defs[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].tensor_shape.dim
             dims[1].size, dims[2].size = self.engine.image_size
         self.batchers = {}
-        if batching is not None:
+        if options.batching is not None:
             self.batchers = {
-                k: Batcher(self._runner(k), batching, on_batch=functools.partial(metrics().batch, name, k))
+                k: Batcher(self._runner(k), options.batching, on_batch=functools.partial(metrics().batch, name, k))
                 for k in self.functions
             }
 

@@ -92,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
 
 def build_manager(args: argparse.Namespace) -> ModelManager:
     from keras_vit.serving.model_manager import ModelConfig, ModelManager, read_model_config_file
+    from keras_vit.serving.servable import ServingOptions
 
     if args.model_config_file:
         configs = read_model_config_file(args.model_config_file)
@@ -110,10 +111,12 @@ def build_manager(args: argparse.Namespace) -> ModelManager:
     batching = None
     if args.enable_batching:
         batching = BatchingOptions.from_file(args.batching_parameters_file) if args.batching_parameters_file else BatchingOptions()
-    return ModelManager(
-        configs, args.file_system_poll_wait_seconds, batching, args.max_image_pixels, args.prefer_tflite_model,
-        args.xla_cpu_compilation_enabled, args.prefer_openvino_model, openvino_config,
+    options = ServingOptions(
+        batching=batching, max_image_pixels=args.max_image_pixels, prefer_tflite=args.prefer_tflite_model,
+        prefer_openvino=args.prefer_openvino_model, openvino_config=openvino_config,
+        xla_cpu_compilation_enabled=args.xla_cpu_compilation_enabled,
     )
+    return ModelManager(configs, args.file_system_poll_wait_seconds, options)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -227,7 +227,7 @@ def pixels(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
 @pytest.mark.process
 def test_export_keeps_the_dynamic_size(dynamic_export):
     from keras_vit.serving import saved_model
-    from keras_vit.serving.servable import Servable
+    from keras_vit.serving.servable import Servable, ServingOptions
 
     model, base = dynamic_export
     servable = Servable("vit", 1, str(base / "1"))
@@ -250,10 +250,10 @@ def test_export_keeps_the_dynamic_size(dynamic_export):
 @pytest.mark.process
 def test_litert_takes_the_serving_size_only(dynamic_export):
     from keras_vit.serving.errors import ServingError
-    from keras_vit.serving.servable import Servable
+    from keras_vit.serving.servable import Servable, ServingOptions
 
     model, base = dynamic_export
-    lite = Servable("vit", 2, str(base / "2"), prefer_tflite=True)
+    lite = Servable("vit", 2, str(base / "2"), ServingOptions(prefer_tflite=True))
     batch = pixels(2, (24, 32))
     got = lite.predict("predict_pixels", {"pixels": batch.astype("float32")})["probabilities"]
     np.testing.assert_allclose(got, probabilities(model, batch), atol=1e-5)

@@ -13,7 +13,7 @@ import keras_vit
 from harness import randomize_at_trained_scale
 from test_export_flavours import build
 from keras_vit.serving import openvino_model, saved_model, signatures
-from keras_vit.serving.servable import Servable
+from keras_vit.serving.servable import Servable, ServingOptions
 from support import REPO, env, free_port
 from test_tflite import serve_and_compare
 
@@ -53,7 +53,7 @@ def test_openvino_serves_the_saved_models_contract(exported, inputs, precision, 
         pytest.skip("this CPU has no native bfloat16: the export refuses bf16 here")
     _, paths = exported
     graph = Servable("vit", 1, paths[precision])
-    served = Servable("vit", 1, paths[precision], prefer_openvino=True)
+    served = Servable("vit", 1, paths[precision], ServingOptions(prefer_openvino=True))
     assert served.runtime == "OpenVINO" and served.engine.precision == precision
     pixels, images = inputs
     for name, feed in ((signatures.PIXELS_SIGNATURE, {signatures.PIXELS_INPUT: pixels}),
@@ -107,7 +107,7 @@ def test_the_server_runs_the_openvino_model_over_rest_and_grpc_with_batching(exp
     """With the plugin config of a latency-first deployment: one stream for the batches, every core on each."""
     base, paths = exported
     newest = max(int(os.path.basename(p)) for p in paths.values())
-    want = Servable("vit", newest, paths[PRECISIONS[-1]], prefer_openvino=True).predict(
+    want = Servable("vit", newest, paths[PRECISIONS[-1]], ServingOptions(prefer_openvino=True)).predict(
         "", {signatures.IMAGES_INPUT: inputs[1]})
     serve_and_compare(base, ["--prefer_openvino_model", "--openvino_plugin_config", '{"PERFORMANCE_HINT": "LATENCY"}'],
                       inputs[1], want, f"Loaded vit version {newest} (openvino/, run by OpenVINO), 1 stream")
@@ -169,7 +169,7 @@ def test_format_auto_writes_the_fastest_format_that_passes_and_prints_its_table(
     assert sorted(p.name for p in (tmp_path / "vit").iterdir() if p.name.isdigit()) == ["1"]  # no trial left behind
     assert not [p for p in (tmp_path / "vit").iterdir() if p.name.startswith(".")]
     runtime = {"tflite": "LiteRT", "tflite_int8": "LiteRT"}.get(chosen, "OpenVINO" if "openvino" in chosen else "TF")
-    served = Servable("vit", 1, str(version), prefer_tflite=True, prefer_openvino=True)
+    served = Servable("vit", 1, str(version), ServingOptions(prefer_tflite=True, prefer_openvino=True))
     assert served.runtime == runtime
 
 

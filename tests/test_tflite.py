@@ -13,7 +13,7 @@ import pytest
 from test_export_flavours import build, int8_fragile_export
 from keras_vit.serving import quantization, saved_model, signatures
 from keras_vit.serving.client import GrpcClient, RestClient
-from keras_vit.serving.servable import Servable
+from keras_vit.serving.servable import Servable, ServingOptions
 from support import REPO, env, free_port
 
 pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
@@ -63,7 +63,7 @@ def test_litert_serves_the_saved_models_contract(exported, inputs, form, probabi
     _, paths = exported
     version = {"tflite": 2, "tflite_int8": 3}[form]
     reference = answers(Servable("vit", 1, paths["saved_model"]), inputs)
-    lite = Servable("vit", version, paths[form], prefer_tflite=True)
+    lite = Servable("vit", version, paths[form], ServingOptions(prefer_tflite=True))
     assert lite.engine is not None
     got = answers(lite, inputs)
     for key, want in reference.items():
@@ -87,7 +87,7 @@ def test_a_corrupt_model_tflite_is_refused_naming_the_file(exported, tmp_path):
     shutil.copytree(paths["tflite_int8"], copy)
     (copy / signatures.TFLITE_FILE).write_bytes(b"not a flatbuffer" * 64)
     with pytest.raises(ValueError, match=rf"{copy / signatures.TFLITE_FILE} is not a LiteRT model"):
-        Servable("vit", 9, str(copy), prefer_tflite=True)
+        Servable("vit", 9, str(copy), ServingOptions(prefer_tflite=True))
 
 
 def test_a_litert_export_refuses_a_bfloat16_policy(tmp_path):
@@ -99,7 +99,8 @@ def test_a_litert_export_refuses_a_bfloat16_policy(tmp_path):
 
 def test_the_server_runs_model_tflite_over_rest_and_grpc_with_batching(exported, inputs):
     base, paths = exported
-    want = Servable("vit", 3, paths["tflite_int8"], prefer_tflite=True).predict("", {signatures.IMAGES_INPUT: inputs[1]})
+    lite = Servable("vit", 3, paths["tflite_int8"], ServingOptions(prefer_tflite=True))
+    want = lite.predict("", {signatures.IMAGES_INPUT: inputs[1]})
     serve_and_compare(base, ["--prefer_tflite_model"], inputs[1], want, "Loaded vit version 3 (model.tflite, run by LiteRT)")
 
 

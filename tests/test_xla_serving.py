@@ -14,7 +14,7 @@ from harness import randomize
 from keras_vit.serving import saved_model
 from keras_vit.serving.client import RestClient
 from keras_vit.serving.errors import ServingError
-from keras_vit.serving.servable import Servable
+from keras_vit.serving.servable import Servable, ServingOptions
 from support import REPO, env, free_port
 
 pytestmark = pytest.mark.process  # the second tier: run with --all_tiers
@@ -46,7 +46,8 @@ def test_the_exported_computation_is_compiled_and_answers_the_same(exports):
     proto.ParseFromString(open(f"{exports['xla']}/saved_model.pb", "rb").read())
     compiled = [f.signature.name for f in proto.meta_graphs[0].graph_def.library.function if f.attr["_XlaMustCompile"].b]
     assert compiled and all("compute" in name for name in compiled), compiled
-    plain, xla = Servable("vit", 1, exports["plain"]), Servable("vit", 1, exports["xla"], xla_cpu_compilation_enabled=True)
+    plain = Servable("vit", 1, exports["plain"])
+    xla = Servable("vit", 1, exports["xla"], ServingOptions(xla_cpu_compilation_enabled=True))
     assert not plain.requires_xla and xla.requires_xla
     for signature, inputs in [("predict_pixels", {"pixels": pixels()}),
                               ("", {"images": np.array([saved_model.encode_png(p) for p in pixels().astype(np.uint8)], object)})]:
@@ -64,7 +65,7 @@ def test_a_size_off_the_patch_stride_is_named_under_xla_too(tmp_path):
     model = keras_vit.ViT(image_size=16, patch_size=4, hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1,
                           classes=3, dynamic_image_size=True)
     servable = Servable("vit", 1, saved_model.export(model, str(tmp_path / "xla"), jit_compile=True),
-                        xla_cpu_compilation_enabled=True)
+                        ServingOptions(xla_cpu_compilation_enabled=True))
     with pytest.raises(ServingError, match=r"does not divide by the patch stride \(4, 4\)") as refused:
         servable.predict("predict_pixels", {"pixels": np.zeros((1, 18, 18, 3), np.float32)})
     assert refused.value.code == "INVALID_ARGUMENT"
