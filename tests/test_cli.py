@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import keras_vit
-from support import REPO, env, run_commands, run_module
+from support import REPO, env, run_commands
 from keras_vit.training import datasets
 
 #: Every command (with its sub-command, where it has them).
@@ -102,11 +102,12 @@ def test_tensorflow_start_up_lines_are_held_back_and_verbose_is_deprecated(tmp_p
     assert verbose.stderr.splitlines()[-1] == lines[0]
 
 
-@pytest.mark.process
-def test_fewshot_uses_the_datasets_labels_whatever_the_head(two_class_model, tmp_path):
-    result = run_module("keras_vit.training.fewshot", "--model", str(two_class_model), "--shots", "1", "5", "--seeds", "1")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "(10 classes, 1 seeds" in result.stdout and "5-shot" in result.stdout
+def test_fewshot_uses_the_datasets_labels_whatever_the_head(two_class_model, tmp_path, capsys):
+    from keras_vit.training import fewshot
+
+    assert fewshot.main(["--model", str(two_class_model), "--shots", "1", "5", "--seeds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "(10 classes, 1 seeds" in printed and "5-shot" in printed
 
 
 def test_a_tfds_dataset_without_network_fails_at_once(tmp_path, monkeypatch):

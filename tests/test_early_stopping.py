@@ -136,10 +136,22 @@ def test_evaluations_during_the_warm_up_keep_the_best_but_do_not_count_toward_pa
     (["--early_stopping_patience", "2", "--early_stopping_monitor", "fewshot_10shot"],
      "--early_stopping_monitor fewshot_10shot needs --fewshot_every N"),
     (["--early_stopping_patience", "-1"], "--early_stopping_patience must be 0 (off) or positive"),
-    # A tenth of the digits has 11 examples of its rarest class: its 25-shot accuracy would be NaN at every epoch.
-    (["--train_fraction", "0.1", "--fewshot_every", "1", "--early_stopping_patience", "2", "--early_stopping_monitor",
-      "fewshot_25shot"], "fewshot_25shot cannot be computed: the smallest class of the training split has 11 examples"),
 ])
-def test_contradicting_early_stopping_flags_are_refused_at_once(flags, message, tmp_path):
-    result = run_module("keras_vit.training.train", *TINY_MODEL, *flags, "--output_dir", str(tmp_path), timeout=60)
-    assert result.returncode == 2 and message in result.stderr
+def test_contradicting_early_stopping_flags_are_refused_at_once(flags, message, tmp_path, capsys):
+    """Refused with the command line, before TensorFlow is set up: the command runs in this process."""
+    from keras_vit.training import train
+
+    assert train.main([*TINY_MODEL, *flags, "--output_dir", str(tmp_path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_monitor_the_training_split_cannot_give_is_refused_before_training(tmp_path):
+    """Found once the dataset is read (a tenth of the digits has 11 examples of its rarest class: its 25-shot accuracy
+    would be NaN at every epoch); from a real process, as the run has set up TensorFlow by then."""
+    result = run_module("keras_vit.training.train", *TINY_MODEL, "--train_fraction", "0.1", "--fewshot_every", "1",
+                        "--early_stopping_patience", "2", "--early_stopping_monitor", "fewshot_25shot", "--output_dir",
+                        str(tmp_path), timeout=60)
+    assert result.returncode == 2
+    assert "fewshot_25shot cannot be computed: the smallest class of the training split has 11 examples" in result.stderr
