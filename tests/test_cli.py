@@ -102,7 +102,7 @@ def test_tensorflow_start_up_lines_are_held_back_and_verbose_is_deprecated(tmp_p
     assert verbose.stderr.splitlines()[-1] == lines[0]
 
 
-def test_fewshot_uses_the_datasets_labels_whatever_the_head(two_class_model, tmp_path, capsys):
+def test_fewshot_uses_the_datasets_labels_whatever_the_head(two_class_model, capsys):
     from keras_vit.training import fewshot
 
     assert fewshot.main(["--model", str(two_class_model), "--shots", "1", "5", "--seeds", "1"]) == 0
