@@ -61,14 +61,13 @@ class Servable:
         from tensorflow.core.protobuf import saved_model_pb2
 
         self.name, self.version, self.path = name, version, path
-        self.max_image_pixels = options.max_image_pixels
+        self.options = options
         proto = saved_model_pb2.SavedModel()
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:
             proto.ParseFromString(f.read())
         self.signature_defs = proto.meta_graphs[0].signature_def
         #: Whether the graph has functions that must be compiled with XLA (exported with jit_compile=True).
         self.requires_xla = requires_xla(proto)
-        self.xla_enabled = options.xla_cpu_compilation_enabled
         self.loaded = tf.saved_model.load(path)
         self.functions = {k: self.loaded.signatures[k] for k in self.loaded.signatures}
         #: What computes `predict_pixels` in place of the SavedModel's graph (a LiteRT or OpenVINO model), or None.
@@ -120,7 +119,7 @@ class Servable:
         key, signature = self.signature(signature_name)
         if signature.method_name and signature.method_name != PREDICT_METHOD:
             raise invalid_argument(f"Signature {key} has method {signature.method_name}, not {PREDICT_METHOD}.")
-        if self.requires_xla and not self.xla_enabled and self.engine is None:
+        if self.requires_xla and not self.options.xla_cpu_compilation_enabled and self.engine is None:
             raise ServingError(
                 "FAILED_PRECONDITION",
                 f"XLA compilation disabled: version {self.version} of {self.name} was exported with --jit_compile; "
@@ -129,7 +128,7 @@ class Servable:
         checked = check_inputs(signature, inputs)
         for index, image in enumerate(np.ravel(checked.get(IMAGES_INPUT, []))):
             try:
-                check_image(bytes(image), self.max_image_pixels, index)
+                check_image(bytes(image), self.options.max_image_pixels, index)
             except ValueError as error:
                 raise invalid_argument(str(error)) from None
         batcher = self.batchers.get(key)
